@@ -1,0 +1,1 @@
+"""pfdb's schema migrations (peewee-migrate files); installed as ``pfdb._migrations``."""

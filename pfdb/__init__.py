@@ -1,0 +1,83 @@
+"""pfdb: the embeddable database of a product-feed integration system.
+
+    from pfdb import init_database, db_session_scope
+    from pfdb.models import Product
+
+Importing pfdb reads no environment, opens no connection and creates no file:
+``init_database()`` does that.
+"""
+
+from ._peewee import peewee as _peewee  # noqa: F401  (first: keeps psycopg2 unloaded on SQLite)
+from .database import (
+    close_database,
+    database_health_check,
+    db,
+    db_session_scope,
+    get_database,
+    init_database,
+    session_scope,
+)
+from .errors import (
+    BackupError,
+    ConfigError,
+    DatabaseNotInitialisedError,
+    DatabaseUnavailableError,
+    DuplicateError,
+    FeedError,
+    MigrationError,
+    MigrationLockTimeout,
+    NotFoundError,
+    PfdbError,
+    PoolExhaustedError,
+    RestoreError,
+    UsageError,
+    ValidationError,
+)
+from .models import (
+    MODELS,
+    Category,
+    Configuration,
+    Icon,
+    Job,
+    Product,
+    ProductImage,
+    SyncHistory,
+    SystemLog,
+    User,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS",
+    "BackupError",
+    "Category",
+    "ConfigError",
+    "Configuration",
+    "DatabaseNotInitialisedError",
+    "DatabaseUnavailableError",
+    "DuplicateError",
+    "FeedError",
+    "Icon",
+    "Job",
+    "MigrationError",
+    "MigrationLockTimeout",
+    "NotFoundError",
+    "PfdbError",
+    "PoolExhaustedError",
+    "Product",
+    "ProductImage",
+    "RestoreError",
+    "SyncHistory",
+    "SystemLog",
+    "UsageError",
+    "User",
+    "ValidationError",
+    "close_database",
+    "database_health_check",
+    "db",
+    "db_session_scope",
+    "get_database",
+    "init_database",
+    "session_scope",
+]

@@ -1,0 +1,344 @@
+"""``pfdb``: the command line, a thin Fire shell over the Python API.
+
+Each command is one short method that coerces its arguments, calls one API function and
+formats the result; nothing else here holds logic. ``main(argv)`` is the one place that
+turns exceptions into ``error: …`` on stderr and an exit code (0 ok, 1 failed, 2 usage or
+configuration). Arguments are checked against the method's signature *before* anything
+runs: Fire itself would run ``pfdb rollback 001 typo`` and only then complain.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from typing import Any
+
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PfdbError, UsageError
+
+GLOBAL_FLAGS = ("--debug", "--database-url")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+
+
+class Exit(Exception):
+    """A command's verdict other than success, with what to say (already printed or not)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+class PfdbCLI:
+    """pfdb: the database of a product-feed integration system (SQLite or PostgreSQL).
+
+    Global options: --database-url URL (default: $DATABASE_URL, else sqlite:///pfdb.db),
+    --debug (tracebacks). Every command is a Python function too: see the README.
+    """
+
+    def __init__(self, database_url: str | None = None):
+        self._database_url = database_url
+
+    def _init(self, **overrides: Any):
+        from .database import init_database
+
+        return init_database(self._database_url, **overrides)
+
+    # -- migration lifecycle --------------------------------------------------------------
+    def init(self, json: bool = False):
+        """Create the database if needed and apply every migration; safe to run again.
+
+        Example: pfdb init
+        """
+        from .migrations import init
+
+        result = init(self._database_url)
+        if json:
+            return _print_json(result.as_dict())
+        print(f"database: {result.database} ({result.backend}{', created' if result.created else ''})")
+        if result.applied:
+            print(f"applied:  {', '.join(result.applied)}")
+        if result.backup:
+            print(f"backup:   {result.backup}")
+        print(f"current:  {result.current or '-'} ({'up to date' if not result.pending else 'pending: ' + ', '.join(result.pending)})")
+
+    def status(self, json: bool = False, exit_code: bool = False, drift: bool = True):
+        """Applied migrations with their times, pending ones, and model drift.
+
+        --exit-code exits 1 when migrations are pending (for deploy scripts); --no-drift
+        skips the model comparison.
+        Example: pfdb status --exit-code
+        """
+        from .migrations import status
+
+        self._init()
+        result = status(drift=drift)
+        if json:
+            _print_json(result.as_dict())
+        else:
+            print(f"database: {result.database}")
+            for m in result.applied:
+                when = m.applied_at.strftime("%Y-%m-%d %H:%M:%S UTC") if m.applied_at else "unknown time"
+                print(f"  [x] {m.name}  (applied {when})")
+            for name in result.pending:
+                print(f"  [ ] {name}  (pending)")
+            for name in result.unknown:
+                print(f"  [?] {name}  (applied, but no migration file)")
+            if result.drift:
+                print(f"drift: the models differ from the migrations in {len(result.drift)} ways; run pfdb check")
+            elif result.drift is not None:
+                print("drift: none")
+        if exit_code and result.pending:
+            raise Exit(EXIT_FAILED)
+
+    def migrate(self, target: str | None = None, fake: bool = False, dry_run: bool = False,
+                wait: bool = False, timeout: float = 30.0, lock_timeout: float = 600.0, json: bool = False):
+        """Apply pending migrations (up to --target), each in its own transaction.
+
+        --fake records them without running them; --dry-run prints the SQL and changes
+        nothing; --wait first waits up to --timeout seconds for the server.
+        Example: pfdb migrate --target 002
+        """
+        from .migrations import migrate
+
+        self._init()
+        if wait:
+            from .database import wait_for_database
+
+            wait_for_database(timeout=number("timeout", timeout))
+        result = migrate(None if target is None else str(target), fake=fake, dry_run=dry_run,
+                         lock_timeout=number("lock_timeout", lock_timeout))
+        if json:
+            return _print_json(result.as_dict())
+        if result.backup is not None:
+            print(f"backup: {result.backup.path}")
+        if dry_run:
+            for statement in result.sql:
+                print(f"{statement.rstrip(';')};")
+            print(f"-- dry run: {len(result.applied)} migration(s) would be applied; nothing was changed")
+        elif not result.applied:
+            print("nothing to migrate: the database is up to date")
+        else:
+            verb = "recorded (fake)" if fake else "applied"
+            for name in result.applied:
+                print(f"{verb}: {name}")
+
+    def rollback(self, version: str | None = None, lock_timeout: float = 600.0):
+        """Undo the last migration, everything after VERSION, or all of them (zero).
+
+        Example: pfdb rollback 001
+        """
+        from .migrations import rollback
+
+        self._init()
+        result = rollback(None if version is None else str(version), lock_timeout=number("lock_timeout", lock_timeout))
+        for name in result.rolled_back:
+            print(f"rolled back: {name}")
+        if not result.rolled_back:
+            print(f"nothing to roll back: already at {result.current}")
+        print(f"current: {result.current or 'zero (no migration applied)'}")
+
+    def create_migration(self, description: str, empty: bool = False):
+        """Write the next numbered migration from the model changes (--empty: a template).
+
+        Example: pfdb create-migration "add product weight"
+        """
+        from .migrations import create
+
+        self._init()
+        result = create(str(description), auto=not empty)
+        if result.path is None:
+            print("no changes: the models match the migrations; nothing written")
+            return
+        print(f"created {result.path}")
+        for change in result.changes:
+            print(f"  {change.splitlines()[0]}")
+
+    def check(self, json: bool = False):
+        """Exit 1 when the models have changed without a migration (for CI).
+
+        Example: pfdb check
+        """
+        from .migrations import check
+
+        self._init()
+        result = check()
+        if json:
+            _print_json(result.as_dict())
+        elif result.has_drift:
+            print("the models differ from the migrations; run pfdb create-migration:")
+            for change in result.changes:
+                print(f"  {change.splitlines()[0]}")
+        else:
+            print("no drift: the models match the migrations")
+        if result.has_drift:
+            raise Exit(EXIT_FAILED)
+
+    def wait(self, timeout: float = 30.0):
+        """Wait until the database answers; exit 1 after --timeout seconds.
+
+        Example: pfdb wait --timeout 60
+        """
+        from .database import wait_for_database
+
+        self._init()
+        result = wait_for_database(timeout=number("timeout", timeout))
+        print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
+
+
+# -- argument checking --------------------------------------------------------------------
+def _commands() -> dict[str, Any]:
+    return {name: fn for name, fn in inspect.getmembers(PfdbCLI, inspect.isfunction) if not name.startswith("_")}
+
+
+def _is_positional(param: inspect.Parameter) -> bool:
+    """Only required arguments and optional ones defaulting to None may stand without a flag."""
+    return param.default is inspect.Parameter.empty or param.default is None
+
+
+def _normalise_arguments(command: str, fn: Any, args: list[str]) -> list[str]:
+    """Check ``args`` against the method's signature before anything runs; return them for Fire.
+
+    Unknown flags and extra positionals are refused; ``--no-flag`` becomes ``--flag=False``.
+    """
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    by_flag = {p.name.replace("_", "-"): p for p in params} | {p.name: p for p in params}
+    positionals = [p for p in params if _is_positional(p)]
+    used: set[str] = set()
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and len(arg) > 2:
+            name, has_value, value = arg[2:].partition("=")
+            param = by_flag.get(name)
+            if param is None and name.startswith("no") and isinstance(getattr(by_flag.get(name[2:].lstrip("-")), "default", None), bool):
+                param = by_flag[name[2:].lstrip("-")]
+                out.append(f"--{param.name}=False")
+                used.add(param.name)
+                i += 1
+                continue
+            if param is None:
+                known = ", ".join(f"--{p.name.replace('_', '-')}" for p in params) or "none"
+                raise UsageError(f"pfdb {command}: unknown option --{name}", hint=f"options: {known}")
+            used.add(param.name)
+            if isinstance(param.default, bool):
+                out.append(f"--{param.name}={value}" if has_value else f"--{param.name}")
+            elif has_value:
+                out.append(f"--{param.name}={value}")
+            elif i + 1 < len(args):
+                i += 1
+                out.extend([f"--{param.name}", args[i]])
+            else:
+                raise UsageError(f"pfdb {command}: option --{name} needs a value")
+            i += 1
+            continue
+        if arg.startswith("-") and arg != "-" and not arg[1:].replace(".", "").isdigit():
+            raise UsageError(f"pfdb {command}: unknown option {arg}")
+        remaining = [p for p in positionals if p.name not in used]
+        if not remaining:
+            raise UsageError(f"pfdb {command}: unexpected argument {arg!r}", hint=f"see pfdb {command} --help")
+        used.add(remaining[0].name)
+        # Passed by name, so Fire cannot mistake it for another parameter.
+        out.append(f"--{remaining[0].name}={arg}")
+        i += 1
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in used]
+    if missing:
+        raise UsageError(f"pfdb {command}: missing argument {missing[0].upper()}", hint=f"see pfdb {command} --help")
+    return out
+
+
+def number(name: str, value: Any) -> float:
+    """A non-negative number from the command line, or a usage error naming the option."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"--{name.replace('_', '-')} must be a number of seconds, got {value!r}") from None
+    if result < 0:
+        raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {value!r}")
+    return result
+
+
+def _help(target: Any, name: str) -> str:
+    from fire import helptext, trace
+
+    text = helptext.HelpText(target, trace=trace.FireTrace(target, name=name))
+    for command in _commands():  # Fire lists methods by their Python names
+        text = text.replace(command, command.replace("_", "-")) if "_" in command else text
+    return text
+
+
+def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    options: dict[str, Any] = {"debug": os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--debug":
+            options["debug"] = True
+        elif arg.startswith("--database-url"):
+            if "=" in arg:
+                options["database_url"] = arg.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                i += 1
+                options["database_url"] = argv[i]
+            else:
+                raise UsageError("--database-url needs a value", hint="e.g. --database-url sqlite:///shop.db")
+        else:
+            rest.append(arg)
+        i += 1
+    return options, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one pfdb command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")
+    try:
+        options, args = _split_globals(argv)
+        cli = PfdbCLI(options.get("database_url"))
+        commands = _commands()
+        if not args or args[0] in ("-h", "--help", "help"):
+            print(_help(cli, "pfdb"))
+            return EXIT_OK
+        command = args[0].replace("-", "_")
+        if command not in commands:
+            names = ", ".join(sorted(c.replace("_", "-") for c in commands))
+            raise UsageError(f"unknown command {args[0]!r}", hint=f"commands: {names}")
+        rest = args[1:]
+        if "--help" in rest or "-h" in rest:
+            print(_help(getattr(cli, command), f"pfdb {args[0]}"))
+            return EXIT_OK
+        fire_args = _normalise_arguments(args[0], commands[command], rest)
+        import fire
+
+        fire.Fire(cli, command=[command, *fire_args], name="pfdb")
+        return EXIT_OK
+    except Exit as verdict:
+        return verdict.code
+    except PfdbError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # Fire's own usage errors
+        code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return EXIT_USAGE if code not in (0, None) else EXIT_OK
+    except Exception as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The exception tree every pfdb caller sees, with the CLI exit code of each.
+
+Driver exceptions (sqlite3, psycopg2, peewee's pool, peewee-migrate's bare
+``RuntimeError``) are translated into these at the boundary, ``raise … from``,
+so a caller catches one hierarchy and a person reads one clear line.
+This module imports nothing of pfdb.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class PfdbError(Exception):
+    """Base of every error pfdb raises on purpose.
+
+    ``hint`` says how to fix it; ``exit_code`` is what the CLI exits with.
+    """
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class ConfigError(PfdbError):
+    """A setting (environment, ``.env`` or argument) has a value pfdb cannot use."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(PfdbError):
+    """A command was called with arguments it does not take."""
+
+    exit_code = EXIT_USAGE
+
+
+class DatabaseNotInitialisedError(PfdbError):
+    """The proxy is used before ``init_database()`` bound it."""
+
+
+class DatabaseUnavailableError(PfdbError):
+    """The database cannot be reached or opened."""
+
+
+class PoolExhaustedError(DatabaseUnavailableError):
+    """Every pooled connection stayed checked out past the pool timeout."""
+
+
+class ValidationError(PfdbError, ValueError):
+    """A model value is invalid; ``field`` names it. Raised before any write."""
+
+    def __init__(self, field: str, message: str, hint: str | None = None):
+        super().__init__(f"{field}: {message}", hint)
+        self.field = field
+
+
+class DuplicateError(PfdbError):
+    """A unique business key (SKU, email, slug, …) is already taken."""
+
+    def __init__(self, key: str, value: object, model: str | None = None):
+        what = f"a {model} with" if model else "a row with"
+        super().__init__(f"{what} {key} {value!r} already exists")
+        self.key = key
+        self.value = value
+
+
+class NotFoundError(PfdbError):
+    """A row asked for by its key does not exist."""
+
+
+class MigrationError(PfdbError):
+    """A migration could not be created, applied or rolled back."""
+
+
+class MigrationLockTimeout(MigrationError):
+    """Another process held the migration lock for longer than the timeout."""
+
+
+class BackupError(PfdbError):
+    """A backup could not be written or verified."""
+
+
+class RestoreError(PfdbError):
+    """A backup could not be restored; the current database is untouched."""
+
+
+class FeedError(PfdbError):
+    """A feed file cannot be read at all (as opposed to single bad rows)."""

@@ -1,0 +1,662 @@
+"""Schema migrations: status, migrate, rollback, create, check. The only importer of peewee_migrate.
+
+peewee-migrate supplies the migration file format, the ``Migrator`` operations and the
+model diff. pfdb runs the files itself, because deploys need what its router lacks: each
+migration in one transaction with its history row and its validation hook, a lock so
+that replicas starting together apply every migration exactly once, and clear errors.
+
+Locking: on PostgreSQL a session advisory lock is held for the whole run. On SQLite each
+step opens with ``BEGIN IMMEDIATE`` (the write lock) *before* it reads the history, so a
+waiting process re-reads the history after the winner committed and finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._peewee import peewee as pw
+from .database import get_database, get_settings
+from .errors import MigrationError, MigrationLockTimeout
+from .models import MODELS
+from .models.fields import UTC
+
+HISTORY_TABLE = "migratehistory"  # peewee-migrate's own, so its CLI still reads our history
+DEFAULT_LOCK_TIMEOUT = 600.0
+_FILE = re.compile(r"^(\d{3})_[^.]+\.py$")
+# An arbitrary, fixed 64-bit key: every pfdb process on one server contends for it.
+_PG_LOCK_KEY = 0x70666462_6D696772  # "pfdbmigr"
+
+
+# -- results ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AppliedMigration:
+    name: str
+    applied_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Where the database stands against the migration files."""
+
+    database: str
+    applied: tuple[AppliedMigration, ...]
+    pending: tuple[str, ...]
+    drift: tuple[str, ...] | None = None  # None: not checked
+    unknown: tuple[str, ...] = ()  # applied in the database, no file for it
+
+    @property
+    def current(self) -> str | None:
+        return self.applied[-1].name if self.applied else None
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "current": self.current,
+            "applied": [{"name": m.name, "applied_at": m.applied_at.isoformat() if m.applied_at else None}
+                        for m in self.applied],
+            "pending": list(self.pending),
+            "unknown": list(self.unknown),
+            "up_to_date": self.up_to_date,
+            "drift": None if self.drift is None else list(self.drift),
+        }
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    applied: tuple[str, ...]
+    fake: bool = False
+    dry_run: bool = False
+    sql: tuple[str, ...] = ()  # the statements a dry run executed and rolled back
+    backup: Any = None  # BackupResult when a backup was taken first
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run}
+        if self.dry_run:
+            out["sql"] = list(self.sql)
+        if self.backup is not None:
+            out["backup"] = self.backup.as_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    rolled_back: tuple[str, ...]
+    current: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rolled_back": list(self.rolled_back), "current": self.current}
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    name: str | None  # None: nothing changed, nothing written
+    path: Path | None
+    changes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": str(self.path) if self.path else None, "changes": list(self.changes)}
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """What an auto migration would contain; empty means the models match the migrations."""
+
+    changes: tuple[str, ...]
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"drift": self.has_drift, "changes": list(self.changes)}
+
+
+# -- where the files are ------------------------------------------------------------------
+def migrations_dir() -> Path:
+    """The migration files: ``pfdb/_migrations`` in an installed wheel, else the checkout's ``migrations/``."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if candidate.is_dir():
+            return candidate
+    raise MigrationError("the migrations folder is missing", hint="reinstall pfdb")
+
+
+def migration_names(directory: Path | None = None) -> list[str]:
+    directory = directory or migrations_dir()
+    return sorted(p.stem for p in directory.iterdir() if _FILE.match(p.name))
+
+
+def resolve_name(target: str, names: Sequence[str]) -> str:
+    """``"001"``, ``"1"`` or ``"001_initial"`` -> ``"001_initial"``; a clear error otherwise."""
+    target = str(target).strip()
+    if target in names:
+        return target
+    matches = [n for n in names if target.isdigit() and int(n[:3]) == int(target)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(names) or "none"
+    raise MigrationError(f"unknown migration {target!r}", hint=f"known migrations: {known}")
+
+
+def _load(name: str, directory: Path) -> dict[str, Any]:
+    path = directory / f"{name}.py"
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MigrationError(f"cannot read migration {name}: {exc.strerror}") from exc
+    scope: dict[str, Any] = {"__file__": str(path), "__name__": f"pfdb_migration_{name}"}
+    try:
+        exec(compile(source, str(path), "exec", dont_inherit=True), scope)
+    except Exception as exc:
+        raise MigrationError(f"migration {name} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+    return scope
+
+
+# -- history --------------------------------------------------------------------------------
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _history(database: pw.Database) -> list[AppliedMigration]:
+    if not database.table_exists(HISTORY_TABLE):
+        return []
+    cursor = database.execute_sql(f'SELECT name, migrated_at FROM "{HISTORY_TABLE}" ORDER BY id')
+    return [AppliedMigration(name, _parse_time(at)) for name, at in cursor.fetchall()]
+
+
+def _ensure_history_table(database: pw.Database) -> None:
+    from peewee_migrate.models import MigrateHistory
+
+    with database.bind_ctx([MigrateHistory]):
+        MigrateHistory._meta.table_name = HISTORY_TABLE
+        MigrateHistory.create_table(safe=True)
+
+
+def _record(database: pw.Database, name: str) -> None:
+    database.execute_sql(
+        f'INSERT INTO "{HISTORY_TABLE}" (name, migrated_at) VALUES (%s, %s)'.replace("%s", database.param),
+        (name, dt.datetime.now(UTC).replace(tzinfo=None)),
+    )
+
+
+def _unrecord(database: pw.Database, name: str) -> None:
+    database.execute_sql(f'DELETE FROM "{HISTORY_TABLE}" WHERE name = {database.param}', (name,))
+
+
+# -- peewee-migrate glue --------------------------------------------------------------------
+def _patch_peewee_migrate() -> None:
+    """Fix peewee-migrate 2.3's code generation where it writes migrations that cannot run."""
+    from peewee_migrate import auto
+
+    # It writes ``rounding=ROUND_HALF_EVEN`` (a bare name, NameError when the migration
+    # runs); the value is a plain string constant of the decimal module, so quote it.
+    auto.FIELD_TO_PARAMS[pw.DecimalField] = lambda f: {
+        "auto_round": f.auto_round,
+        "decimal_places": f.decimal_places,
+        "max_digits": f.max_digits,
+        "rounding": repr(f.rounding),
+    }
+    # Its generated models keep peewee's legacy naming, so their indexes are named after
+    # the class ("category_slug") while playhouse's drop_index and pfdb's models use the
+    # table ("categories_slug"): every later diff drops and re-adds unchanged indexes,
+    # and a generated drop_index misses the real one. Carry the model's naming over.
+    if not getattr(auto.model_to_code, "pfdb_patched", False):
+        original = auto.model_to_code
+
+        def model_to_code(model_type, **kwargs):
+            code = original(model_type, **kwargs)
+            if not model_type._meta.legacy_table_names:
+                line = f'table_name = "{model_type._meta.table_name}"'
+                code = code.replace(line, f"{line}\n{auto.INDENT * 2}legacy_table_names = False", 1)
+            return code
+
+        model_to_code.pfdb_patched = True
+        auto.model_to_code = model_to_code
+
+
+def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
+    """A peewee-migrate ``Migrator`` holding the schema state after ``names`` (fake-run, no SQL)."""
+    from unittest import mock
+
+    from peewee_migrate import Migrator
+
+    _patch_peewee_migrate()
+    migrator = Migrator(database)
+    for name in names:
+        scope = _load(name, directory)
+        migrate_fn = scope.get("migrate")
+        if migrate_fn is None:
+            continue
+        cursor = mock.Mock()
+        cursor.fetchone.return_value = None
+        with mock.patch("peewee.Model.select"), mock.patch("peewee.Database.execute_sql", return_value=cursor):
+            migrate_fn(migrator, database, fake=True)
+        migrator.__ops__ = []
+    return migrator
+
+
+def _diff(database: pw.Database, directory: Path, *, reverse: bool = False) -> list[str]:
+    from peewee_migrate.auto import diff_many
+
+    migrator = _migrator_for(database, migration_names(directory), directory)
+    source = list(migrator.orm)
+    models = list(MODELS)
+    if reverse:
+        return diff_many(source, models, migrator, reverse=True)
+    return diff_many(models, source, migrator)
+
+
+# -- locking and transactions ---------------------------------------------------------------
+@contextmanager
+def _run_lock(database: pw.Database, timeout: float) -> Iterator[None]:
+    """PostgreSQL: hold the advisory lock for the whole run. SQLite: see ``_step``."""
+    if isinstance(database, pw.SqliteDatabase):
+        yield
+        return
+    deadline = time.monotonic() + timeout
+    while not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (_PG_LOCK_KEY,)).fetchone()[0]:
+        if time.monotonic() >= deadline:
+            raise MigrationLockTimeout(
+                f"another process held the migration lock for more than {timeout:g} s",
+                hint="wait for the other migration to finish, or raise --lock-timeout",
+            )
+        time.sleep(0.1)
+    try:
+        yield
+    finally:
+        database.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,))
+
+
+@contextmanager
+def _step(database: pw.Database, timeout: float) -> Iterator[None]:
+    """One migration's transaction. On SQLite: foreign keys off (table rebuilds must not
+    cascade), the write lock taken first, and a foreign-key check before commit."""
+    if not isinstance(database, pw.SqliteDatabase):
+        with database.atomic():
+            yield
+        return
+    database.pragma("foreign_keys", 0)  # only takes effect outside a transaction
+    database.pragma("busy_timeout", int(timeout * 1000))
+    try:
+        try:
+            txn = database.atomic("IMMEDIATE")
+            txn.__enter__()
+        except pw.OperationalError as exc:
+            raise MigrationLockTimeout(
+                f"another process held the database write lock for more than {timeout:g} s",
+                hint="wait for the other migration to finish, or raise --lock-timeout",
+            ) from exc
+        try:
+            yield
+            problems = database.execute_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                table, rowid, parent, _ = problems[0]
+                raise MigrationError(f"{len(problems)} rows break a foreign key (first: {table} row {rowid} -> {parent})")
+        except BaseException:
+            txn.__exit__(*sys.exc_info())
+            raise
+        else:
+            txn.__exit__(None, None, None)
+    finally:
+        database.pragma("busy_timeout", int(get_settings().pool_timeout * 1000))
+        database.pragma("foreign_keys", 1)
+
+
+@contextmanager
+def _connection(database: pw.Database) -> Iterator[None]:
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield
+    finally:
+        if opened and not database.in_transaction():
+            database.close()
+
+
+def _run_hook(scope: dict[str, Any], hook: str, name: str, database: pw.Database) -> None:
+    fn = scope.get(hook)
+    if fn is None:
+        return
+    try:
+        ok = fn(database)
+    except Exception as exc:
+        raise MigrationError(f"{hook} of {name} failed: {exc}; the step was rolled back") from exc
+    if ok is False:
+        raise MigrationError(f"{hook} of {name} returned False; the step was rolled back")
+
+
+def _run_step(name: str, scope: dict[str, Any], migrator: Any, database: pw.Database, *, down: bool) -> None:
+    fn_name, hook = ("rollback", "validate_rollback") if down else ("migrate", "validate_migrate")
+    fn: Callable | None = scope.get(fn_name)
+    action = "rollback of" if down else "migration"
+    try:
+        if fn is not None:
+            fn(migrator, database, fake=False)
+            migrator()
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"{action} {name} failed: {type(exc).__name__}: {exc}; nothing of it was applied") from exc
+    if down:
+        _unrecord(database, name)
+    else:
+        _record(database, name)
+    _run_hook(scope, hook, name, database)
+
+
+class _Recorder:
+    """Collects the SQL a dry run executes (it runs, then everything is rolled back)."""
+
+    # transaction plumbing and peewee-migrate's pragma probes, not the migration's SQL
+    HIDDEN = ("SAVEPOINT", "RELEASE", "ROLLBACK", "PRAGMA FOREIGN_KEYS")
+
+    def __init__(self, database: pw.Database):
+        self.database, self.statements = database, []
+
+    def __enter__(self):
+        real = type(self.database).execute_sql
+
+        def execute_sql(sql, params=None, *args, **kwargs):
+            if not sql.lstrip().upper().startswith(self.HIDDEN):
+                self.statements.append(sql if not params else f"{sql} -- params: {list(params)!r}")
+            return real(self.database, sql, params, *args, **kwargs)
+
+        self.database.execute_sql = execute_sql
+        return self
+
+    def __exit__(self, *exc):
+        del self.database.execute_sql
+
+
+class _DryRunDone(Exception):
+    pass
+
+
+# -- the API ----------------------------------------------------------------------------------
+def status(*, drift: bool = False) -> MigrationStatus:
+    """Applied migrations with their times, pending ones, and (``drift=True``) model drift."""
+    database = get_database()
+    names = migration_names()
+    with _connection(database):
+        applied = _history(database)
+    done = {m.name for m in applied}
+    return MigrationStatus(
+        database=get_settings().database_url.masked,
+        applied=tuple(applied),
+        pending=tuple(n for n in names if n not in done),
+        drift=tuple(check().changes) if drift else None,
+        unknown=tuple(m.name for m in applied if m.name not in set(names)),
+    )
+
+
+def pending() -> list[str]:
+    return list(status().pending)
+
+
+def migrate(target: str | None = None, *, fake: bool = False, dry_run: bool = False,
+            lock_timeout: float = DEFAULT_LOCK_TIMEOUT, backup: bool | None = None) -> MigrateResult:
+    """Apply pending migrations in order, each in its own transaction, up to ``target``.
+
+    ``fake`` records them as applied without running them; ``dry_run`` runs them in a
+    transaction that is rolled back and returns the SQL. With ``backup`` (default:
+    ``MIGRATION_BACKUP_BEFORE_UPGRADE``) a backup is taken first when anything is pending.
+
+    Example: ``migrate()`` or ``migrate("002")``
+    """
+    database = get_database()
+    directory = migrations_dir()
+    names = migration_names(directory)
+    target_name = resolve_name(target, names) if target else None
+    backup_result = None
+    if backup is None:
+        backup = get_settings().migration_backup_before_upgrade
+    with _connection(database):
+        todo = _todo(database, names, target_name)
+        if not todo:
+            return MigrateResult(applied=(), fake=fake, dry_run=dry_run)
+        if dry_run:
+            return _dry_run(database, directory, names, target_name, lock_timeout)
+        if backup and not fake and not get_settings().database_url.is_memory and _has_data(database):
+            from .maintenance import backup as take_backup
+
+            backup_result = take_backup()
+        _ensure_history_table(database)
+        applied: list[str] = []
+        migrator, state = None, None
+        with _run_lock(database, lock_timeout):
+            while True:
+                with _step(database, lock_timeout):
+                    done = [m.name for m in _history(database)]
+                    todo = _todo(database, names, target_name, done)
+                    if not todo:
+                        break
+                    name = todo[0]
+                    if not fake:
+                        if state != done:
+                            migrator, state = _migrator_for(database, done, directory), list(done)
+                        _run_step(name, _load(name, directory), migrator, database, down=False)
+                        state.append(name)
+                    else:
+                        _record(database, name)
+                applied.append(name)
+    return MigrateResult(applied=tuple(applied), fake=fake, backup=backup_result)
+
+
+def _has_data(database: pw.Database) -> bool:
+    """A fresh, empty database needs no backup before its first migration."""
+    return database.table_exists(HISTORY_TABLE) and bool(_history(database))
+
+
+def _todo(database: pw.Database, names: list[str], target: str | None, done: list[str] | None = None) -> list[str]:
+    done_set = set(done if done is not None else (m.name for m in _history(database)))
+    if target is not None:
+        if target in done_set:
+            return []
+        names = names[: names.index(target) + 1]
+    return [n for n in names if n not in done_set]
+
+
+def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateResult:
+    statements: list[str] = []
+    applied: list[str] = []
+    with _run_lock(database, lock_timeout):
+        try:
+            with _step(database, lock_timeout):
+                done = [m.name for m in _history(database)]
+                todo = _todo(database, names, target_name, done)
+                migrator = _migrator_for(database, done, directory)
+                for name in todo:
+                    scope = _load(name, directory)
+                    with _Recorder(database) as rec:
+                        fn = scope.get("migrate")
+                        if fn is not None:
+                            fn(migrator, database, fake=False)
+                            migrator()
+                    statements.extend(rec.statements)
+                    applied.append(name)
+                raise _DryRunDone
+        except _DryRunDone:
+            pass
+        except MigrationError:
+            raise
+        except Exception as exc:
+            raise MigrationError(f"dry run failed: {type(exc).__name__}: {exc}; nothing was changed") from exc
+    return MigrateResult(applied=tuple(applied), dry_run=True, sql=tuple(statements))
+
+
+def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RollbackResult:
+    """Undo migrations: the last one, everything after ``target`` (``"001"``), or all (``"zero"``).
+
+    Each is undone in its own transaction; an unknown or not-applied target undoes nothing.
+
+    Example: ``rollback("001")``
+    """
+    database = get_database()
+    directory = migrations_dir()
+    names = migration_names(directory)
+    with _connection(database):
+        done = [m.name for m in _history(database)]
+        if not done:
+            raise MigrationError("there is nothing to roll back: no migration is applied")
+        keep = _keep_after_rollback(target, names, done)
+        missing = [n for n in done[len(keep):] if n not in names]
+        if missing:
+            raise MigrationError(f"cannot roll back {missing[0]}: its file is missing from {directory}")
+        undone: list[str] = []
+        migrator, state = None, None
+        with _run_lock(database, lock_timeout):
+            while True:
+                with _step(database, lock_timeout):
+                    done = [m.name for m in _history(database)]
+                    if len(done) <= len(keep) or done[: len(keep)] != keep:
+                        break
+                    name = done[-1]
+                    if state != done:
+                        migrator, state = _migrator_for(database, done, directory), list(done)
+                    _run_step(name, _load(name, directory), migrator, database, down=True)
+                    state.pop()
+                undone.append(name)
+    return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None)
+
+
+def _keep_after_rollback(target: str | None, names: list[str], done: list[str]) -> list[str]:
+    if target is None:
+        return done[:-1]
+    if str(target).strip().lower() == "zero":
+        return []
+    name = resolve_name(target, names)
+    if name not in done:
+        raise MigrationError(f"migration {name} is not applied", hint=f"applied: {', '.join(done)}")
+    return done[: done.index(name) + 1]
+
+
+def check() -> DriftReport:
+    """The changes an auto migration would contain now; CI fails on any.
+
+    Example: ``assert not check().has_drift``
+    """
+    return DriftReport(changes=tuple(_diff(get_database(), migrations_dir())))
+
+
+_SAFE_NAME = re.compile(r"[^a-z0-9]+")
+TEMPLATE = '''"""{name}: {description}
+
+Written by ``pfdb create-migration``; review it before you apply it. ``migrator`` holds
+the schema as the earlier migrations left it (``migrator.orm["products"]``); see
+peewee-migrate's Migrator for the operations. Optional hooks ``validate_migrate(database)``
+and ``validate_rollback(database)`` run after the step, inside its transaction: raise (or
+return False) to roll the step back.
+"""
+
+import peewee as pw
+from peewee_migrate import Migrator
+
+
+def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
+    {migrate}
+
+
+def rollback(migrator: Migrator, database: pw.Database, *, fake=False):
+    {rollback}
+'''
+
+
+def create(description: str, *, auto: bool = True, directory: Path | str | None = None) -> CreateResult:
+    """Write the next numbered migration, e.g. ``002_add_product_weight.py``.
+
+    With ``auto`` the body is generated from the model changes, and nothing is written
+    when there are none; without it, a template to fill in.
+
+    Example: ``create("add product weight")``
+    """
+    slug = _SAFE_NAME.sub("_", (description or "").lower()).strip("_")[:60].rstrip("_")
+    if not slug:
+        raise MigrationError(
+            f"migration description {description!r} has no letters or digits",
+            hint='describe the change, e.g. pfdb create-migration "add product weight"',
+        )
+    target_dir = Path(directory) if directory else migrations_dir()
+    database = get_database()
+    names = migration_names(target_dir)
+    number = max((int(n[:3]) for n in names), default=0) + 1
+    name = f"{number:03d}_{slug}"
+    changes: list[str] = []
+    migrate_code = rollback_code = "pass"
+    if auto:
+        changes = _diff(database, target_dir)
+        if not changes:
+            return CreateResult(name=None, path=None, changes=())
+        migrate_code = _indent(changes)
+        rollback_code = _indent(_diff(database, target_dir, reverse=True)) or "pass"
+    path = target_dir / f"{name}.py"
+    text = TEMPLATE.format(name=name, description=description.strip(), migrate=migrate_code, rollback=rollback_code)
+    path.write_text(text, encoding="utf-8")
+    return CreateResult(name=name, path=path, changes=tuple(changes))
+
+
+def _indent(changes: list[str]) -> str:
+    code = "\n\n".join(changes)
+    return re.sub(r"[ \t]+$", "", "\n    ".join(code.split("\n")), flags=re.MULTILINE).strip()
+
+
+@dataclass(frozen=True)
+class InitResult:
+    database: str
+    backend: str
+    created: bool
+    applied: tuple[str, ...]
+    current: str | None
+    pending: tuple[str, ...]
+    backup: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database, "backend": self.backend, "created": self.created,
+            "applied": list(self.applied), "current": self.current, "pending": list(self.pending),
+            "backup": self.backup,
+        }
+
+
+def init(url: str | None = None, **overrides: Any) -> InitResult:
+    """Create the database if needed, bind ``pfdb.db`` to it and apply every migration.
+
+    Safe to run again: an up-to-date database is left as it is.
+    Example: ``init("sqlite:///shop.db")``
+    """
+    from .config import load_settings
+    from .database import ensure_database_exists, init_database
+
+    settings = load_settings(url, **overrides)
+    created = ensure_database_exists(settings)
+    init_database(url, **overrides)
+    result = migrate()
+    state = status()
+    return InitResult(
+        database=settings.database_url.masked,
+        backend=settings.database_url.backend,
+        created=created,
+        applied=result.applied,
+        current=state.current,
+        pending=state.pending,
+        backup=str(result.backup.path) if result.backup is not None else None,
+    )

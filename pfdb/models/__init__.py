@@ -1,0 +1,30 @@
+"""All pfdb models. ``MODELS`` lists them in dependency order (for create/drop and migrations)."""
+
+from .base import BaseModel
+from .catalog import Category, Icon, Product, ProductImage, gtin_is_valid, image_hash, to_money
+from .fields import JSONField, UTCDateTimeField, utcnow
+from .jobs import Job, SyncHistory
+from .system import Configuration, SystemLog
+from .users import User
+
+MODELS = (User, Category, Product, ProductImage, Icon, Job, SyncHistory, SystemLog, Configuration)
+
+__all__ = [
+    "MODELS",
+    "BaseModel",
+    "Category",
+    "Configuration",
+    "Icon",
+    "JSONField",
+    "Job",
+    "Product",
+    "ProductImage",
+    "SyncHistory",
+    "SystemLog",
+    "UTCDateTimeField",
+    "User",
+    "gtin_is_valid",
+    "image_hash",
+    "to_money",
+    "utcnow",
+]

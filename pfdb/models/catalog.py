@@ -1,0 +1,301 @@
+"""The catalogue: a category tree kept as materialized paths, products, their images, category icons.
+
+``Category.path`` holds the ids from the root, ``/1/5/23/``: a subtree is one indexed
+prefix scan, and a move rewrites the subtree's paths in one UPDATE instead of walking it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .._peewee import peewee as pw
+from ..database import db
+from ..errors import ValidationError
+from ..text import slugify
+from .base import BaseModel, require_choice, require_text
+from .fields import JSONField, UTCDateTimeField
+
+_SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+CENT = Decimal("0.01")
+
+PRODUCT_STATUSES = ("draft", "active", "archived")
+SYNC_STATUSES = ("pending", "synced", "failed")
+ICON_STATUSES = ("pending", "generated", "failed")
+
+
+def path_prefix(column: pw.Field, prefix: str) -> pw.Expression:
+    """``column`` starts with ``prefix``, in the form each backend serves from an index.
+
+    SQLite's LIKE is case-insensitive and skips the index; GLOB uses it. PostgreSQL's LIKE
+    uses the ``varchar_pattern_ops`` index created by the initial migration. Paths hold
+    only digits and slashes, so neither pattern needs escaping.
+    """
+    if isinstance(db.obj, pw.SqliteDatabase):
+        return pw.Expression(column, "GLOB", prefix + "*")
+    return pw.Expression(column, "LIKE", prefix + "%")
+
+
+def to_money(field: str, value: Any, *, required: bool = False) -> Decimal | None:
+    """An exact, non-negative amount with at most two decimal places, or ``ValidationError``."""
+    if value is None or value == "":
+        if required:
+            raise ValidationError(field, "is required")
+        return None
+    if isinstance(value, float):
+        value = repr(value)  # 19.99 -> "19.99", never the binary expansion
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise ValidationError(field, f"{value!r} is not a number") from None
+    if not amount.is_finite():
+        raise ValidationError(field, f"{value!r} is not a number")
+    if amount < 0:
+        raise ValidationError(field, f"must not be negative, got {amount}")
+    if amount != amount.quantize(CENT):
+        raise ValidationError(field, f"{amount} has more than two decimal places")
+    if amount >= Decimal("1e10"):
+        raise ValidationError(field, f"{amount} is too large")
+    return amount.quantize(CENT)
+
+
+def gtin_is_valid(code: str) -> bool:
+    """GTIN-8/12/13/14 (UPC and EAN included) with a correct check digit."""
+    if not code.isdigit() or len(code) not in (8, 12, 13, 14):
+        return False
+    digits = [int(c) for c in code]
+    body, check = digits[:-1], digits[-1]
+    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+    return (10 - total % 10) % 10 == check
+
+
+class Category(BaseModel):
+    name = pw.CharField(max_length=255)
+    slug = pw.CharField(max_length=255, unique=True)
+    parent = pw.ForeignKeyField("self", null=True, backref="children", on_delete="RESTRICT")
+    level = pw.IntegerField(default=0)
+    path = pw.CharField(max_length=1000, default="", index=True)
+    description = pw.TextField(null=True)
+    sort_order = pw.IntegerField(default=0)
+    is_active = pw.BooleanField(default=True)
+    external_id = pw.CharField(max_length=100, null=True, unique=True)
+    shopify_collection_id = pw.CharField(max_length=100, null=True)
+    shopify_handle = pw.CharField(max_length=255, null=True)
+    shopify_synced_at = UTCDateTimeField(null=True)
+
+    repr_fields = ("id", "slug", "path")
+
+    class Meta:
+        table_name = "categories"
+
+    def validate(self) -> None:
+        self.name = require_text("name", self.name, 255)
+        if not self.slug:
+            self.slug = slugify(self.name)
+        if not _SLUG.match(self.slug or "") or len(self.slug) > 255:
+            raise ValidationError(
+                "slug", f"{self.slug!r} is not a valid slug", hint="use lower-case letters, digits and single hyphens"
+            )
+        if self.external_id is not None:
+            self.external_id = require_text("external_id", self.external_id, 100, allow_empty=True) or None
+
+    def save(self, force_insert: bool = False, only: Any = None) -> int:
+        self.validate()
+        with self._meta.database.atomic():
+            if self._pk is None or force_insert:
+                self.path, self.level = self._placement(None)
+                result = super().save(force_insert=force_insert, only=only)
+                self.path = f"{self.path}{self.id}/"
+                type(self).update(path=self.path).where(type(self).id == self.id).execute()
+                return result
+            if "parent" in self._dirty:
+                self._move()
+            return super().save(force_insert=force_insert, only=only)
+
+    def _placement(self, own_path: str | None) -> tuple[str, int]:
+        """Parent path and level for the current ``parent_id``; refuses a cycle."""
+        if self.parent_id is None:
+            return "/", 0
+        cls = type(self)
+        parent = cls.select(cls.path, cls.level).where(cls.id == self.parent_id).first()
+        if parent is None:
+            raise ValidationError("parent", f"category {self.parent_id} does not exist")
+        if own_path and parent.path.startswith(own_path):
+            raise ValidationError("parent", "a category cannot become its own ancestor")
+        return parent.path, parent.level + 1
+
+    def _move(self) -> None:
+        """Re-home this category and rewrite its whole subtree in one UPDATE."""
+        cls = type(self)
+        old = cls.select(cls.path, cls.level).where(cls.id == self.id).get()
+        parent_path, new_level = self._placement(old.path)
+        new_path = f"{parent_path}{self.id}/"
+        if new_path != old.path:
+            cls.update(
+                path=pw.Value(new_path).concat(pw.fn.SUBSTR(cls.path, len(old.path) + 1)),
+                level=cls.level + (new_level - old.level),
+            ).where(path_prefix(cls.path, old.path)).execute()
+        self.path, self.level = new_path, new_level
+
+    # -- tree helpers -------------------------------------------------------------
+    @property
+    def ancestor_ids(self) -> list[int]:
+        return [int(part) for part in self.path.strip("/").split("/")[:-1] if part]
+
+    def ancestors(self) -> list[Category]:
+        """Root first, this category excluded; one query."""
+        ids = self.ancestor_ids
+        if not ids:
+            return []
+        cls = type(self)
+        return list(cls.select().where(cls.id.in_(ids)).order_by(cls.level))
+
+    def descendants(self, include_self: bool = False) -> pw.ModelSelect:
+        """The whole subtree as one indexed prefix query, ordered by path."""
+        cls = type(self)
+        query = cls.select().where(path_prefix(cls.path, self.path))
+        if not include_self:
+            query = query.where(cls.id != self.id)
+        return query.order_by(cls.path)
+
+    def breadcrumb(self, separator: str = " > ") -> str:
+        """``"Apparel > Clothing > Shirts"``: the names from the root to this category."""
+        return separator.join([c.name for c in self.ancestors()] + [self.name])
+
+    @classmethod
+    def roots(cls) -> pw.ModelSelect:
+        return cls.select().where(cls.parent.is_null()).order_by(cls.sort_order, cls.name)
+
+
+class Product(BaseModel):
+    sku = pw.CharField(max_length=100, unique=True)
+    name = pw.CharField(max_length=500)
+    description = pw.TextField(null=True)
+    price = pw.DecimalField(max_digits=12, decimal_places=2, null=True)
+    compare_at_price = pw.DecimalField(max_digits=12, decimal_places=2, null=True)
+    currency = pw.CharField(max_length=3, default="USD")
+    brand = pw.CharField(max_length=255, null=True)
+    manufacturer = pw.CharField(max_length=255, null=True)
+    manufacturer_part_number = pw.CharField(max_length=100, null=True)
+    gtin = pw.CharField(max_length=14, null=True, index=True)
+    weight = pw.DecimalField(max_digits=10, decimal_places=3, null=True)
+    inventory_quantity = pw.IntegerField(default=0)
+    status = pw.CharField(max_length=20, default="draft")
+    category = pw.ForeignKeyField(Category, null=True, backref="products", on_delete="SET NULL")
+    shopify_product_id = pw.CharField(max_length=100, null=True)
+    shopify_handle = pw.CharField(max_length=255, null=True)
+    shopify_synced_at = UTCDateTimeField(null=True)
+    shopify_sync_status = pw.CharField(max_length=20, default="pending")
+    attributes = JSONField(null=True)
+
+    repr_fields = ("id", "sku", "price")
+
+    class Meta:
+        table_name = "products"
+        indexes = ((("category", "status"), False),)
+
+    def validate(self) -> None:
+        self.sku = require_text("sku", self.sku, 100)
+        self.name = require_text("name", self.name, 500)
+        self.price = to_money("price", self.price)
+        self.compare_at_price = to_money("compare_at_price", self.compare_at_price)
+        self.currency = require_text("currency", self.currency, 3).upper()
+        if not re.fullmatch(r"[A-Z]{3}", self.currency):
+            raise ValidationError("currency", f"{self.currency!r} is not a three-letter ISO 4217 code")
+        if self.gtin is not None:
+            self.gtin = str(self.gtin).strip().lstrip("'") or None
+            if self.gtin is not None and not gtin_is_valid(self.gtin):
+                raise ValidationError("gtin", f"{self.gtin!r} is not a valid GTIN (8, 12, 13 or 14 digits with check digit)")
+        if self.weight is not None:
+            try:
+                self.weight = Decimal(str(self.weight))
+            except InvalidOperation:
+                raise ValidationError("weight", f"{self.weight!r} is not a number") from None
+            if self.weight < 0:
+                raise ValidationError("weight", "must not be negative")
+        for name in ("brand", "manufacturer", "shopify_handle"):
+            setattr(self, name, require_text(name, getattr(self, name), 255, allow_empty=True))
+        self.manufacturer_part_number = require_text(
+            "manufacturer_part_number", self.manufacturer_part_number, 100, allow_empty=True
+        )
+        require_choice("status", self.status, PRODUCT_STATUSES)
+        require_choice("shopify_sync_status", self.shopify_sync_status, SYNC_STATUSES)
+
+    @classmethod
+    def needing_sync(cls) -> pw.ModelSelect:
+        """Products changed since their last Shopify sync (served by a partial index)."""
+        return cls.select().where(cls.shopify_sync_status == "pending").order_by(cls.updated_at)
+
+
+# Only unsynced products are ever looked up this way; the index stays small.
+Product.add_index(
+    pw.ModelIndex(
+        Product,
+        (Product.updated_at,),
+        name="products_pending_sync",
+        where=Product.shopify_sync_status == "pending",
+    )
+)
+
+
+def image_hash(url_or_bytes: str | bytes) -> str:
+    """sha256 of an image's bytes when known, else of its URL: the de-duplication key."""
+    data = url_or_bytes if isinstance(url_or_bytes, bytes) else url_or_bytes.strip().encode("utf-8")
+    return hashlib.sha256(data).hexdigest()
+
+
+class ProductImage(BaseModel):
+    product = pw.ForeignKeyField(Product, backref="images", on_delete="CASCADE")
+    url = pw.CharField(max_length=2048, null=True)
+    local_path = pw.CharField(max_length=1024, null=True)
+    content_hash = pw.CharField(max_length=64)
+    width = pw.IntegerField(null=True)
+    height = pw.IntegerField(null=True)
+    alt_text = pw.CharField(max_length=500, null=True)
+    position = pw.IntegerField(default=0)
+    is_primary = pw.BooleanField(default=False)
+
+    repr_fields = ("id", "product_id", "position", "url")
+
+    class Meta:
+        table_name = "product_images"
+        indexes = ((("product", "content_hash"), True),)
+
+    def validate(self) -> None:
+        self.url = require_text("url", self.url, 2048, allow_empty=True) or None
+        self.local_path = require_text("local_path", self.local_path, 1024, allow_empty=True) or None
+        if not self.url and not self.local_path:
+            raise ValidationError("url", "an image needs a url or a local_path")
+        if not self.content_hash:
+            self.content_hash = image_hash(self.url or self.local_path)
+        if not re.fullmatch(r"[0-9a-f]{64}", self.content_hash):
+            raise ValidationError("content_hash", "must be a sha256 hex digest")
+        for name in ("width", "height", "position"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 0:
+                raise ValidationError(name, "must not be negative")
+
+
+class Icon(BaseModel):
+    category = pw.ForeignKeyField(Category, backref="icons", on_delete="CASCADE")
+    file_path = pw.CharField(max_length=1024, null=True)
+    url = pw.CharField(max_length=2048, null=True)
+    generation = JSONField(null=True)  # {"prompt": …, "style": …, "generator": …}
+    status = pw.CharField(max_length=20, default="pending")
+    shopify_sync_status = pw.CharField(max_length=20, default="pending")
+    shopify_image_id = pw.CharField(max_length=100, null=True)
+    synced_at = UTCDateTimeField(null=True)
+
+    repr_fields = ("id", "category_id", "status")
+
+    class Meta:
+        table_name = "icons"
+
+    def validate(self) -> None:
+        require_choice("status", self.status, ICON_STATUSES)
+        require_choice("shopify_sync_status", self.shopify_sync_status, SYNC_STATUSES)
+        if self.generation is not None and not isinstance(self.generation, dict):
+            raise ValidationError("generation", "must be a dict such as {'prompt': …, 'style': …}")
+

@@ -1,0 +1,146 @@
+"""The system log table and typed key/value configuration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .._peewee import peewee as pw
+from ..errors import ValidationError
+from .base import BaseModel, require_choice, require_text
+from .fields import JSONField
+from .users import User
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+VALUE_TYPES = ("string", "int", "float", "bool", "json")
+MASK = "********"
+
+
+class SystemLog(BaseModel):
+    level = pw.CharField(max_length=10)
+    logger = pw.CharField(max_length=255, null=True)
+    message = pw.TextField()
+    module = pw.CharField(max_length=255, null=True)
+    function = pw.CharField(max_length=255, null=True)
+    line = pw.IntegerField(null=True)
+    exception = pw.TextField(null=True)
+    extra = JSONField(null=True)
+    user = pw.ForeignKeyField(User, null=True, backref="logs", on_delete="SET NULL")
+
+    repr_fields = ("id", "level", "logger")
+
+    class Meta:
+        table_name = "system_logs"
+        indexes = ((("level", "created_at"), False),)
+
+    def validate(self) -> None:
+        self.level = str(self.level or "").upper()
+        require_choice("level", self.level, LOG_LEVELS)
+        if self.message is None:
+            raise ValidationError("message", "is required")
+
+    @classmethod
+    def recent(cls, level: str | None = None, limit: int = 10) -> pw.ModelSelect:
+        """Newest first; with ``level``, that level and above (``ERROR`` includes ``CRITICAL``)."""
+        query = cls.select().order_by(cls.created_at.desc(), cls.id.desc()).limit(limit)
+        if level:
+            level = level.upper()
+            require_choice("level", level, LOG_LEVELS)
+            query = query.where(cls.level.in_(LOG_LEVELS[LOG_LEVELS.index(level):]))
+        return query
+
+
+def _encode(value: Any, value_type: str) -> str:
+    if value_type == "json":
+        return json.dumps(value, sort_keys=True)
+    if value_type == "bool":
+        return "true" if value else "false"
+    return str(value)
+
+
+def _decode(raw: str | None, value_type: str) -> Any:
+    if raw is None:
+        return None
+    if value_type == "int":
+        return int(raw)
+    if value_type == "float":
+        return float(raw)
+    if value_type == "bool":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if value_type == "json":
+        return json.loads(raw)
+    return raw
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    return "json"
+
+
+class Configuration(BaseModel):
+    key = pw.CharField(max_length=255, unique=True)
+    value = pw.TextField(null=True)
+    value_type = pw.CharField(max_length=10, default="string")
+    description = pw.TextField(null=True)
+    category = pw.CharField(max_length=100, null=True, index=True)
+    is_sensitive = pw.BooleanField(default=False)
+
+    repr_fields = ("id", "key", "display_value")
+
+    class Meta:
+        table_name = "configuration"
+
+    @property
+    def typed_value(self) -> Any:
+        return _decode(self.value, self.value_type)
+
+    @property
+    def display_value(self) -> Any:
+        """The value as it may be shown: sensitive ones are masked."""
+        return MASK if self.is_sensitive and self.value is not None else self.typed_value
+
+    def validate(self) -> None:
+        self.key = require_text("key", self.key, 255)
+        require_choice("value_type", self.value_type, VALUE_TYPES)
+        try:
+            _decode(self.value, self.value_type)
+        except (ValueError, TypeError):
+            raise ValidationError("value", f"{self.value!r} is not a valid {self.value_type}") from None
+
+    @classmethod
+    def get_value(cls, key: str, default: Any = None) -> Any:
+        row = cls.get_or_none(cls.key == key)
+        return default if row is None else row.typed_value
+
+    @classmethod
+    def set_value(cls, key: str, value: Any, *, value_type: str | None = None, description: str | None = None,
+                  category: str | None = None, is_sensitive: bool | None = None) -> Configuration:
+        """Create or update ``key``; the type is inferred from ``value`` unless given."""
+        value_type = value_type or _type_of(value)
+        require_choice("value_type", value_type, VALUE_TYPES)
+        row = cls.get_or_none(cls.key == key) or cls(key=key)
+        row.value, row.value_type = _encode(value, value_type), value_type
+        if description is not None:
+            row.description = description
+        if category is not None:
+            row.category = category
+        if is_sensitive is not None:
+            row.is_sensitive = is_sensitive
+        row.save()
+        return row
+
+    @classmethod
+    def get(cls, *query: Any, **filters: Any) -> Any:
+        """``Configuration.get("key", default)`` reads a typed value; with expressions, peewee's ``get``."""
+        if query and isinstance(query[0], str):
+            return cls.get_value(*query, **filters)
+        return super().get(*query, **filters)
+
+    set = set_value

@@ -1,0 +1,159 @@
+"""Fixtures: every test gets its own fresh database, SQLite in tmp_path or a new PostgreSQL database.
+
+PostgreSQL comes from ``PFDB_TEST_POSTGRES_URL`` (default: the local server, user postgres).
+If it cannot be reached the PostgreSQL half is skipped with the reason, unless
+``PFDB_REQUIRE_POSTGRES=1`` (CI), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+import pfdb
+import pfdb.config
+from pfdb import migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("PFDB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("PFDB_REQUIRE_POSTGRES", "").strip().lower() in ("1", "true", "yes")
+
+# Tests never read a developer's environment or .env by accident.
+for _name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
+              "DATABASE_POOL_RECYCLE", "DATABASE_ECHO", "MIGRATION_AUTO_UPGRADE", "MIGRATION_BACKUP_BEFORE_UPGRADE"):
+    os.environ.pop(_name, None)
+
+
+def pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+class PostgresServer:
+    """Creates and drops the per-test databases through an autocommit admin connection."""
+
+    def __init__(self):
+        import psycopg2
+
+        self.conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+        self.conn.autocommit = True
+        self.template: str | None = None
+
+    def execute(self, sql: str) -> None:
+        with self.conn.cursor() as cur:
+            cur.execute(sql)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"pfdb_test_{uuid.uuid4().hex[:12]}"
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return name
+
+    def drop(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    try:
+        server = PostgresServer()
+    except Exception as exc:  # no server here: skip (or fail in CI)
+        reason = f"PostgreSQL not reachable at {pfdb.config.mask_url(PG_ADMIN_URL)}: {str(exc).strip().splitlines()[0]}"
+        if REQUIRE_PG:
+            pytest.fail(f"{reason} (PFDB_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    created: list[str] = []
+    server.created = created
+    yield server
+    for name in created:
+        server.drop(name)
+    server.conn.close()
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server):
+    """A database migrated once per session; each test copies it (CREATE DATABASE … TEMPLATE)."""
+    name = pg_server.create()
+    pg_server.created.append(name)
+    pfdb.init_database(pg_url(name))
+    migrations.migrate(backup=False)
+    pfdb.close_database()
+    return name
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    pfdb.init_database(f"sqlite:///{path}")
+    migrations.migrate(backup=False)
+    pfdb.close_database()  # the last connection checkpoints and removes the WAL
+    return path
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def empty_url(backend, tmp_path, request) -> str:
+    """The URL of a fresh database with no tables at all."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'pfdb.db'}"
+    server = request.getfixturevalue("pg_server")
+    name = server.create()
+    request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+    return pg_url(name)
+
+
+@pytest.fixture
+def database_url(backend, tmp_path, request) -> str:
+    """The URL of a fresh database with the whole schema migrated."""
+    if backend == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "pfdb.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+    server = request.getfixturevalue("pg_server")
+    name = server.create(template=request.getfixturevalue("pg_template"))
+    request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+    return pg_url(name)
+
+
+@pytest.fixture
+def db(database_url):
+    """``pfdb.db`` bound to a fresh, migrated database."""
+    pfdb.init_database(database_url)
+    yield pfdb.db
+
+
+@pytest.fixture(autouse=True)
+def _reset_pfdb():
+    yield
+    pfdb.close_database()
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run ``pfdb ARGS…`` in process: returns (exit_code, stdout, stderr)."""
+    from pfdb import cli
+
+    def run(*argv: str, stdin: str | None = None, env: dict | None = None):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        if stdin is not None:
+            import io
+
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
