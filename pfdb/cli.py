@@ -187,6 +187,15 @@ class PfdbCLI:
         result = wait_for_database(timeout=number("timeout", timeout))
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
 
+    # -- operations: backup, restore, info, optimize, health, create-admin, logs ------------
+    # (operations anchor: insert operations commands above this line)
+
+    # -- feeds: import-categories --------------------------------------------------------
+    # (categories anchor: insert category commands above this line)
+
+    # -- feeds: import, export ------------------------------------------------------------
+    # (products anchor: insert product feed commands above this line)
+
 
 # -- argument checking --------------------------------------------------------------------
 def _commands() -> dict[str, Any]:
