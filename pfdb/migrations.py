@@ -13,6 +13,7 @@ waiting process re-reads the history after the winner committed and finds nothin
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import sys
 import time
@@ -125,7 +126,14 @@ class DriftReport:
 
 # -- where the files are ------------------------------------------------------------------
 def migrations_dir() -> Path:
-    """The migration files: ``pfdb/_migrations`` in an installed wheel, else the checkout's ``migrations/``."""
+    """The migration files: ``$PFDB_MIGRATIONS_DIR`` if set, else ``pfdb/_migrations`` in an
+    installed wheel, else the checkout's top-level ``migrations/``."""
+    override = os.environ.get("PFDB_MIGRATIONS_DIR")
+    if override:
+        path = Path(override)
+        if not path.is_dir():
+            raise MigrationError(f"PFDB_MIGRATIONS_DIR {override} is not a folder")
+        return path
     package = Path(__file__).resolve().parent
     for candidate in (package / "_migrations", package.parent / "migrations"):
         if candidate.is_dir():

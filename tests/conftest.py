@@ -114,17 +114,25 @@ def empty_url(backend, tmp_path, request) -> str:
 
 
 @pytest.fixture
-def database_url(backend, tmp_path, request) -> str:
-    """The URL of a fresh database with the whole schema migrated."""
-    if backend == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "pfdb.db"
-        shutil.copyfile(template, path)
-        return f"sqlite:///{path}"
-    server = request.getfixturevalue("pg_server")
-    name = server.create(template=request.getfixturevalue("pg_template"))
-    request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+def sqlite_url(tmp_path, sqlite_template) -> str:
+    """A fresh, migrated SQLite database (for SQLite-only behaviour)."""
+    path = tmp_path / "pfdb.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def postgres_url(pg_server, pg_template, request) -> str:
+    """A fresh, migrated PostgreSQL database (for PostgreSQL-only behaviour)."""
+    name = pg_server.create(template=pg_template)
+    request.addfinalizer(lambda: (pfdb.close_database(), pg_server.drop(name)))
     return pg_url(name)
+
+
+@pytest.fixture
+def database_url(backend, request) -> str:
+    """The URL of a fresh database with the whole schema migrated, on each backend."""
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
 
 
 @pytest.fixture
