@@ -80,7 +80,7 @@ def _pooled_postgres_class():
                 return super().connect(reuse_if_open)
             except MaxConnectionsExceeded as exc:
                 raise PoolExhaustedError(
-                    f"all {self.max_connections} pooled connections stayed in use for "
+                    f"all {self._max_connections} pooled connections stayed in use for "
                     f"{self.pfdb_settings.pool_timeout:g} s",
                     hint="raise DATABASE_POOL_SIZE/DATABASE_MAX_OVERFLOW or close connections sooner",
                 ) from exc
