@@ -243,14 +243,32 @@ def _patch_peewee_migrate() -> None:
         auto.model_to_code = model_to_code
 
 
+def _migrator_class():
+    from peewee_migrate import Migrator
+
+    class PfdbMigrator(Migrator):
+        """peewee-migrate's Migrator, able to drop an index beside a partial (ModelIndex) one."""
+
+        def drop_index(self, model, *columns):
+            # Its drop_index unpacks every entry of Meta.indexes as (columns, unique) and
+            # fails on the ModelIndex objects that partial indexes are; set those aside.
+            meta = self.__get_model__(model)._meta
+            objects = [i for i in meta.indexes if not isinstance(i, (list, tuple))]
+            meta.indexes = [i for i in meta.indexes if isinstance(i, (list, tuple))]
+            try:
+                return super().drop_index(model, *columns)
+            finally:
+                meta.indexes.extend(objects)
+
+    return PfdbMigrator
+
+
 def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
     """A peewee-migrate ``Migrator`` holding the schema state after ``names`` (fake-run, no SQL)."""
     from unittest import mock
 
-    from peewee_migrate import Migrator
-
     _patch_peewee_migrate()
-    migrator = Migrator(database)
+    migrator = _migrator_class()(database)
     for name in names:
         scope = _load(name, directory)
         migrate_fn = scope.get("migrate")
