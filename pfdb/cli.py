@@ -188,9 +188,248 @@ class PfdbCLI:
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
 
     # -- operations: backup, restore, info, optimize, health, create-admin, logs ------------
+    def _verbatim(*names: str):  # used as a decorator in this class body, then deleted
+        """Hand these arguments over exactly as typed.
+
+        Fire reads every value as a Python literal first: a password ``abc#def`` arrives as
+        ``abc`` and ``1e3`` as ``1000.0``. This sets Fire's documented per-argument parser
+        (what ``fire.decorators.SetParseFns`` does) without importing Fire at start-up.
+        """
+        def mark(fn):
+            fn.FIRE_METADATA = {"ACCEPTS_POSITIONAL_ARGS": True,
+                                "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": dict.fromkeys(names, str)}}
+            return fn
+
+        return mark
+
+    @staticmethod
+    def _progress_bar():
+        """A tqdm bar for SQLite backups of 16 MiB and more, only when stderr is a terminal."""
+        state: dict[str, Any] = {}
+
+        def update(done: int, total: int) -> None:
+            if "bar" not in state:
+                if not sys.stderr.isatty() or total < 4096:  # pages: 16 MiB at 4 KiB
+                    state["bar"] = None
+                else:
+                    from tqdm import tqdm
+
+                    state["bar"] = tqdm(total=total, unit="page", desc="backup", leave=False)
+            if state["bar"] is not None:
+                state["bar"].update(done - state["bar"].n)
+
+        def close() -> None:
+            if state.get("bar") is not None:
+                state["bar"].close()
+
+        return update, close
+
+    @_verbatim("backup_path")
+    def backup(self, backup_path: str = "", json: bool = False):
+        """Write a consistent backup while the database stays in use (mode 0600).
+
+        SQLite: SQLite's online backup API; PostgreSQL: pg_dump -Fc. --backup-path is a file
+        or a folder (default: backups/ beside the SQLite file, or in the working directory).
+        Example: pfdb backup --backup-path /var/backups/pfdb/
+        """
+        from .maintenance import backup, human_size
+
+        self._init()
+        update, close = self._progress_bar()
+        try:
+            result = backup(backup_path or None, progress=update)
+        finally:
+            close()
+        if json:
+            return _print_json(result.as_dict())
+        print(f"backup: {result.path}")
+        print(f"size: {human_size(result.size)} in {result.duration:.2f} s; migration {result.migration or 'none'}")
+
+    @_verbatim("path")
+    def restore(self, path: str, yes: bool = False, json: bool = False):
+        """Replace the database's data with a backup, after checking it and saving a safety copy.
+
+        Asks for confirmation on a terminal; --yes skips it (required when stdin is not a terminal).
+        Example: pfdb restore backups/pfdb-20261126T143000Z.db --yes
+        """
+        from .database import get_settings
+        from .maintenance import check_backup, restore
+
+        self._init()
+        migration = check_backup(path)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("pfdb restore replaces the current data; refusing without --yes "
+                                 "because standard input is not a terminal", hint="add --yes")
+            answer = input(f"Replace the data of {get_settings().database_url.masked} with {path} "
+                           f"(migration {migration or 'none'})? A safety backup is taken first. [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("restore cancelled; nothing was changed")
+                raise Exit(EXIT_FAILED)
+        result = restore(path)
+        if json:
+            return _print_json(result.as_dict())
+        print(f"safety backup of the previous data: {result.safety_backup.path}")
+        print(f"restored: {result.path} (migration {result.migration or 'none'})")
+        for name in result.dropped:
+            print(f"dropped table {name}: not in the backup (its data is in the safety backup)")
+        for name in result.migrated:
+            print(f"applied: {name}")
+        if result.pending:
+            print(f"the restored data is behind the code: run pfdb migrate (pending: {', '.join(result.pending)})")
+
+    def info(self, json: bool = False):
+        """Backend, version, sizes, settings in force, row counts, migrations and pool.
+
+        Example: pfdb info --json
+        """
+        from .maintenance import human_size, info
+
+        self._init()
+        result = info()
+        if json:
+            return _print_json(result.as_dict())
+        print(f"backend:    {result.backend} {result.server_version}")
+        print(f"database:   {result.database}")
+        if result.path:
+            print(f"file:       {result.path} ({human_size(result.size)}, WAL {human_size(result.wal_size)})")
+        else:
+            print(f"size:       {human_size(result.size)}")
+        print("settings:   " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
+        m = result.migrations
+        print(f"migrations: {m['current'] or 'none'} ({'up to date' if m['up_to_date'] else 'pending: ' + ', '.join(m['pending'])})")
+        print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
+        print("tables:")
+        width = max((len(t) for t in result.tables), default=0)
+        for table, count in result.tables.items():
+            print(f"  {table:<{width}}  {count:>10,}")
+
+    def optimize(self, json: bool = False):
+        """SQLite: ANALYZE, PRAGMA optimize, VACUUM, WAL checkpoint; PostgreSQL: VACUUM (ANALYZE).
+
+        Example: pfdb optimize
+        """
+        from .maintenance import human_size, optimize
+
+        self._init()
+        result = optimize()
+        if json:
+            return _print_json(result.as_dict())
+        for step in result.steps:
+            print(f"ran: {step}")
+        print(f"size: {human_size(result.size_before)} -> {human_size(result.size_after)} in {result.duration:.2f} s")
+
+    def health(self, json: bool = False):
+        """Probe the database; exit 0 when healthy, 1 when not (for container health checks).
+
+        Example: pfdb health --json
+        """
+        from .database import database_health_check
+
+        self._init()
+        report = database_health_check()
+        if json:
+            _print_json(report)
+        else:
+            print(f"status:     {report['status']}")
+            print(f"database:   {report.get('database')}")
+            if report.get("latency_ms") is not None:
+                print(f"latency:    {report['latency_ms']} ms")
+            if report.get("server_version"):
+                print(f"version:    {report['server_version']}")
+            if "pool" in report:
+                print("pool:       " + ", ".join(f"{k}={v}" for k, v in report["pool"].items()))
+            migrations = report.get("migrations") or {}
+            if "pending" in migrations:
+                pending = migrations["pending"]
+                print(f"migrations: {migrations['current'] or 'none'}" + (f" (pending: {', '.join(pending)})" if pending else ""))
+            if report.get("error"):
+                print(f"error:      {report['error']}")
+        if report["status"] != "healthy":
+            raise Exit(EXIT_FAILED)
+
+    @_verbatim("email", "password")
+    def create_admin(self, email: str, password: str | None = None, password_stdin: bool = False,
+                     update: bool = False, json: bool = False):
+        """Create an administrator (--update: reset an existing user's password and make it admin).
+
+        The password is asked twice on a terminal, or read as one line with --password-stdin.
+        A PASSWORD argument works but stays in the shell history.
+        Example: echo "$ADMIN_PASSWORD" | pfdb create-admin admin@example.com --password-stdin
+        """
+        from .admin import create_admin
+
+        if password is not None:
+            if password_stdin:
+                raise UsageError("pass the password either as an argument or with --password-stdin, not both")
+            print("warning: a password on the command line stays in the shell history; "
+                  "prefer the prompt or --password-stdin", file=sys.stderr)
+        elif password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+            if not password:
+                raise UsageError("--password-stdin read no password", hint='e.g. echo "$PASSWORD" | pfdb create-admin EMAIL --password-stdin')
+        elif sys.stdin.isatty():
+            import getpass
+
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Repeat password: ") != password:
+                raise UsageError("the two passwords differ; nothing was changed")
+        else:
+            raise UsageError("no password given and standard input is not a terminal to ask on",
+                             hint="pipe it in with --password-stdin")
+        self._init()
+        result = create_admin(email, password, update=update)
+        if json:
+            return _print_json(result.as_dict())
+        print(f"{'created' if result.created else 'updated'} administrator {result.email} (id {result.id})")
+
+    def logs(self, level: str = "", limit: int = 10, json: bool = False):
+        """The newest entries of the system log; --level ERROR shows ERROR and CRITICAL.
+
+        Example: pfdb logs --level ERROR --limit 20
+        """
+        from .log_handler import recent_logs
+
+        try:
+            count = int(limit)
+        except (TypeError, ValueError):
+            raise UsageError(f"--limit must be a whole number, got {limit!r}") from None
+        self._init()
+        result = recent_logs(str(level) if level else None, count)
+        if json:
+            return _print_json(result.as_dict())
+        if not result.entries:
+            print("no log entries" + (f" at {result.level} or above" if result.level else ""))
+        for e in result.entries:
+            where = f" ({e.module}:{e.line})" if e.module else ""
+            print(f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.level:<8} {e.logger or '-'}: {e.message}{where}")
+            if e.exception:
+                print("    " + e.exception.rstrip().replace("\n", "\n    "))
+
+    del _verbatim
+
     # (operations anchor: insert operations commands above this line)
 
     # -- feeds: import-categories --------------------------------------------------------
+    def import_categories(self, file: str, dry_run: bool = False, json: bool = False):
+        """Import a category tree: Google taxonomy lines ("1604 - Apparel > Clothing") or "A > B" paths.
+
+        Safe to run again: unchanged categories are not touched; one with the same id but a
+        new name or parent is updated in place, its subtree following. FILE may be gzipped,
+        or - for stdin. --dry-run counts what would change and writes nothing.
+        Example: pfdb import-categories taxonomy-with-ids.en-US.txt
+        """
+        from .categories import import_categories
+
+        self._init()
+        source = getattr(sys.stdin, "buffer", sys.stdin) if str(file) == "-" else str(file)
+        result = import_categories(source, dry_run=dry_run)
+        if json:
+            return _print_json(result.as_dict())
+        verb = "would import" if dry_run else "imported"
+        print(f"{verb} {result.total} categories: {result.created} created, {result.updated} updated, "
+              f"{result.unchanged} unchanged{' (dry run: nothing written)' if dry_run else ''}")
+
     # (categories anchor: insert category commands above this line)
 
     # -- feeds: import, export ------------------------------------------------------------

@@ -242,8 +242,8 @@ def database_health_check() -> dict[str, Any]:
     """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
-    ``latency_ms``, the masked ``database`` URL, ``server_version`` and, when unhealthy,
-    ``error``.
+    ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
+    (``current`` and ``pending``), ``pool`` (PostgreSQL) and, when unhealthy, ``error``.
     """
     report: dict[str, Any] = {"status": "unhealthy", "connection_test": False}
     try:
@@ -280,6 +280,13 @@ def database_health_check() -> dict[str, Any]:
     )
     if hasattr(database, "pool_usage"):
         report["pool"] = database.pool_usage()
+    try:  # reads the history table only: peewee_migrate is not imported for this
+        from .migrations import status
+
+        state = status()
+        report["migrations"] = {"current": state.current, "pending": list(state.pending)}
+    except Exception as exc:
+        report["migrations"] = {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
     return report
 
 

@@ -1,0 +1,220 @@
+"""PostgreSQL backup, restore, info and optimize through the real ``pg_dump``/``pg_restore``.
+
+Connection details reach the tools through libpq's environment variables, never argv:
+other users can read a process's argv (``ps``), and the password belongs in
+``PGPASSWORD``. Every message that quotes a tool's output has the password masked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .config import DatabaseURL
+from .errors import BackupError, PfdbError, RestoreError
+
+HISTORY_TABLE = "migratehistory"
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Debian/Ubuntu install each client version here; /usr/bin/pg_dump may be another version.
+VERSIONED_BIN_DIRS = ("/usr/lib/postgresql/{major}/bin",)
+SETTINGS = ("server_version", "max_connections", "shared_buffers", "work_mem", "maintenance_work_mem",
+            "effective_cache_size", "timezone", "statement_timeout", "lock_timeout")
+# DATABASE_URL query options libpq also reads from the environment
+_OPTION_ENV = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME", "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "password": "PGPASSWORD",
+}
+
+
+def tool_env(url: DatabaseURL, *, lock_timeout: float | None = None) -> dict[str, str]:
+    """The environment for a libpq tool: connection parameters and password as PG* variables."""
+    env = dict(os.environ)
+    for key, value in url.options.items():
+        if key in _OPTION_ENV:
+            env[_OPTION_ENV[key]] = str(value)
+    for var, value in (("PGHOST", url.host), ("PGPORT", url.port), ("PGUSER", url.user),
+                       ("PGDATABASE", url.database), ("PGPASSWORD", url.password)):
+        if value is not None:
+            env[var] = str(value)
+    if lock_timeout:
+        # A restore must not queue forever behind another session's lock.
+        env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c lock_timeout={int(lock_timeout * 1000)}".strip()
+    return env
+
+
+def _mask(text: str, url: DatabaseURL) -> str:
+    text = text.strip()
+    return text.replace(url.password, "***") if url.password else text
+
+
+def _major(version_text: str) -> int | None:
+    match = re.search(r"\)\s*(\d+)", version_text) or re.search(r"(\d+)", version_text)
+    return int(match.group(1)) if match else None
+
+
+def server_major(database: Any) -> int:
+    return int(database.execute_sql("SHOW server_version_num").fetchone()[0]) // 10000
+
+
+def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
+    """The ``name`` binary that can talk to a server of major version ``server``.
+
+    pg_dump refuses servers newer than itself, so a version-matched Debian client is
+    preferred over an older one on PATH. Raises ``error`` saying what to install.
+    """
+    install = f"install postgresql-client-{server} (apt-get install postgresql-client-{server})"
+    candidates = [str(Path(d.format(major=server)) / name) for d in VERSIONED_BIN_DIRS]
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(on_path)
+    found = []
+    for candidate in candidates:
+        if not os.access(candidate, os.X_OK):
+            continue
+        try:
+            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30).stdout
+        except OSError:
+            continue
+        major = _major(out)
+        if major is not None and major >= server:
+            return candidate
+        found.append(major)
+    if not found:
+        raise error(f"{name} was not found on PATH; it is needed for PostgreSQL backups and restores", hint=install)
+    raise error(f"{name} {found[0]} cannot {'dump' if name == 'pg_dump' else 'restore into'} a server of version {server}",
+                hint=install)
+
+
+def _run(args: list[str], url: DatabaseURL, error: type[PfdbError], what: str, **kwargs: Any) -> str:
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", None) or tool_env(url),
+                              **kwargs)
+    except OSError as exc:
+        raise error(f"cannot run {args[0]}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
+    if proc.returncode != 0:
+        message = _mask(proc.stderr, url) or f"exit code {proc.returncode}"
+        hint = None
+        if "version mismatch" in message:
+            hint = "install the postgresql-client package of the server's major version"
+        raise error(f"{what} failed: {message.splitlines()[0]}", hint=hint)
+    return proc.stdout
+
+
+def _conninfo(url: DatabaseURL) -> str:
+    """``dbname='…'`` for --dbname: a name holding ``=`` would otherwise parse as a conninfo."""
+    name = (url.database or "").replace("\\", "\\\\").replace("'", "\\'")
+    return f"dbname='{name}'"
+
+
+def backup(database: Any, url: DatabaseURL, target: Path) -> None:
+    """``pg_dump -Fc`` of the whole database into ``target``."""
+    pg_dump = find_tool("pg_dump", server_major(database), BackupError)
+    _run([pg_dump, "--format=custom", "--no-password", f"--file={target}", f"--dbname={_conninfo(url)}"],
+         url, BackupError, "pg_dump")
+
+
+def _history_rows(path: Path, url: DatabaseURL, pg_restore: str, error: type[PfdbError]) -> list[str]:
+    """The migration names in the dump's ``migratehistory`` data, in id order."""
+    script = _run([pg_restore, "--data-only", f"--table={HISTORY_TABLE}", "--file=-", str(path)],
+                  url, error, f"reading {path}")
+    rows, columns, in_copy = [], [], False
+    for line in script.splitlines():
+        if not in_copy:
+            match = re.match(r'COPY \S*migratehistory \(([^)]*)\) FROM stdin;', line)
+            if match:
+                columns, in_copy = [c.strip().strip('"') for c in match.group(1).split(",")], True
+        elif line == "\\.":
+            break
+        else:
+            values = line.split("\t")
+            rows.append((int(values[columns.index("id")]), values[columns.index("name")]))
+    return [name for _, name in sorted(rows)]
+
+
+def last_migration(path: Path, url: DatabaseURL, database: Any, error: type[PfdbError]) -> str | None:
+    names = _history_rows(path, url, find_tool("pg_restore", server_major(database), error), error)
+    return names[-1] if names else None
+
+
+def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | None, set[str]]:
+    """Check ``path`` is a whole pg_dump archive of a pfdb database.
+
+    Returns (last migration, tables in the dump); raises ``RestoreError`` naming what is wrong.
+    """
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if head.startswith(SQLITE_HEADER):
+        raise RestoreError(f"{path} is a SQLite database, not a PostgreSQL dump",
+                           hint="restore it into a SQLite database (DATABASE_URL=sqlite:///…)")
+    pg_restore = find_tool("pg_restore", server_major(database), RestoreError)
+    try:
+        toc = _run([pg_restore, "--list", str(path)], url, RestoreError, "pg_restore --list")
+    except RestoreError as exc:
+        raise RestoreError(f"{path} is not a pg_dump custom-format archive ({exc.message})",
+                           hint="pass a file written by pfdb backup (pg_dump -Fc)") from None
+    tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE \S+ (\S+) ", toc, flags=re.MULTILINE))
+    if HISTORY_TABLE not in tables:
+        raise RestoreError(f"{path} is a PostgreSQL dump but not of a pfdb database: it has no {HISTORY_TABLE} table",
+                           hint="pass a file written by pfdb backup")
+    # The table of contents sits at the start of the file; only reading every data block
+    # proves the rest is there. A script to /dev/null reads them all and writes nothing.
+    try:
+        _run([pg_restore, f"--file={os.devnull}", str(path)], url, RestoreError, "pg_restore")
+    except RestoreError as exc:
+        raise RestoreError(f"{path} is truncated or damaged ({exc.message})", hint="use an earlier backup") from None
+    names = _history_rows(path, url, pg_restore, RestoreError)
+    return (names[-1] if names else None), tables
+
+
+def current_tables(database: Any) -> set[str]:
+    sql = ("SELECT table_name FROM information_schema.tables "
+           "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+    return {row[0] for row in database.execute_sql(sql).fetchall()}
+
+
+def drop_tables(database: Any, tables: set[str]) -> None:
+    """Drop tables the backup does not know (a later migration made them), in one transaction.
+
+    ``pg_restore --clean`` only drops what the dump holds, and fails to drop a table that
+    one of these still references; the safety copy taken just before holds their data.
+    """
+    with database.atomic():
+        for table in sorted(tables):
+            database.execute_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+
+
+def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float) -> None:
+    """``pg_restore --clean --if-exists --single-transaction``: all of it or none of it."""
+    pg_restore = find_tool("pg_restore", server_major(database), RestoreError)
+    _run([pg_restore, "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
+          f"--dbname={_conninfo(url)}", str(path)],
+         url, RestoreError, "pg_restore", env=tool_env(url, lock_timeout=lock_timeout))
+
+
+def database_size(database: Any) -> int:
+    return int(database.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0])
+
+
+def info(database: Any) -> dict[str, Any]:
+    """Server version, database size, main settings, row counts."""
+    settings = {name: database.execute_sql(f"SHOW {name}").fetchone()[0] for name in SETTINGS}
+    tables = sorted(current_tables(database))
+    return {
+        "server_version": settings["server_version"],
+        "database_size": database_size(database),
+        "settings": settings,
+        "tables": {t: database.execute_sql(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables},
+    }
+
+
+def optimize(database: Any) -> list[str]:
+    # VACUUM refuses to run inside a transaction block. peewee runs psycopg2 in autocommit
+    # mode and only sends BEGIN for atomic(), so on a connection with no transaction open
+    # this statement runs on its own, as VACUUM requires.
+    database.execute_sql("VACUUM (ANALYZE)")
+    return ["VACUUM (ANALYZE)"]

@@ -1,0 +1,361 @@
+"""Backup, restore, info and optimize: one function each, for SQLite and PostgreSQL alike.
+
+The backend work lives in ``_sqlite_tools`` (SQLite's online backup API) and ``_pg_tools``
+(``pg_dump``/``pg_restore``); this module owns what both share: where a backup goes, how
+it lands (a private temporary file renamed into place, mode 0600, never half-written
+under its final name), the order of a restore (validate, safety copy, replace, report)
+and the result objects the CLI prints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import _pg_tools, _sqlite_tools
+from .database import get_database, get_settings
+from .errors import BackupError, RestoreError, UsageError
+
+FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
+DIR_MODE = 0o700
+
+Progress = Callable[[int, int], None]
+
+
+# -- results ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BackupResult:
+    path: Path
+    backend: str
+    size: int  # bytes
+    duration: float  # seconds
+    migration: str | None  # the last applied migration the backup contains
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "backend": self.backend, "size": self.size,
+                "duration": round(self.duration, 3), "migration": self.migration}
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    path: Path
+    backend: str
+    migration: str | None  # the migration version of the restored data
+    safety_backup: BackupResult
+    pending: tuple[str, ...]  # migrations the code has and the restored data lacks
+    migrated: tuple[str, ...] = ()  # applied after the restore (MIGRATION_AUTO_UPGRADE)
+    dropped: tuple[str, ...] = ()  # PostgreSQL: tables the backup did not have
+    duration: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "backend": self.backend, "migration": self.migration,
+                "safety_backup": str(self.safety_backup.path), "pending": list(self.pending),
+                "migrated": list(self.migrated), "dropped": list(self.dropped), "duration": round(self.duration, 3)}
+
+
+@dataclass(frozen=True)
+class InfoResult:
+    backend: str
+    database: str  # the masked URL
+    server_version: str
+    size: int  # bytes: the SQLite file, or pg_database_size
+    wal_size: int | None  # SQLite only
+    settings: dict[str, Any]  # pragmas in force, or PostgreSQL settings
+    tables: dict[str, int]  # table -> row count
+    migrations: dict[str, Any]
+    pool: dict[str, Any]
+    path: str | None = None  # SQLite file
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "database": self.database, "path": self.path,
+                "server_version": self.server_version, "size": self.size, "wal_size": self.wal_size,
+                "settings": dict(self.settings), "tables": dict(self.tables), "migrations": dict(self.migrations),
+                "pool": dict(self.pool)}
+
+
+@dataclass(frozen=True)
+class OptimizeResult:
+    backend: str
+    steps: tuple[str, ...]
+    size_before: int
+    size_after: int
+    duration: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "steps": list(self.steps), "size_before": self.size_before,
+                "size_after": self.size_after, "duration": round(self.duration, 3)}
+
+
+# -- where a backup goes --------------------------------------------------------------------
+def default_backup_dir() -> Path:
+    """SQLite: ``backups/`` beside the database file. PostgreSQL: ``backups/`` in the working directory."""
+    url = get_settings().database_url
+    if url.backend == "sqlite" and not url.is_memory:
+        return Path(url.path).expanduser().resolve().parent / "backups"
+    return Path.cwd() / "backups"
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _reserve(folder: Path, stem: str, suffix: str) -> Path:
+    """Claim a new file name atomically (O_EXCL): two backups in one second never collide."""
+    folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    for n in range(1000):
+        candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
+        try:
+            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+            return candidate
+        except FileExistsError:
+            continue
+    raise BackupError(f"cannot find a free backup file name in {folder}", hint="clean up old backups")
+
+
+def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool]:
+    """The backup's final path, and whether it was reserved here (and so is ours to remove)."""
+    url = get_settings().database_url
+    suffix = ".db" if url.backend == "sqlite" else ".dump"
+    stem = f"{url.name}-{label}{_stamp()}"
+    if path is None:
+        return _reserve(default_backup_dir(), stem, suffix), True
+    target = Path(path).expanduser()
+    if target.is_dir() or str(path).endswith(("/", os.sep)):
+        return _reserve(target, stem, suffix), True
+    if url.backend == "sqlite" and not url.is_memory:
+        live = Path(url.path).expanduser().resolve()
+        if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
+            raise BackupError(f"the backup path {target} is the database itself", hint="choose another file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    except OSError as exc:
+        raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
+                          hint="choose a writable --backup-path") from exc
+    return target, False
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - not every platform opens folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- backup -----------------------------------------------------------------------------------
+def backup(path: str | os.PathLike | None = None, *, progress: Progress | None = None,
+           label: str = "") -> BackupResult:
+    """Write a consistent backup of the bound database while it stays in use.
+
+    SQLite: SQLite's online backup API from one read snapshot. PostgreSQL: ``pg_dump -Fc``.
+    Either way it goes to a temporary file in the target folder, is verified, then renamed
+    into place with mode 0600. ``path`` is a file or a folder (default: ``default_backup_dir()``,
+    named ``<database>-<UTC time>.db``/``.dump``). ``progress(done, total)`` is called with
+    SQLite pages as the copy advances.
+
+    Example: ``backup().path`` -> ``backups/pfdb-20261126T143000Z.db``
+    """
+    settings = get_settings()
+    url = settings.database_url
+    database = get_database()
+    if url.is_memory:
+        raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+    start = time.monotonic()
+    target, reserved = _target(path, label)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # mode 0600
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if url.backend == "sqlite":
+            migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
+        else:
+            with _connection(database):
+                _pg_tools.backup(database, url, tmp)
+                migration = _pg_tools.last_migration(tmp, url, database, BackupError)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        if reserved:
+            target.unlink(missing_ok=True)
+        raise
+    return BackupResult(path=target, backend=url.backend, size=target.stat().st_size,
+                        duration=time.monotonic() - start, migration=migration)
+
+
+@contextmanager
+def _connection(database: Any) -> Iterator[Any]:
+    """Use the thread's connection, opening (and afterwards closing) one only if needed."""
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield database
+    finally:
+        if opened and not database.is_closed() and not database.in_transaction():
+            database.close()
+
+
+# -- restore ----------------------------------------------------------------------------------
+def _require_file(source: Path) -> None:
+    if not source.exists():
+        raise RestoreError(f"backup file {source} does not exist", hint="pass the path pfdb backup printed")
+    if not source.is_file():
+        raise RestoreError(f"{source} is not a file", hint="pass the path of one backup file")
+
+
+def restore(path: str | os.PathLike) -> RestoreResult:
+    """Replace the bound database's contents with a backup, all at once.
+
+    Nothing is touched until the file is proven whole and a pfdb backup of the right kind;
+    then a safety backup of the current data is written (``result.safety_backup``) and the
+    backup is restored: on SQLite through the backup API into the live database (one write
+    transaction), on PostgreSQL with ``pg_restore --single-transaction``. Pending migrations
+    are applied afterwards when ``MIGRATION_AUTO_UPGRADE`` is on.
+
+    Raises ``RestoreError`` with the current database unchanged.
+    Example: ``restore("backups/pfdb-20261126T143000Z.db").migration``
+    """
+    from .migrations import migrate, status
+
+    settings = get_settings()
+    url = settings.database_url
+    database = get_database()
+    source = Path(path).expanduser()
+    _require_file(source)
+    if url.is_memory:
+        raise RestoreError("cannot restore into an in-memory database", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+    if database.in_transaction():
+        raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
+    start = time.monotonic()
+    dropped: tuple[str, ...] = ()
+    if url.backend == "sqlite":
+        migration = _sqlite_tools.inspect_backup(source)
+        safety = backup(label="pre-restore-")
+        # pfdb's own connection of this thread is closed so the restore's write lock is not
+        # waiting on it; it reopens (and sees the restored data) on next use.
+        if not database.is_closed():
+            database.close()
+        _sqlite_tools.restore(source, url.path, timeout=settings.pool_timeout)
+    else:
+        with _connection(database):
+            migration, dump_tables = _pg_tools.inspect_backup(source, url, database)
+        safety = backup(label="pre-restore-")
+        with _connection(database):
+            extra = _pg_tools.current_tables(database) - dump_tables
+            if extra:
+                _pg_tools.drop_tables(database, extra)
+                dropped = tuple(sorted(extra))
+        # Close the whole pool first: an idle pooled connection is harmless, but one left in
+        # a transaction holds locks that would make pg_restore's DROP TABLE wait (and then
+        # fail on lock_timeout); and the pool must not hand out sessions that cached plans
+        # of the tables about to be dropped and recreated.
+        if hasattr(database, "close_all"):
+            database.close_all()
+        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout)
+    state = status()
+    migrated: tuple[str, ...] = ()
+    if state.pending and settings.migration_auto_upgrade:
+        migrated = migrate(backup=False).applied  # the safety copy is already on disk
+        state = status()
+    return RestoreResult(path=source, backend=url.backend, migration=migration, safety_backup=safety,
+                         pending=state.pending, migrated=migrated, dropped=dropped,
+                         duration=time.monotonic() - start)
+
+
+# -- info and optimize ------------------------------------------------------------------------
+def _size(database: Any) -> int:
+    url = get_settings().database_url
+    if url.backend == "sqlite":
+        sizes = _sqlite_tools.file_sizes(url.path) if not url.is_memory else {"file_size": 0, "wal_size": 0}
+        return sizes["file_size"] + sizes["wal_size"]
+    return _pg_tools.database_size(database)
+
+
+def info() -> InfoResult:
+    """What the bound database is: version, sizes, settings, row counts, migrations, pool.
+
+    Example: ``info().tables["products"]``
+    """
+    from .migrations import status
+
+    settings = get_settings()
+    url = settings.database_url
+    database = get_database()
+    with _connection(database):
+        if url.backend == "sqlite":
+            details = _sqlite_tools.info(database, url.path)
+            size, wal = details["file_size"], details["wal_size"]
+        else:
+            details = _pg_tools.info(database)
+            size, wal = details["database_size"], None
+    state = status()
+    migrations = {"current": state.current, "applied": [m.name for m in state.applied],
+                  "pending": list(state.pending), "up_to_date": state.up_to_date}
+    pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
+            "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
+            "pool_recycle": settings.pool_recycle}
+    if hasattr(database, "pool_usage"):
+        pool.update(database.pool_usage())
+    return InfoResult(backend=url.backend, database=url.masked, path=details.get("path"),
+                      server_version=str(details["server_version"]), size=size, wal_size=wal,
+                      settings=details["settings"], tables=details["tables"], migrations=migrations, pool=pool)
+
+
+def optimize() -> OptimizeResult:
+    """SQLite: ANALYZE, PRAGMA optimize, VACUUM, WAL checkpoint. PostgreSQL: VACUUM (ANALYZE).
+
+    Needs a connection with no transaction open (VACUUM cannot run inside one).
+    Example: ``optimize().size_after``
+    """
+    url = get_settings().database_url
+    database = get_database()
+    if database.in_transaction():
+        raise UsageError("optimize cannot run inside a transaction (VACUUM refuses to)",
+                          hint="call optimize() outside db_session_scope()")
+    start = time.monotonic()
+    with _connection(database):
+        before = _size(database)
+        steps = _sqlite_tools.optimize(database) if url.backend == "sqlite" else _pg_tools.optimize(database)
+        after = _size(database)
+    return OptimizeResult(backend=url.backend, steps=tuple(steps), size_before=before, size_after=after,
+                          duration=time.monotonic() - start)
+
+
+def human_size(size: int | None) -> str:
+    """``147456`` -> ``"144.0 KiB"``: for people; ``as_dict()`` keeps bytes."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover
+
+
+def check_backup(path: str | os.PathLike) -> str | None:
+    """Validate a backup file for the bound database without changing anything.
+
+    Returns the last migration it contains; raises ``RestoreError`` naming what is wrong.
+    Example: ``check_backup("backups/pfdb-20261126T143000Z.db")`` -> ``"001_initial"``
+    """
+    url = get_settings().database_url
+    source = Path(path).expanduser()
+    _require_file(source)
+    if url.backend == "sqlite":
+        return _sqlite_tools.inspect_backup(source)
+    database = get_database()
+    with _connection(database):
+        return _pg_tools.inspect_backup(source, url, database)[0]
