@@ -7,15 +7,17 @@ node. Slugs follow one rule everywhere (``slug_candidates``) and never change on
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._peewee import peewee as pw
-from .database import get_database
-from .errors import ValidationError
-from .models import Category
+from .database import db_session_scope, get_database
+from .errors import FeedError, NotFoundError, ValidationError
+from .models import Category, Product
+from .models.catalog import path_prefix
 from .models.fields import utcnow
+from .taxonomy import TaxonomyNode, clean_name, read_taxonomy, source_name
 from .text import slugify
 
 PATH_SEPARATOR = ">"
@@ -25,11 +27,6 @@ _SLUG_BATCH = 12
 
 
 # -- names and slugs ---------------------------------------------------------------------
-def clean_name(name: str) -> str:
-    """A category name as stored and matched: NFC, trimmed, inner whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFC", str(name)).split())
-
-
 def split_path(path: str | Sequence[str]) -> tuple[str, ...]:
     """``"Apparel > Clothing"`` or ``["Apparel", "Clothing"]`` -> ``("Apparel", "Clothing")``.
 
@@ -212,16 +209,340 @@ class CategoryResolver:
         self.created.append(new_id)
 
 
-def _category(value: Category | int, what: str = "category") -> Category:
+# -- importing a taxonomy ----------------------------------------------------------------
+# Rows inserted by the current level carry this path until one UPDATE gives them their real
+# one; real paths always start with "/", so no finished row can match it.
+_PENDING_PATH = "~"
+_INSERT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class CategoryImportResult:
+    """What ``import_categories`` did (or, with ``dry_run``, would do)."""
+
+    created: int
+    updated: int
+    unchanged: int
+    total: int
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
+                "total": self.total, "dry_run": self.dry_run}
+
+
+@dataclass
+class _New:
+    key: int  # negative until inserted
+    node: TaxonomyNode
+    slug: str
+    parent_key: int | None
+
+
+@dataclass
+class _Change:
+    category_id: int
+    node: TaxonomyNode
+    parent_key: int | None
+    fields: dict[str, Any]
+
+
+@dataclass
+class _Plan:
+    creates: list[_New] = field(default_factory=list)
+    changes: list[_Change] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def _plan(nodes: list[TaxonomyNode], source: str) -> _Plan:
+    """Match every file node to a category (by external id, else by parent and name) in memory.
+
+    One SELECT loads the tree. Keys of categories still to be created are negative.
+    """
+    rows = {
+        cid: (name, parent_id, slug, ext)
+        for cid, name, parent_id, slug, ext in Category.select(
+            Category.id, Category.name, Category.parent, Category.slug, Category.external_id
+        ).order_by(Category.id).tuples()
+    }
+    by_ext = {ext: cid for cid, (_, _, _, ext) in rows.items() if ext is not None}
+    by_parent_name: dict[tuple[int | None, str], list[int]] = {}
+    for cid, (name, parent_id, _, _) in rows.items():
+        by_parent_name.setdefault((parent_id, name), []).append(cid)
+    taken = {slug for (_, _, slug, _) in rows.values()}
+    # Categories the file names by id are theirs alone: never matched by name to another line.
+    claimed = {by_ext[n.external_id] for n in nodes if n.external_id in by_ext}
+    key_of: dict[tuple[str, ...], int] = {}
+    slug_of: dict[int, str] = {}
+    plan = _Plan()
+    for node in nodes:
+        parent_key = key_of[node.names[:-1]] if node.depth else None
+        name = node.names[-1]
+        match = by_ext.get(node.external_id) if node.external_id is not None else None
+        if match is None and (parent_key is None or parent_key > 0):
+            for cid in by_parent_name.get((parent_key, name), ()):
+                if cid in claimed:
+                    continue
+                other_ext = rows[cid][3]
+                if other_ext is not None and node.external_id is not None:
+                    raise FeedError(
+                        f"{source} line {node.line}: {node.path!r} already exists with id {other_ext}, "
+                        f"the file gives it id {node.external_id}",
+                        hint="rename, move or delete the existing category first",
+                    )
+                match = cid
+                break
+        if match is not None:
+            claimed.add(match)
+            old_name, old_parent, slug, old_ext = rows[match]
+            fields: dict[str, Any] = {}
+            if old_name != name:
+                fields["name"] = name
+            if old_parent != parent_key:
+                fields["parent"] = parent_key
+            if node.external_id is not None and old_ext != node.external_id:
+                fields["external_id"] = node.external_id
+            if fields:
+                plan.changes.append(_Change(match, node, parent_key, fields))
+            else:
+                plan.unchanged += 1
+            key_of[node.names], slug_of[match] = match, slug
+        else:
+            key = -(len(plan.creates) + 1)
+            slug = choose_slug(name, slug_of.get(parent_key), node.external_id, taken.__contains__)
+            taken.add(slug)
+            plan.creates.append(_New(key, node, slug, parent_key))
+            key_of[node.names], slug_of[key] = key, slug
+    return plan
+
+
+def _insert_rows(rows: list[tuple]) -> None:
+    """Multi-row INSERTs of (name, slug, parent_id, level, path, external_id), _INSERT_BATCH at a time.
+
+    Plain SQL with placeholders: peewee's insert_many spends most of a taxonomy import
+    turning 60,000 values into SQL nodes; this keeps the database the slow part.
+    """
+    database = get_database()
+    # The model's Python-side defaults, as the database stores them.
+    defaults = (0, Category.is_active.db_value(True), *[Category.created_at.db_value(utcnow())] * 2)
+    columns = ("name", "slug", "parent_id", "level", "path", "external_id", "sort_order", "is_active",
+               "created_at", "updated_at")
+    quoted = ", ".join(f'"{c}"' for c in columns)  # both backends quote identifiers with ""
+    head = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES '
+
+    one = "(" + ", ".join([database.param] * len(columns)) + ")"
+    for start in range(0, len(rows), _INSERT_BATCH):
+        batch = rows[start:start + _INSERT_BATCH]
+        params = [value for row in batch for value in (*row, *defaults)]
+        database.execute_sql(head + ", ".join([one] * len(batch)), params)
+
+
+def _apply(plan: _Plan) -> None:
+    """Write the plan a level at a time: bulk INSERTs, one path UPDATE, then that level's moves."""
+    ids: dict[int, int] = {}
+
+    def real(key: int | None) -> int | None:
+        return None if key is None else ids.get(key, key)
+
+    depths = sorted({n.node.depth for n in plan.creates} | {c.node.depth for c in plan.changes})
+    parent = Category.alias("parent")
+    parent_path = parent.select(parent.path).where(parent.id == Category.parent)
+    for depth in depths:
+        level = [n for n in plan.creates if n.node.depth == depth]
+        if level:
+            _insert_rows([
+                (n.node.names[-1], n.slug, real(n.parent_key), depth, _PENDING_PATH, n.node.external_id)
+                for n in level
+            ])
+            new_ids = dict(
+                Category.select(Category.slug, Category.id).where(Category.path == _PENDING_PATH).tuples()
+            )
+            for n in level:
+                ids[n.key] = new_ids[n.slug]
+            Category.update(
+                path=pw.fn.COALESCE(parent_path, "/").concat(pw.Cast(Category.id, "VARCHAR")).concat("/")
+            ).where(Category.path == _PENDING_PATH).execute()
+        for change in (c for c in plan.changes if c.node.depth == depth):
+            category = Category.get_by_id(change.category_id)
+            for name, value in change.fields.items():
+                setattr(category, name, real(value) if name == "parent" else value)
+            category.save()  # a changed parent moves the subtree in one UPDATE (Category._move)
+
+
+def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryImportResult:
+    """Import a category tree from a Google product taxonomy file or ``A > B > C`` lines.
+
+    Lines look like ``1604 - Apparel & Accessories > Clothing`` (the id goes to
+    ``external_id``) or ``Apparel & Accessories > Clothing``; ``#`` lines are comments.
+    A category is found by its external id, else by its parent and name; one whose name
+    or parent changed is updated in place, its subtree following; new ones get unique
+    slugs; existing slugs never change; categories the file does not name are kept.
+    The file is read completely before anything is written, and everything is written
+    in one transaction. Importing the same file again writes nothing.
+
+    Args:
+        path_or_file: a path (plain or gzip), or an open binary or text stream.
+        dry_run: count what would change, write nothing.
+
+    Raises:
+        FeedError: the file cannot be read, or a line (named by number) is neither format.
+
+    Example: ``import_categories("taxonomy-with-ids.en-US.txt")``
+    """
+    nodes = read_taxonomy(path_or_file)
+    database = get_database()
+    opened = database.connect(reuse_if_open=True)
+    try:
+        # SQLite: take the write lock up front; a read-then-write transaction can fail to
+        # upgrade when another writer committed in between (WAL's SQLITE_BUSY_SNAPSHOT).
+        immediate = isinstance(database, pw.SqliteDatabase) and not dry_run and not database.in_transaction()
+        with database.atomic("IMMEDIATE") if immediate else database.atomic():
+            plan = _plan(nodes, source_name(path_or_file))
+            if not dry_run:
+                _apply(plan)
+    finally:
+        if opened and not database.in_transaction():
+            database.close()
+    return CategoryImportResult(
+        created=len(plan.creates), updated=len(plan.changes), unchanged=plan.unchanged,
+        total=len(nodes), dry_run=dry_run,
+    )
+
+
+# -- tree operations -----------------------------------------------------------------------
+def _category(value: Category | int) -> Category:
     if isinstance(value, Category):
         return value
     row = Category.get_or_none(Category.id == int(value))
     if row is None:
-        from .errors import NotFoundError
-
-        raise NotFoundError(f"{what} {value} does not exist", hint="list categories with pfdb.categories.category_tree()")
+        raise NotFoundError(f"category {value} does not exist", hint="see pfdb.categories.category_tree()")
     return row
 
 
-def _ids(values: Iterable[Any]) -> list[int]:
-    return [int(v) for v in values]
+def _parent_id(value: Category | int | None) -> int | None:
+    if value is None:
+        return None
+    return value.id if isinstance(value, Category) else int(value)
+
+
+def move_category(category: Category | int, new_parent: Category | int | None) -> Category:
+    """Move ``category`` and its whole subtree under ``new_parent`` (``None``: make it a root).
+
+    The descendants' paths and levels are rewritten by one UPDATE (``Category._move``),
+    whatever the subtree's size. Returns the category as saved (the instance passed, if one
+    was). Raises ``ValidationError`` for a move under itself or one of its descendants,
+    or to a parent that does not exist; ``NotFoundError`` for an unknown category id.
+
+    Example: ``move_category(shirts, clothing)``
+    """
+    category = _category(category)
+    parent_id = _parent_id(new_parent)
+    if category.parent_id == parent_id and category.path:
+        return category
+    with db_session_scope():
+        category.parent = parent_id
+        # Only the tree columns: a caller's older copy must not overwrite other edits.
+        category.save(only=[Category.parent, Category.path, Category.level])
+    return category
+
+
+DELETE_POLICIES = ("refuse", "reassign")
+
+
+@dataclass(frozen=True)
+class CategoryDeleteResult:
+    """What ``delete_category`` removed and where its children and products went."""
+
+    category_id: int
+    name: str
+    policy: str
+    new_parent_id: int | None
+    children_reassigned: int
+    products_reassigned: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"category_id": self.category_id, "name": self.name, "policy": self.policy,
+                "new_parent_id": self.new_parent_id, "children_reassigned": self.children_reassigned,
+                "products_reassigned": self.products_reassigned}
+
+
+def delete_category(category: Category | int, policy: str = "refuse") -> CategoryDeleteResult:
+    """Delete one category, saying what happens to its children and products.
+
+    ``policy="refuse"`` (default) deletes only a category with no subcategories and no
+    products, else raises ``ValidationError`` and changes nothing. ``policy="reassign"``
+    gives its children and products to its parent (for a root: children become roots,
+    products lose their category); the subtree's paths and levels follow in one UPDATE.
+    Its icons are deleted with it. Everything happens in one transaction.
+
+    Example: ``delete_category(old, policy="reassign")``
+    """
+    if policy not in DELETE_POLICIES:
+        raise ValidationError("policy", f"must be one of {', '.join(DELETE_POLICIES)}, got {policy!r}")
+    with db_session_scope():
+        category = _category(_parent_id(category))  # fresh: its path must be the stored one
+        children = Category.select().where(Category.parent == category.id).count()
+        products = Product.select().where(Product.category == category.id).count()
+        if policy == "refuse" and (children or products):
+            raise ValidationError(
+                "category",
+                f"{category.name!r} (id {category.id}) has {children} subcategories and {products} products; "
+                "nothing was deleted",
+                hint="move them first, or delete with policy='reassign' to give them to its parent",
+            )
+        now = utcnow()
+        if children:
+            parent_path = category.path[: -len(f"{category.id}/")]
+            Category.update(
+                path=pw.Value(parent_path).concat(pw.fn.SUBSTR(Category.path, len(category.path) + 1)),
+                level=Category.level - 1,
+            ).where(path_prefix(Category.path, category.path) & (Category.id != category.id)).execute()
+            Category.update(parent=category.parent_id, updated_at=now).where(
+                Category.parent == category.id
+            ).execute()
+        if products:
+            Product.update(category=category.parent_id, updated_at=now).where(
+                Product.category == category.id
+            ).execute()
+        Category.delete().where(Category.id == category.id).execute()
+    return CategoryDeleteResult(
+        category_id=category.id, name=category.name, policy=policy, new_parent_id=category.parent_id,
+        children_reassigned=children, products_reassigned=products,
+    )
+
+
+def category_tree(root: Category | int | None = None) -> list[dict[str, Any]]:
+    """The tree (or the subtree of ``root``, itself included) as nested dicts, from one query.
+
+    Each node is ``{"id", "name", "slug", "level", "children": [...]}``; siblings are in
+    ``sort_order``, then name order. Raises ``NotFoundError`` for an unknown ``root`` id.
+
+    Example: ``for top in category_tree(): print(top["name"], len(top["children"]))``
+    """
+    query = Category.select(
+        Category.id, Category.name, Category.slug, Category.level, Category.parent, Category.sort_order
+    ).order_by(Category.path)
+    if isinstance(root, Category):
+        query = query.where(path_prefix(Category.path, root.path))
+    elif root is not None:
+        # The root's path comes from a subquery, so this stays one statement; "#" matches no path.
+        other = Category.alias("root")
+        root_path = pw.fn.COALESCE(other.select(other.path).where(other.id == int(root)), "#")
+        query = query.where(pw.fn.SUBSTR(Category.path, 1, pw.fn.LENGTH(root_path)) == root_path)
+    nodes: dict[int, dict[str, Any]] = {}
+    order: dict[int, tuple[int, str]] = {}
+    top: list[dict[str, Any]] = []
+    for cid, name, slug, level, parent_id, sort_order in query.tuples():
+        item = {"id": cid, "name": name, "slug": slug, "level": level, "children": []}
+        nodes[cid], order[cid] = item, (sort_order, name)
+        (nodes[parent_id]["children"] if parent_id in nodes else top).append(item)
+    if root is not None and not top:
+        raise NotFoundError(f"category {_parent_id(root)} does not exist")
+
+    def key(item: dict[str, Any]) -> tuple[int, str]:
+        return order[item["id"]]
+
+    top.sort(key=key)
+    for item in nodes.values():
+        item["children"].sort(key=key)
+    return top
