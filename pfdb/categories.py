@@ -309,11 +309,29 @@ def _plan(nodes: list[TaxonomyNode], source: str) -> _Plan:
             key_of[node.names], slug_of[match] = match, slug
         else:
             key = -(len(plan.creates) + 1)
-            slug = choose_slug(name, slug_of.get(parent_key), node.external_id, taken.__contains__)
-            taken.add(slug)
-            plan.creates.append(_New(key, node, slug, parent_key))
-            key_of[node.names], slug_of[key] = key, slug
+            plan.creates.append(_New(key, node, "", parent_key))
+            key_of[node.names] = key
+    _assign_slugs(plan.creates, slug_of, taken)
     return plan
+
+
+def _assign_slugs(creates: list[_New], slug_of: dict[int, str], taken: set[str]) -> None:
+    """Slugs for new categories in file order (parents first), so the first "Accessories"
+    of the file gets ``accessories`` whatever its depth, and a re-run gives the same slugs."""
+    by_key = {n.key: n for n in creates}
+
+    def assign(new: _New) -> None:
+        if new.slug:
+            return
+        if new.parent_key is not None and new.parent_key < 0:
+            assign(by_key[new.parent_key])
+        new.slug = choose_slug(new.node.names[-1], slug_of.get(new.parent_key), new.node.external_id,
+                               taken.__contains__)
+        taken.add(new.slug)
+        slug_of[new.key] = new.slug
+
+    for new in sorted(creates, key=lambda n: (n.node.line, n.node.depth)):
+        assign(new)
 
 
 def _insert_rows(rows: list[tuple]) -> None:
