@@ -18,6 +18,8 @@ from typing import Any
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PfdbError, UsageError
 
 GLOBAL_FLAGS = ("--debug", "--database-url")
+# Commands whose name is not a valid method name: `pfdb import` runs PfdbCLI.import_products.
+ALIASES = {"import": "import_products"}
 
 
 def _print_json(data: Any) -> None:
@@ -433,6 +435,100 @@ class PfdbCLI:
     # (categories anchor: insert category commands above this line)
 
     # -- feeds: import, export ------------------------------------------------------------
+    def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
+                        strict: bool = False, rejects: str = "", batch_size: int = 2000,
+                        encoding: str = "utf-8-sig", json: bool = False):
+        """Import a product feed: pfdb CSV/JSON Lines, Shopify, Google Merchant or Google Retail.
+
+        FILE may be gzipped, or - for stdin; the format is detected from the header unless
+        --format is given, and --mapping FILE (JSON or INI) maps any other layout's columns.
+        New SKUs are created; known ones change only in the fields the feed carries, and
+        only when something differs (those are marked for Shopify re-sync). Bad rows are
+        listed by line, column and reason while the good ones import; --rejects FILE keeps
+        them (original columns plus the reason) to fix and re-feed. --strict writes nothing
+        if any row is bad; --dry-run validates and counts, writes nothing. Exits 1 when
+        rows were rejected.
+        Example: pfdb import supplier.csv.gz --rejects rejects.csv
+        """
+        import signal
+
+        from .feeds import import_products
+        from .feeds.progress import ProgressBar
+
+        self._init()
+        bar = ProgressBar("importing") if sys.stderr.isatty() and not json else None
+
+        def terminated(signum, frame):  # a server shutting down: end the Job 'cancelled', like Ctrl-C
+            raise KeyboardInterrupt("terminated (SIGTERM)")
+
+        try:
+            previous = signal.signal(signal.SIGTERM, terminated)
+        except ValueError:  # not the main thread
+            previous = None
+        try:
+            result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
+                                     strict=strict, rejects=str(rejects) or None, batch_size=int(batch_size),
+                                     encoding=str(encoding), progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if json:
+            _print_json(result.as_dict())
+        else:
+            verb = "checked" if dry_run else "imported"
+            print(f"{verb} {result.source} ({result.format}): {result.rows} rows, {result.created} created, "
+                  f"{result.updated} updated, {result.unchanged} unchanged, {result.rejected} rejected")
+            if not result.written:
+                print("nothing was written: " + ("dry run" if dry_run else "--strict and some rows were rejected"))
+            if result.generated_skus:
+                print(f"generated SKUs: {result.generated_skus} (variants without one; stable across re-imports)")
+            if result.images_added or result.images_removed or result.categories_created:
+                print(f"images: {result.images_added} added, {result.images_removed} removed; "
+                      f"categories: {result.categories_created} created")
+            if result.ignored_columns:
+                print(f"ignored columns: {', '.join(result.ignored_columns)}")
+            for issue in result.rejects[:20]:
+                print(f"  rejected {issue}", file=sys.stderr)
+            if result.rejected > 20:
+                print(f"  … and {result.rejected - 20} more", file=sys.stderr)
+            if result.rejects_file:
+                print(f"rejected rows written to {result.rejects_file}")
+        if result.rejected:
+            raise Exit(EXIT_FAILED)
+
+    def export(self, output: str | None = None, format: str = "", category: str = "", changed_since: str = "",
+               json: bool = False):
+        """Export products, with category paths and image lists, as pfdb CSV or JSON Lines.
+
+        OUTPUT is a file (.gz is compressed, .jsonl picks JSON Lines), or standard output
+        when omitted or -. --category SLUG (or "A > B") includes its whole subtree;
+        --changed-since takes a time (2024-05-01T12:00Z) or an age (24h, 7d). The file
+        imports back with pfdb import.
+        Example: pfdb export catalogue.csv --category shirts
+        """
+        from json import dumps
+
+        from .feeds import export_products
+        from .feeds.progress import ProgressBar
+
+        self._init()
+        to_stdout = output is None or str(output) == "-"
+        bar = ProgressBar("exporting", unit="products") if sys.stderr.isatty() and not to_stdout else None
+        try:
+            result = export_products(sys.stdout if to_stdout else str(output), format=str(format) or None,
+                                     category=str(category) or None, changed_since=str(changed_since) or None,
+                                     progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        report = sys.stderr if to_stdout else sys.stdout  # never mix the summary into exported data
+        if json:
+            print(dumps(result.as_dict(), indent=2, ensure_ascii=False), file=report)
+        else:
+            print(f"exported {result.products} products ({result.images} images) to {result.output}", file=report)
+
     # (products anchor: insert product feed commands above this line)
 
 
@@ -515,6 +611,8 @@ def _help(target: Any, name: str) -> str:
     text = helptext.HelpText(target, trace=trace.FireTrace(target, name=name))
     for command in _commands():  # Fire lists methods by their Python names
         text = text.replace(command, command.replace("_", "-")) if "_" in command else text
+    for alias, target in ALIASES.items():
+        text = text.replace(target.replace("_", "-"), alias)
     return text
 
 
@@ -551,9 +649,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args or args[0] in ("-h", "--help", "help"):
             print(_help(cli, "pfdb"))
             return EXIT_OK
-        command = args[0].replace("-", "_")
+        command = ALIASES.get(args[0], args[0]).replace("-", "_")
         if command not in commands:
-            names = ", ".join(sorted(c.replace("_", "-") for c in commands))
+            shown = {target: alias for alias, target in ALIASES.items()}
+            names = ", ".join(sorted(shown.get(c, c.replace("_", "-")) for c in commands))
             raise UsageError(f"unknown command {args[0]!r}", hint=f"commands: {names}")
         rest = args[1:]
         if "--help" in rest or "-h" in rest:

@@ -1,0 +1,30 @@
+"""Product feeds: streaming, idempotent import of supplier feeds, and export in pfdb's own format.
+
+    from pfdb.feeds import import_products, export_products
+
+    result = import_products("supplier.csv.gz", rejects="rejects.csv")
+    print(result.created, result.updated, result.unchanged, result.rejected)
+    export_products("catalogue.csv", category="shirts")
+
+Modules: ``reading`` opens files (gzip, BOM, standard input, delimiter sniffing);
+``formats`` detects pfdb CSV/JSON Lines, Shopify, Google Merchant and Google Retail feeds
+and maps a column-mapping file; ``validation`` checks values as ``Product.validate()``
+does; ``upsert`` is the batch write fast path per backend; ``importer`` runs an import as
+a Job with its SyncHistory; ``exporter`` writes products back out.
+"""
+
+from .exporter import ExportResult, export_products
+from .formats import FEED_FIELDS, PFDB_COLUMNS, Mapping
+from .importer import ImportProgress, ImportResult, RowIssue, import_products
+
+__all__ = [
+    "FEED_FIELDS",
+    "PFDB_COLUMNS",
+    "ExportResult",
+    "ImportProgress",
+    "ImportResult",
+    "Mapping",
+    "RowIssue",
+    "export_products",
+    "import_products",
+]

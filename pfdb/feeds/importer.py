@@ -1,0 +1,592 @@
+"""Importing a product feed: validate each row, upsert in batches, record the run as a Job and a SyncHistory.
+
+One pass over the file, in batches (default 2,000 rows): clean the rows, read the stored
+rows of the batch's SKUs in one query, compare in Python, and write only the created
+and changed products (``upsert``). Each batch is its own transaction, so an interrupted
+import leaves whole batches and running it again finishes it. ``strict`` and
+``dry_run`` instead run the whole import in one transaction that is rolled back when a
+row is bad (strict) or always (dry run): the counts are exact and nothing is kept.
+
+Memory stays flat: the rows of one batch, the categories seen, and the SKUs seen (for
+repeats in the file) kept as 16-byte digests, about 20 MB per million rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._peewee import peewee as pw
+from ..categories import CategoryResolver
+from ..database import get_database
+from ..errors import FeedError, PfdbError, UsageError, ValidationError
+from ..models import Category, Job, Product, SyncHistory
+from ..models.fields import utcnow
+from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
+from .upsert import IMAGES, PRODUCTS, make_writer
+from .validation import Invalid, RowCleaner
+
+BATCH_SIZE = 2000
+MAX_REPORTED = 100  # rejects and notes kept in the result; the rejects file has them all
+PROGRESS_INTERVAL = 0.5  # seconds between Job progress updates
+JOB_TYPE = "import_products"
+SYNC_TYPE = "product_feed"
+
+
+@dataclass(frozen=True)
+class RowIssue:
+    """A rejected row (or a note about one): where it is and what is wrong."""
+
+    line: int
+    sku: str | None
+    column: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "sku": self.sku, "column": self.column, "message": self.message}
+
+    def __str__(self) -> str:
+        return f"line {self.line}{f' ({self.sku})' if self.sku else ''}: {self.column}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """Passed to the ``progress`` callback after every batch."""
+
+    rows: int
+    bytes_read: int | None
+    bytes_total: int | None
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import_products`` did (or, with ``dry_run``, would do)."""
+
+    source: str
+    format: str
+    rows: int
+    created: int
+    updated: int
+    unchanged: int
+    rejected: int
+    generated_skus: int = 0
+    images_added: int = 0
+    images_removed: int = 0
+    categories_created: int = 0
+    dry_run: bool = False
+    strict: bool = False
+    written: bool = True
+    rejects: tuple[RowIssue, ...] = ()
+    notes: tuple[RowIssue, ...] = ()
+    ignored_columns: tuple[str, ...] = ()
+    rejects_file: str | None = None
+    job_id: str | None = None
+    sync_id: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["rejects"] = [r.as_dict() for r in self.rejects]
+        out["notes"] = [n.as_dict() for n in self.notes]
+        out["ignored_columns"] = list(self.ignored_columns)
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+class SeenKeys:
+    """An exact set of strings at ~20 bytes each: 16-byte BLAKE2b digests packed in 65,536 buckets.
+
+    A Python set of a million short SKUs takes ~100 MB (string objects plus the table);
+    this takes ~20 MB. Digest collisions are negligible (2**-128 per pair).
+    """
+
+    def __init__(self) -> None:
+        self._buckets: list[bytearray | None] = [None] * 65536
+        self.count = 0
+
+    def add(self, key: str) -> bool:
+        """Add ``key``; False when it was already there."""
+        digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
+        index = digest[0] << 8 | digest[1]
+        bucket = self._buckets[index]
+        if bucket is None:
+            self._buckets[index] = bytearray(digest)
+            self.count += 1
+            return True
+        pos = bucket.find(digest)
+        while pos != -1:
+            if pos % 16 == 0:
+                return False
+            pos = bucket.find(digest, pos + 1)
+        bucket += digest
+        self.count += 1
+        return True
+
+
+class RejectsWriter:
+    """The rejected rows, original columns, plus ``reject_line`` and ``reject_reason``: fix and re-feed."""
+
+    def __init__(self, path: str | Path, feed: FeedInput):
+        self.path = str(path)
+        try:
+            self._file = open(path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise FeedError(f"cannot write the rejects file {path}: {exc.strerror}") from None
+        self._json = feed.kind == "jsonl"
+        if not self._json:
+            self._csv = csv.writer(self._file, delimiter=feed.delimiter)
+            self._csv.writerow([*feed.header, "reject_line", "reject_reason"])
+
+    def write(self, raw: Any, line: int, reason: str) -> None:
+        if self._json:
+            obj = dict(raw) if isinstance(raw, dict) else {"value": raw}
+            obj.update(reject_line=line, reject_reason=reason)
+            self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        else:
+            self._csv.writerow([*raw, line, reason])
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Row:
+    __slots__ = ("line", "sku", "values", "category", "category_id", "images", "raw")
+
+    def __init__(self, line: int, sku: str, values: dict[str, Any], category: Any, images: Any, raw: Any):
+        self.line, self.sku, self.values, self.category, self.images, self.raw = line, sku, values, category, images, raw
+        self.category_id = None
+
+
+class _Rollback(Exception):
+    """Leaves the outer transaction of a dry run or a failed strict import."""
+
+
+class _Import:
+    def __init__(self, database: pw.Database, feed: FeedInput, fmt: FeedFormat, *, dry_run: bool, strict: bool,
+                 rejects: str | Path | None, batch_size: int, progress: Callable[[ImportProgress], None] | None,
+                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING):
+        self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
+        self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
+        self.progress, self.user, self.parameters = progress, user, parameters
+        self.cleaner = RowCleaner(fmt)
+        carried = [name for name in fmt.carried if name in Product._meta.fields]
+        self.writer = make_writer(database, carried)
+        self.carried_fields = self.writer.carried
+        self.resolver = CategoryResolver()
+        self._categories: dict[Any, int | None] = {}
+        self.seen = SeenKeys()
+        self.rejects_file = RejectsWriter(rejects, feed) if rejects else None
+        self.rows = self.created = self.updated = self.unchanged = self.rejected = 0
+        self.generated = self.images_added = self.images_removed = 0
+        self.rejects: list[RowIssue] = []
+        self.notes: list[RowIssue] = []
+        self.by_column: Counter[str] = Counter()
+        self.line = 0
+        self.job: Job | None = None
+        self.sync: SyncHistory | None = None
+        self._last_report = 0.0
+        self.started = time.monotonic()
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> ImportResult:
+        database = self.database
+        opened = database.connect(reuse_if_open=True)
+        try:
+            if not self.dry_run:
+                self._begin_job()
+            try:
+                self.writer.start()
+                try:
+                    if self.dry_run or self.strict:
+                        try:
+                            with database.atomic():
+                                self._process()
+                                if self.dry_run or self.rejected:
+                                    raise _Rollback
+                        except _Rollback:
+                            pass
+                    else:
+                        self._process()
+                finally:
+                    self._finish_writer()
+            except KeyboardInterrupt as exc:
+                self._abort(f"interrupted ({exc or 'KeyboardInterrupt'})", cancelled=True)
+                raise
+            except PfdbError as exc:
+                self._abort(str(exc))
+                raise
+            except (pw.DatabaseError, pw.InterfaceError, OSError) as exc:
+                error = FeedError(f"import of {self.feed.name} failed near line {self.line}: "
+                                  f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                self._abort(str(error))
+                raise error from exc
+            except BaseException as exc:
+                self._abort(f"{type(exc).__name__}: {exc}")
+                raise
+            result = self._result()
+            self._end_job(result)
+            return result
+        finally:
+            if self.rejects_file is not None:
+                self.rejects_file.close()
+            if opened and not database.is_closed() and not database.in_transaction():
+                database.close()
+
+    def _finish_writer(self) -> None:
+        try:
+            self.writer.finish()
+        except Exception:  # the connection failed with the import; the staging tables die with it
+            pass
+
+    def _records(self):
+        try:
+            yield from self.format.records(self.feed)
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
+            raise unreadable(self.feed.name, exc, self.encoding, self.line + 1) from None
+
+    def _process(self) -> None:
+        clean = self.cleaner.clean
+        sku_column = self.format.column("sku")
+        seen_add = self.seen.add
+        batch: list[_Row] = []
+        for record in self._records():
+            self.rows += 1
+            self.line = record.line
+            values, category, images, errors = clean(record)
+            sku = values.get("sku")
+            if sku is None:
+                if not any(column == sku_column for column, _ in errors):
+                    errors.append((sku_column, "is required"))
+            elif not seen_add(sku):
+                errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
+            if errors:
+                self._reject(record.line, sku, record.raw, errors)
+                continue
+            if record.notes:  # formats note only SKUs they generated
+                for column, message in record.notes:
+                    self.generated += 1
+                    if len(self.notes) < MAX_REPORTED:
+                        self.notes.append(RowIssue(record.line, sku, column, message))
+            batch.append(_Row(record.line, sku, values, category, images, record.raw))
+            if len(batch) >= self.batch_size:
+                self._flush(batch)
+                batch = []
+        if batch:
+            self._flush(batch)
+        self._report(force=True)
+
+    def _reject(self, line: int, sku: str | None, raw: Any, errors: list[tuple[str, str]]) -> None:
+        self.rejected += 1
+        for column, _ in errors:
+            self.by_column[column] += 1
+        if len(self.rejects) < MAX_REPORTED:
+            self.rejects.append(RowIssue(line, sku, ", ".join(c for c, _ in errors), "; ".join(m for _, m in errors)))
+        if self.rejects_file is not None:
+            self.rejects_file.write(raw, line, "; ".join(f"{c}: {m}" for c, m in errors))
+
+    # -- one batch ------------------------------------------------------------------------------
+    def _flush(self, batch: list[_Row]) -> None:
+        with self.database.atomic():
+            counts = self._write(batch)
+        self.created += counts[0]
+        self.updated += counts[1]
+        self.unchanged += counts[2]
+        self._report()
+
+    def _write(self, batch: list[_Row]) -> tuple[int, int, int]:
+        writer = self.writer
+        now = utcnow()
+        db_now = Product.updated_at.db_value(now)
+        if self.cleaner.has_category:
+            batch = self._resolve_categories(batch)
+        existing = writer.fetch_existing([r.sku for r in batch])
+        old_images: dict[int, list[tuple]] = {}
+        with_images = [existing[r.sku][0] for r in batch if r.images and r.sku in existing]
+        for pid, iid, digest, position, primary in writer.fetch_images(with_images):
+            old_images.setdefault(pid, []).append((iid, digest, position, primary))
+
+        template = PRODUCTS.template(now)
+        position, convert = PRODUCTS.position, PRODUCTS.convert
+        carried = [(j, f, position[f.name], convert[f.name], f.name == CATEGORY)
+                   for j, f in enumerate(self.carried_fields, start=2)]
+        out: list[list[Any]] = []
+        new: list[_Row] = []
+        touch: list[int] = []
+        image_inserts: list[tuple[Any, int, str, str]] = []  # (product id or sku, position, url, digest)
+        image_updates: list[tuple] = []
+        image_deletes: list[int] = []
+        updated = unchanged = 0
+        for r in batch:
+            old = existing.get(r.sku)
+            if old is None:
+                if "name" not in r.values:
+                    self._reject(r.line, r.sku, r.raw, [(self.format.column("name"), "is required for a new product")])
+                    continue
+                row = template.copy()
+                for name, value in r.values.items():
+                    conv = convert[name]
+                    row[position[name]] = conv(value) if conv is not None else value
+                if r.category_id is not None:
+                    row[position[CATEGORY]] = r.category_id
+                out.append(row)
+                new.append(r)
+                if r.images:
+                    image_inserts.extend((r.sku, i, url, digest) for i, (url, digest) in enumerate(r.images))
+                continue
+            changed = False
+            row = template.copy()
+            values = r.values
+            for j, f, pos, conv, is_category in carried:
+                before = old[j]
+                value = r.category_id if is_category else values.get(f.name)
+                if value is None:
+                    row[pos] = before
+                    continue
+                stored = conv(value) if conv is not None else value
+                row[pos] = stored
+                if stored != before and not changed and (before is None or f.python_value(before) != value):
+                    changed = True
+            images_changed = False
+            if r.images:
+                pid = old[0]
+                inserts, updates, deletes = _image_changes(r.images, old_images.get(pid, ()), db_now)
+                if inserts or updates or deletes:
+                    images_changed = True
+                    image_inserts.extend((pid, i, url, digest) for i, url, digest in inserts)
+                    image_updates.extend(updates)
+                    image_deletes.extend(deletes)
+            if changed:
+                out.append(row)
+                updated += 1
+            elif images_changed:
+                touch.append(old[0])
+                updated += 1
+            else:
+                unchanged += 1
+        ids = writer.upsert(out) if out else None
+        if touch:
+            writer.touch_products(touch, db_now)
+        if image_inserts:
+            self._insert_images(image_inserts, ids, now)
+        if image_updates:
+            writer.update_images(image_updates)
+        if image_deletes:
+            writer.delete_images(image_deletes)
+            self.images_removed += len(image_deletes)
+        return len(new), updated, unchanged
+
+    def _insert_images(self, inserts: list[tuple[Any, int, str, str]], ids: dict[str, int] | None, now) -> None:
+        pending = [key for key, *_ in inserts if isinstance(key, str) and (ids is None or key not in ids)]
+        ids = dict(ids or {})
+        if pending:
+            ids.update(self.writer.ids_for(sorted(set(pending))))
+        template = IMAGES.template(now)
+        pos = IMAGES.position
+        p_product, p_url, p_hash, p_position, p_primary = (pos["product"], pos["url"], pos["content_hash"],
+                                                          pos["position"], pos["is_primary"])
+        rows = []
+        for key, position, url, digest in inserts:
+            row = template.copy()
+            row[p_product] = ids[key] if isinstance(key, str) else key
+            row[p_url], row[p_hash], row[p_position], row[p_primary] = url, digest, position, position == 0
+            rows.append(row)
+        self.writer.insert_images(rows)
+        self.images_added += len(rows)
+
+    def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
+        kept = []
+        for r in batch:
+            if r.category is not None:
+                try:
+                    r.category_id = self._category_id(r)
+                except Invalid as exc:
+                    self._reject(r.line, r.sku, r.raw, [(self.format.column(CATEGORY), str(exc))])
+                    continue
+            kept.append(r)
+        return kept
+
+    def _category_id(self, r: _Row) -> int | None:
+        ref = r.category
+        if ref in self._categories:
+            return self._categories[ref]
+        try:
+            if isinstance(ref, CategoryRef):
+                if ref.kind == "google" and ref.value.isdigit():
+                    found = Category.select(Category.id).where(Category.external_id == ref.value).scalar()
+                    if found is None and ref.fallback:
+                        found = self.resolver.resolve(ref.fallback)
+                    if found is None and len(self.notes) < MAX_REPORTED:
+                        self.notes.append(RowIssue(r.line, r.sku, self.format.column(CATEGORY),
+                                                   f"Google category {ref.value} is not in the tree (import the "
+                                                   "Google taxonomy with ids first); left without a category"))
+                    category_id = found
+                else:
+                    category_id = self.resolver.resolve(ref.value)
+            else:
+                category_id = self.resolver.resolve_slug_or_path(str(ref))
+        except ValidationError as exc:
+            raise Invalid(exc.message.split(": ", 1)[-1]) from None
+        self._categories[ref] = category_id
+        return category_id
+
+    # -- progress, Job and SyncHistory ----------------------------------------------------------
+    def _bytes(self) -> int | None:
+        try:
+            return self.feed.position() if self.feed.position else None
+        except (OSError, ValueError):
+            return None
+
+    def _report(self, force: bool = False) -> None:
+        done = self._bytes()
+        if self.progress is not None:
+            self.progress(ImportProgress(self.rows, done, self.feed.size, self.created, self.updated,
+                                         self.unchanged, self.rejected))
+        now = time.monotonic()
+        if self.job is None or (not force and now - self._last_report < PROGRESS_INTERVAL):
+            return
+        self._last_report = now
+        percent = min(99, done * 100 // self.feed.size) if done is not None and self.feed.size else None
+        self.job.report_progress(processed_items=self.rows, progress=percent,
+                                 step=f"{self.rows} rows: {self.created} created, {self.updated} updated")
+
+    def _begin_job(self) -> None:
+        with self.database.atomic():
+            self.job = Job(job_type=JOB_TYPE, parameters=self.parameters, user=self.user)
+            self.job.save()
+            self.job.start(step=f"importing {self.feed.name}"[:255])
+            self.sync = SyncHistory(sync_type=SYNC_TYPE, direction="import", source=self.feed.name[:1024],
+                                    target=self.format.name, job=self.job, user=self.user)
+            self.sync.save()
+
+    def _summary(self) -> dict[str, Any]:
+        return {
+            "unchanged": self.unchanged, "rejected": self.rejected, "generated_skus": self.generated,
+            "rejected_by_column": dict(self.by_column.most_common(20)),
+            "first_rejects": [r.as_dict() for r in self.rejects[:20]],
+        }
+
+    def _save_sync(self, status: str, extra: dict[str, Any] | None = None) -> None:
+        sync = self.sync
+        if sync is None:
+            return
+        sync.status, sync.completed_at = status, utcnow()
+        sync.processed_count, sync.created_count, sync.updated_count = self.rows, self.created, self.updated
+        sync.failed_count = self.rejected
+        sync.error_details = {**self._summary(), **(extra or {})}
+        sync.save()
+
+    def _end_job(self, result: ImportResult) -> None:
+        if self.job is None:
+            return
+        counts = {k: v for k, v in result.as_dict().items() if isinstance(v, int) and not isinstance(v, bool)}
+        if self.strict and self.rejected:
+            message = f"strict: {self.rejected} rows rejected; nothing was written"
+            self.job.fail(message)
+            self._save_sync("failed", {"error": message})
+        else:
+            self.job.complete(result=counts)
+            self._save_sync("completed")
+
+    def _abort(self, reason: str, *, cancelled: bool = False) -> None:
+        """Record why the import stopped; never hides the exception that stopped it."""
+        if self.job is None or self.job.is_finished:
+            return
+        message = f"{reason} after {self.rows} rows ({self.created} created, {self.updated} updated in whole batches)"
+        try:
+            self.job.fail(message, cancelled=cancelled)
+            self._save_sync("cancelled" if cancelled else "failed", {"error": message})
+        except Exception:  # the connection went with the import; the Job stays 'running'
+            pass
+
+    def _result(self) -> ImportResult:
+        written = not self.dry_run and not (self.strict and self.rejected)
+        return ImportResult(
+            source=self.feed.name, format=self.format.name, rows=self.rows, created=self.created,
+            updated=self.updated, unchanged=self.unchanged, rejected=self.rejected, generated_skus=self.generated,
+            images_added=self.images_added, images_removed=self.images_removed,
+            categories_created=len(self.resolver.created), dry_run=self.dry_run, strict=self.strict,
+            written=written, rejects=tuple(self.rejects), notes=tuple(self.notes),
+            ignored_columns=tuple(self.format.ignored),
+            rejects_file=self.rejects_file.path if self.rejects_file else None,
+            job_id=str(self.job.job_id) if self.job else None, sync_id=self.sync.id if self.sync else None,
+            seconds=time.monotonic() - self.started,
+        )
+
+
+def _image_changes(wanted: list[tuple[str, str]], stored: Any, now: Any):
+    """(inserts, updates, deletes) that turn a product's URL images into ``wanted``, in order."""
+    by_hash = {digest: (iid, position, primary) for iid, digest, position, primary in stored}
+    inserts, updates = [], []
+    for i, (url, digest) in enumerate(wanted):
+        have = by_hash.get(digest)
+        if have is None:
+            inserts.append((i, url, digest))
+        elif have[1] != i or bool(have[2]) != (i == 0):
+            updates.append((i, i == 0, now, have[0]))
+    keep = {digest for _, digest in wanted}
+    deletes = [iid for digest, (iid, _, _) in by_hash.items() if digest not in keep]
+    return inserts, updates, deletes
+
+
+def import_products(
+    source: Any,
+    *,
+    format: str | None = None,
+    mapping: str | Path | Mapping | None = None,
+    dry_run: bool = False,
+    strict: bool = False,
+    rejects: str | Path | None = None,
+    batch_size: int = BATCH_SIZE,
+    encoding: str = DEFAULT_ENCODING,
+    progress: Callable[[ImportProgress], None] | None = None,
+    user: Any = None,
+) -> ImportResult:
+    """Import a product feed: create new SKUs, update changed ones in the fields the feed carries.
+
+    Args:
+        source: a path (``.gz`` is read as gzip), ``"-"`` for standard input, or a file object.
+        format: ``pfdb``, ``shopify``, ``google`` or ``google-retail``; detected from the header if None.
+        mapping: a column-mapping file (JSON or INI) or ``Mapping`` for any other layout.
+        dry_run: validate and count everything, write nothing (no Job either).
+        strict: write nothing if any row is bad.
+        rejects: write the bad rows, original columns plus ``reject_line`` and ``reject_reason``, here.
+        batch_size: rows per transaction.
+        progress: called with an ``ImportProgress`` after every batch.
+
+    Returns an ``ImportResult``; raises ``FeedError`` when the file itself cannot be read.
+    Example: ``import_products("feed.csv", rejects="rejects.csv")``
+    """
+    if int(batch_size) < 1:
+        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    database = get_database()
+    if isinstance(mapping, (str, Path)):
+        mapping = Mapping.load(mapping)
+    name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
+    parameters = {"source": name, "format": format, "mapping": getattr(mapping, "source", None),
+                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size)}
+    with open_feed(source, encoding=encoding, delimiter=mapping.delimiter if mapping else None) as feed:
+        fmt = make_format(feed, format, mapping)
+        run = _Import(database, feed, fmt, dry_run=dry_run, strict=strict, rejects=rejects,
+                      batch_size=int(batch_size), progress=progress, user=user, parameters=parameters,
+                      encoding=encoding)
+        return run.run()
+
+
+__all__ = ["ImportProgress", "ImportResult", "Record", "RowIssue", "SeenKeys", "import_products"]
