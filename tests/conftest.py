@@ -8,8 +8,10 @@ If it cannot be reached the PostgreSQL half is skipped with the reason, unless
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -35,26 +37,85 @@ def pg_url(dbname: str) -> str:
 
 
 class PostgresServer:
-    """Creates and drops the per-test databases through an autocommit admin connection."""
+    """Creates and drops the per-test databases through autocommit admin connections.
+
+    CREATE DATABASE … TEMPLATE costs most of a second here (it flushes the copy to disk),
+    so a background thread keeps a couple of copies of the migrated template ready and
+    drops used databases, while the tests run.
+    """
 
     def __init__(self):
+        self.conn = self._connect()
+        self.created: list[str] = []
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=2)
+        self._drops: queue.Queue[str] = queue.Queue()
+        self._template: str | None = None
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    @staticmethod
+    def _connect():
         import psycopg2
 
-        self.conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
-        self.conn.autocommit = True
-        self.template: str | None = None
+        conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+        conn.autocommit = True
+        return conn
 
-    def execute(self, sql: str) -> None:
-        with self.conn.cursor() as cur:
+    def execute(self, sql: str, conn=None) -> None:
+        with (conn or self.conn).cursor() as cur:
             cur.execute(sql)
 
-    def create(self, template: str | None = None) -> str:
+    def create(self, template: str | None = None, conn=None) -> str:
         name = f"pfdb_test_{uuid.uuid4().hex[:12]}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""), conn)
         return name
 
     def drop(self, name: str) -> None:
         self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def release(self, name: str) -> None:
+        """Drop a used database in the background."""
+        self._drops.put(name)
+
+    def copy_of_template(self, template: str) -> str:
+        if self._worker is None:
+            self._template = template
+            self._worker = threading.Thread(target=self._prepare, daemon=True)
+            self._worker.start()
+        return self._ready.get(timeout=120)
+
+    def _prepare(self) -> None:
+        conn = self._connect()
+        while not self._stop.is_set():
+            while not self._drops.empty():
+                self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
+            try:
+                name = self.create(self._template, conn)
+            except Exception:  # the main thread times out on the queue and reports
+                break
+            while not self._stop.is_set():
+                try:
+                    self._ready.put(name, timeout=0.2)
+                    break
+                except queue.Full:
+                    while not self._drops.empty():
+                        self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
+            else:
+                self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', conn)
+        conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        leftovers = list(self.created)
+        while not self._ready.empty():
+            leftovers.append(self._ready.get())
+        while not self._drops.empty():
+            leftovers.append(self._drops.get())
+        for name in leftovers:
+            self.drop(name)
+        self.conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +127,8 @@ def pg_server():
         if REQUIRE_PG:
             pytest.fail(f"{reason} (PFDB_REQUIRE_POSTGRES=1)")
         pytest.skip(reason)
-    created: list[str] = []
-    server.created = created
     yield server
-    for name in created:
-        server.drop(name)
-    server.conn.close()
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +166,7 @@ def empty_url(backend, tmp_path, request) -> str:
         return f"sqlite:///{tmp_path / 'pfdb.db'}"
     server = request.getfixturevalue("pg_server")
     name = server.create()
-    request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+    request.addfinalizer(lambda: (pfdb.close_database(), server.release(name)))
     return pg_url(name)
 
 
@@ -124,8 +181,8 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 @pytest.fixture
 def postgres_url(pg_server, pg_template, request) -> str:
     """A fresh, migrated PostgreSQL database (for PostgreSQL-only behaviour)."""
-    name = pg_server.create(template=pg_template)
-    request.addfinalizer(lambda: (pfdb.close_database(), pg_server.drop(name)))
+    name = pg_server.copy_of_template(pg_template)
+    request.addfinalizer(lambda: (pfdb.close_database(), pg_server.release(name)))
     return pg_url(name)
 
 
