@@ -17,7 +17,7 @@ from .errors import FeedError, NotFoundError, ValidationError
 from .models import Category, Product
 from .models.catalog import path_prefix
 from .models.fields import utcnow
-from .taxonomy import TaxonomyNode, clean_name, read_taxonomy, source_name
+from .taxonomy import TaxonomyNode, clean_name, name_problem, read_taxonomy, source_name
 from .text import slugify
 
 PATH_SEPARATOR = ">"
@@ -32,16 +32,15 @@ def split_path(path: str | Sequence[str]) -> tuple[str, ...]:
 
     Raises ``ValidationError`` for an empty path or an empty level (``"A >  > B"``).
     """
-    parts = str(path).split(PATH_SEPARATOR) if isinstance(path, str) else list(path)
-    names = tuple(clean_name(part) for part in parts)
-    if not names or not all(names):
+    parts = str(path).split(PATH_SEPARATOR) if isinstance(path, str) else [str(p) for p in path]
+    problem = next(filter(None, map(name_problem, parts)), None) if parts else "no name at all"
+    if problem:
+        shown = str(path) if len(str(path)) <= 60 else str(path)[:57] + "..."
         raise ValidationError(
-            "category", f"{path!r} is not a category path", hint="use names separated by ' > ', e.g. 'Apparel > Shirts'"
+            "category", f"{shown!r} is not a category path ({problem})",
+            hint="use names separated by ' > ', e.g. 'Apparel > Shirts'",
         )
-    for name in names:
-        if len(name) > 255:
-            raise ValidationError("category", f"the name {name[:40]!r}… is longer than 255 characters")
-    return names
+    return tuple(clean_name(part) for part in parts)
 
 
 def _join_slug(*parts: str) -> str:
@@ -131,12 +130,14 @@ class CategoryResolver:
         # names from the root -> (id, path, level, slug)
         self._nodes: dict[tuple[str, ...], tuple[int, str, int, str]] = {}
         self._slugs: dict[str, int] = {}
+        self._texts: dict[str, int] = {}  # the path exactly as given -> id
         #: categories this resolver created, in creation order
         self.created: list[int] = []
 
     def clear(self) -> None:
         self._nodes.clear()
         self._slugs.clear()
+        self._texts.clear()
         self.created.clear()
 
     def resolve(self, path: str | Sequence[str]) -> int:
@@ -145,10 +146,12 @@ class CategoryResolver:
         Each level is found by (parent, name); a missing one gets a new category with a
         unique slug. Raises ``ValidationError`` for an empty path or level.
         """
+        if isinstance(path, str) and path in self._texts:  # the common case: a feed repeats its values
+            return self._texts[path]
         names = split_path(path)
         hit = self._nodes.get(names)
         if hit is not None:
-            return hit[0]
+            return self._remember(path, hit[0])
         depth = len(names) - 1
         while depth > 0 and names[:depth] not in self._nodes:
             depth -= 1
@@ -157,7 +160,12 @@ class CategoryResolver:
             key = names[: i + 1]
             if key not in self._nodes:
                 self._create(key)
-        return self._nodes[names][0]
+        return self._remember(path, self._nodes[names][0])
+
+    def _remember(self, path: str | Sequence[str], category_id: int) -> int:
+        if isinstance(path, str):
+            self._texts[path] = category_id
+        return category_id
 
     def resolve_slug_or_path(self, value: str) -> int:
         """A path if ``value`` contains ``>``; else the category with that slug; else a one-level path."""

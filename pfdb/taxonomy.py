@@ -58,6 +58,18 @@ def clean_name(name: str) -> str:
     return " ".join(unicodedata.normalize("NFC", str(name)).split())
 
 
+def name_problem(raw: str) -> str | None:
+    """What is wrong with a category name as given, or ``None``: shared by files and the resolver."""
+    if _CONTROL.search(raw):  # before cleaning: str.split() would turn some of them into spaces
+        return "a name contains a control character"
+    name = clean_name(raw)
+    if not name:
+        return "an empty name before or after '>'"
+    if len(name) > MAX_NAME:
+        return f"a name is longer than {MAX_NAME} characters"
+    return None
+
+
 def source_name(source: Any) -> str:
     if isinstance(source, (str, os.PathLike)):
         return str(source)
@@ -75,11 +87,10 @@ def _open(source: Any) -> IO[Any]:
             raise FeedError(f"cannot read {path}: it is a folder", hint="give the taxonomy file itself") from None
         except OSError as exc:
             raise FeedError(f"cannot read {path}: {exc.strerror or exc}", hint="check the path") from None
-        if raw.read(2) == _GZIP_MAGIC:
-            raw.seek(0)
-            return gzip.GzipFile(fileobj=raw, mode="rb")
-        raw.seek(0)
-        return raw
+        with raw:
+            compressed = raw.read(2) == _GZIP_MAGIC
+        # gzip.open owns the file it opens; GzipFile(fileobj=…) would leave it open.
+        return gzip.open(path, "rb") if compressed else path.open("rb")
     if isinstance(source, io.TextIOBase):
         return source
     peek = getattr(source, "peek", None)
@@ -108,6 +119,8 @@ def iter_lines(source: Any) -> Iterator[tuple[int, str]]:
             else:
                 text = raw[1:] if number == 1 and raw.startswith("\ufeff") else raw
             yield number, text.rstrip("\r\n")
+    except UnicodeDecodeError as exc:  # from a text stream the caller opened
+        raise FeedError(f"{name} line {number + 1}: not UTF-8 text ({exc.reason})", hint="save the file as UTF-8") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise FeedError(f"cannot read {name} after line {number}: {exc}", hint="check the file is complete") from None
     finally:
@@ -138,14 +151,10 @@ def parse_line(name: str, number: int, text: str) -> TaxonomyNode | None:
             raise _bad(name, number, text, f"the id is longer than {MAX_EXTERNAL_ID} digits")
     names = []
     for part in line.split(SEPARATOR):
-        if _CONTROL.search(part):
-            raise _bad(name, number, text, "it contains a control character")
-        clean = clean_name(part)
-        if not clean:
-            raise _bad(name, number, text, "an empty name before or after '>'")
-        if len(clean) > MAX_NAME:
-            raise _bad(name, number, text, f"a name is longer than {MAX_NAME} characters")
-        names.append(clean)
+        problem = name_problem(part)
+        if problem:
+            raise _bad(name, number, text, problem)
+        names.append(clean_name(part))
     return TaxonomyNode(tuple(names), external_id, number)
 
 

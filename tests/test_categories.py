@@ -138,9 +138,27 @@ def test_resolver_normalises_names(db):
     assert Category.get_by_id(a).slug == "boutonniere-pins"
 
 
-def test_resolver_rejects_empty_levels(db):
-    with pytest.raises(ValidationError):
-        CategoryResolver().resolve("Apparel >  > Shirts")
+def test_resolver_rejects_bad_names(db):
+    resolver = CategoryResolver()
+    for bad, why in (("Apparel >  > Shirts", "empty name"), ("Apparel > Sh\x00irts", "control character"),
+                     ("A > " + "x" * 256, "longer than 255"), ("", "empty name")):
+        with pytest.raises(ValidationError, match=why):
+            resolver.resolve(bad)
+    with pytest.raises(ValidationError, match="no name at all"):
+        resolver.resolve([])
+    assert Category.select().count() == 0
+
+
+def test_resolver_clear_forgets_ids_after_a_rollback(db):
+    resolver = CategoryResolver()
+    with pytest.raises(RuntimeError):
+        with pfdb.db_session_scope():
+            resolver.resolve("A > B")
+            raise RuntimeError
+    resolver.clear()
+    with pfdb.db_session_scope():
+        leaf = resolver.resolve("A > B")
+    assert Category.get_by_id(leaf).breadcrumb() == "A > B"
 
 
 # -- import-categories ---------------------------------------------------------------------
