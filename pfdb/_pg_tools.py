@@ -18,6 +18,7 @@ from .config import DatabaseURL
 from .errors import BackupError, PfdbError, RestoreError
 
 HISTORY_TABLE = "migratehistory"
+RESTORE_ATTEMPTS = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Debian/Ubuntu install each client version here; /usr/bin/pg_dump may be another version.
 VERSIONED_BIN_DIRS = ("/usr/lib/postgresql/{major}/bin",)
@@ -61,6 +62,9 @@ def server_major(database: Any) -> int:
     return int(database.execute_sql("SHOW server_version_num").fetchone()[0]) // 10000
 
 
+_found: dict[tuple, str] = {}  # (tool, server major, candidates) -> the binary that fits
+
+
 def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
     """The ``name`` binary that can talk to a server of major version ``server``.
 
@@ -72,6 +76,9 @@ def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
     on_path = shutil.which(name)
     if on_path:
         candidates.append(on_path)
+    key = (name, server, tuple(candidates))
+    if key in _found:
+        return _found[key]
     found = []
     for candidate in candidates:
         if not os.access(candidate, os.X_OK):
@@ -82,6 +89,7 @@ def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
             continue
         major = _major(out)
         if major is not None and major >= server:
+            _found[key] = candidate
             return candidate
         found.append(major)
     if not found:
@@ -155,6 +163,9 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
     try:
         toc = _run([pg_restore, "--list", str(path)], url, RestoreError, "pg_restore --list")
     except RestoreError as exc:
+        if head.startswith(b"PGDMP"):  # the archive's magic: it is a dump, but not a whole one
+            raise RestoreError(f"{path} is a truncated or damaged pg_dump archive ({exc.message})",
+                               hint="use an earlier backup") from None
         raise RestoreError(f"{path} is not a pg_dump custom-format archive ({exc.message})",
                            hint="pass a file written by pfdb backup (pg_dump -Fc)") from None
     tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE \S+ (\S+) ", toc, flags=re.MULTILINE))
@@ -166,7 +177,8 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
     try:
         _run([pg_restore, f"--file={os.devnull}", str(path)], url, RestoreError, "pg_restore")
     except RestoreError as exc:
-        raise RestoreError(f"{path} is truncated or damaged ({exc.message})", hint="use an earlier backup") from None
+        raise RestoreError(f"{path} is a truncated or damaged pg_dump archive ({exc.message})",
+                           hint="use an earlier backup") from None
     names = _history_rows(path, url, pg_restore, RestoreError)
     return (names[-1] if names else None), tables
 
@@ -191,9 +203,19 @@ def drop_tables(database: Any, tables: set[str]) -> None:
 def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float) -> None:
     """``pg_restore --clean --if-exists --single-transaction``: all of it or none of it."""
     pg_restore = find_tool("pg_restore", server_major(database), RestoreError)
-    _run([pg_restore, "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
-          f"--dbname={_conninfo(url)}", str(path)],
-         url, RestoreError, "pg_restore", env=tool_env(url, lock_timeout=lock_timeout))
+    args = [pg_restore, "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
+            f"--dbname={_conninfo(url)}", str(path)]
+    for attempt in range(1, RESTORE_ATTEMPTS + 1):
+        try:
+            _run(args, url, RestoreError, "pg_restore", env=tool_env(url, lock_timeout=lock_timeout))
+            return
+        except RestoreError as exc:
+            # pg_restore locks table after table as it drops them; a reader in another session
+            # that holds one table while waiting for the next can deadlock with it. The server
+            # then aborts one side; when that is the restore, its transaction rolled back whole,
+            # so running it again is safe.
+            if "deadlock detected" not in exc.message or attempt == RESTORE_ATTEMPTS:
+                raise
 
 
 def database_size(database: Any) -> int:
