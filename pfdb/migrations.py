@@ -263,21 +263,55 @@ def _migrator_class():
     return PfdbMigrator
 
 
-def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
-    """A peewee-migrate ``Migrator`` holding the schema state after ``names`` (fake-run, no SQL)."""
-    from unittest import mock
+class _NoRows:
+    """The cursor of an offline twin: every statement 'succeeds' and returns nothing."""
 
+    rowcount = 0
+    lastrowid = None
+    description = ()
+
+    def fetchone(self):
+        return None
+
+    def fetchall(self):
+        return []
+
+    def fetchmany(self, size=None):
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self):
+        pass
+
+
+def _offline_twin(database: pw.Database) -> pw.Database:
+    """A database of the same kind that never connects: what a fake run's ``migrate()`` gets.
+
+    peewee-migrate fakes runs by patching peewee's ``Database.execute_sql`` and
+    ``Model.select`` process-wide, which would swallow the queries other threads of an
+    embedding application make meanwhile. A twin keeps the fake to the migration itself.
+    """
+    twin = pw.SqliteDatabase(None) if isinstance(database, pw.SqliteDatabase) else pw.PostgresqlDatabase(None)
+    twin.execute_sql = lambda *args, **kwargs: _NoRows()
+    return twin
+
+
+def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
+    """A peewee-migrate ``Migrator`` holding the schema state after ``names``.
+
+    Each migration is run with ``fake=True``: its operations are recorded, not executed,
+    and the ``database`` it sees is an offline twin.
+    """
     _patch_peewee_migrate()
     migrator = _migrator_class()(database)
+    twin = _offline_twin(database)
     for name in names:
-        scope = _load(name, directory)
-        migrate_fn = scope.get("migrate")
+        migrate_fn = _load(name, directory).get("migrate")
         if migrate_fn is None:
             continue
-        cursor = mock.Mock()
-        cursor.fetchone.return_value = None
-        with mock.patch("peewee.Model.select"), mock.patch("peewee.Database.execute_sql", return_value=cursor):
-            migrate_fn(migrator, database, fake=True)
+        migrate_fn(migrator, twin, fake=True)
         migrator.__ops__ = []
     return migrator
 

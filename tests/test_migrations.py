@@ -334,3 +334,23 @@ def test_lock_timeout_gives_a_clear_error(postgres_url):
     finally:
         holder.close()
     assert applied() == ["001_initial"]
+
+
+def test_drift_check_does_not_swallow_other_threads_queries(db):
+    """Checking drift fakes the migrations; the application's other threads keep writing for real."""
+    import threading
+
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(150):
+            with pfdb.db_session_scope():
+                Product.create(sku=f"BG-{i}", name="written meanwhile")
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not done.is_set():
+        assert not check().has_drift
+    thread.join()
+    assert Product.select().count() == 150
