@@ -364,7 +364,8 @@ def _insert_rows(rows: list[tuple]) -> None:
 
 
 def _apply(plan: _Plan) -> None:
-    """Write the plan a level at a time: bulk INSERTs, one path UPDATE, then that level's moves."""
+    """Write the plan a level at a time: bulk INSERTs, one path UPDATE, then that level's moves;
+    then every rename or new external id in bulk."""
     ids: dict[int, int] = {}
 
     def real(key: int | None) -> int | None:
@@ -388,11 +389,36 @@ def _apply(plan: _Plan) -> None:
             Category.update(
                 path=pw.fn.COALESCE(parent_path, "/").concat(pw.Cast(Category.id, "VARCHAR")).concat("/")
             ).where(Category.path == _PENDING_PATH).execute()
-        for change in (c for c in plan.changes if c.node.depth == depth):
+        for change in (c for c in plan.changes if c.node.depth == depth and "parent" in c.fields):
             category = Category.get_by_id(change.category_id)
             for name, value in change.fields.items():
                 setattr(category, name, real(value) if name == "parent" else value)
-            category.save()  # a changed parent moves the subtree in one UPDATE (Category._move)
+            category.save()  # moves the subtree in one UPDATE (Category._move)
+    _update_in_place([c for c in plan.changes if "parent" not in c.fields])
+
+
+def _update_in_place(changes: list[_Change]) -> None:
+    """Renames and newly given external ids, _INSERT_BATCH rows per UPDATE (CASE id WHEN …).
+
+    A first import of ids over a tree built from plain paths changes every row; one
+    statement per row (let alone a save() each) would make that minutes on PostgreSQL.
+    """
+    database = get_database()
+    now = Category.updated_at.db_value(utcnow())
+    table, param = Category._meta.table_name, database.param
+    for start in range(0, len(changes), _INSERT_BATCH):
+        batch = changes[start:start + _INSERT_BATCH]
+        sets, params = [], []
+        for column in ("name", "external_id"):
+            pairs = [(c.category_id, c.fields[column]) for c in batch if column in c.fields]
+            if pairs:
+                whens = " ".join([f"WHEN {param} THEN {param}"] * len(pairs))
+                sets.append(f'"{column}" = CASE "id" {whens} ELSE "{column}" END')
+                params.extend(value for pair in pairs for value in pair)
+        ids = [c.category_id for c in batch]
+        sql = (f'UPDATE "{table}" SET {", ".join(sets)}, "updated_at" = {param} '
+               f'WHERE "id" IN ({", ".join([param] * len(ids))})')
+        database.execute_sql(sql, [*params, now, *ids])
 
 
 def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryImportResult:

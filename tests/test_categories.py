@@ -289,6 +289,23 @@ def test_rename_and_move_by_external_id_subtree_follows(db, tmp_path):
     assert import_categories(write(tmp_path, moved, "v2.txt")).unchanged == 10
 
 
+def test_rename_in_place_touches_only_the_renamed(db, tmp_path):
+    import_categories(write(tmp_path, WITH_IDS))
+    before = tree_rows()
+    renamed = WITH_IDS.replace("8 - Electronics\n", "8 - Consumer Electronics\n").replace(
+        "9 - Electronics > Accessories", "9 - Consumer Electronics > Add-ons").replace(
+        "Jewelry > Accessories", "Jewelry > Trinkets") + "10 - Consumer Electronics > Cables\n"
+    result = import_categories(write(tmp_path, renamed, "v2.txt"))
+    assert (result.created, result.updated, result.unchanged) == (1, 3, 7)
+    after = tree_rows()
+    assert after["Consumer Electronics > Add-ons"][:4] == before["Electronics > Accessories"][:4]  # id path, slug
+    assert after["Consumer Electronics > Add-ons"][4] > before["Electronics > Accessories"][4]  # updated_at
+    assert after["Apparel & Accessories > Jewelry > Trinkets"][3] == "jewelry-accessories"
+    unchanged = [k for k in before if k in after]
+    assert len(unchanged) == 7 and all(before[k] == after[k] for k in unchanged)
+    check_tree_invariants()
+
+
 def test_move_of_a_node_to_a_new_parent_and_to_the_root(db, tmp_path):
     import_categories(write(tmp_path, WITH_IDS))
     moved = WITH_IDS.replace("9 - Electronics > Accessories", "9 - Gadgets > Accessories").replace(
