@@ -251,8 +251,7 @@ class _New:
 class _Change:
     category_id: int
     node: TaxonomyNode
-    parent_key: int | None
-    fields: dict[str, Any]
+    fields: dict[str, Any]  # name, parent (a plan key) and/or external_id
 
 
 @dataclass
@@ -288,18 +287,17 @@ def _plan(nodes: list[TaxonomyNode], source: str) -> _Plan:
         name = node.names[-1]
         match = by_ext.get(node.external_id) if node.external_id is not None else None
         if match is None and (parent_key is None or parent_key > 0):
-            for cid in by_parent_name.get((parent_key, name), ()):
-                if cid in claimed:
-                    continue
-                other_ext = rows[cid][3]
-                if other_ext is not None and node.external_id is not None:
-                    raise FeedError(
-                        f"{source} line {node.line}: {node.path!r} already exists with id {other_ext}, "
-                        f"the file gives it id {node.external_id}",
-                        hint="rename, move or delete the existing category first",
-                    )
-                match = cid
-                break
+            free = [cid for cid in by_parent_name.get((parent_key, name), ()) if cid not in claimed]
+            # A line with an id takes a same-named category only if that has no id yet.
+            usable = [cid for cid in free if node.external_id is None or rows[cid][3] is None]
+            if usable:
+                match = usable[0]
+            elif free:
+                raise FeedError(
+                    f"{source} line {node.line}: {node.path!r} already exists with id {rows[free[0]][3]}, "
+                    f"the file gives it id {node.external_id}",
+                    hint="rename, move or delete the existing category first",
+                )
         if match is not None:
             claimed.add(match)
             old_name, old_parent, slug, old_ext = rows[match]
@@ -311,7 +309,7 @@ def _plan(nodes: list[TaxonomyNode], source: str) -> _Plan:
             if node.external_id is not None and old_ext != node.external_id:
                 fields["external_id"] = node.external_id
             if fields:
-                plan.changes.append(_Change(match, node, parent_key, fields))
+                plan.changes.append(_Change(match, node, fields))
             else:
                 plan.unchanged += 1
             key_of[node.names], slug_of[match] = match, slug
@@ -491,10 +489,16 @@ def move_category(category: Category | int, new_parent: Category | int | None) -
     parent_id = _parent_id(new_parent)
     if category.parent_id == parent_id and category.path:
         return category
-    with db_session_scope():
-        category.parent = parent_id
-        # Only the tree columns: a caller's older copy must not overwrite other edits.
-        category.save(only=[Category.parent, Category.path, Category.level])
+    old_parent = category.parent_id
+    try:
+        with db_session_scope():
+            category.parent = parent_id
+            # Only the tree columns: a caller's older copy must not overwrite other edits.
+            category.save(only=[Category.parent, Category.path, Category.level])
+    except Exception:
+        category.parent = old_parent  # a refused move leaves the caller's instance as it was
+        category._dirty.discard("parent")
+        raise
     return category
 
 

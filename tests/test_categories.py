@@ -480,6 +480,11 @@ def test_move_refuses_a_cycle(db, tmp_path):
         with pytest.raises(ValidationError, match="own ancestor"):
             move_category(a.id, target)
     with pytest.raises(ValidationError, match="own ancestor"):
+        move_category(a, child)
+    assert a.parent_id == root.id  # the refused instance is unchanged
+    with pytest.raises(ValidationError, match="does not exist"):
+        move_category(a, 99999)
+    with pytest.raises(ValidationError, match="own ancestor"):
         move_category(root.id, child.id)
     assert tree_rows() == before
 
