@@ -683,8 +683,20 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
+        if _is_missing_schema(exc):
+            print(f"error: the database has no pfdb schema ({str(exc).splitlines()[0]}); run pfdb migrate",
+                  file=sys.stderr)
+            return EXIT_FAILED
         print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _is_missing_schema(exc: Exception) -> bool:
+    """SQLite's 'no such table' and PostgreSQL's 'relation … does not exist'."""
+    text = str(exc)
+    return type(exc).__name__ in ("OperationalError", "ProgrammingError") and (
+        "no such table" in text or ("relation" in text and "does not exist" in text)
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,3 +168,8 @@ def test_installed_wheel_finds_its_migrations_from_any_folder(tmp_path):
     result = run([sys.executable, str(site / "bin" / "pfdb"), "migrate"], elsewhere, env)
     assert result.returncode == 0, result.stderr
     assert "applied: 001_initial" in result.stdout
+
+
+def test_a_command_on_an_unmigrated_database_says_to_migrate(run_cli, empty_url):
+    code, _, err = run_cli("--database-url", empty_url, "logs")
+    assert code == 1 and "has no pfdb schema" in err and "run pfdb migrate" in err

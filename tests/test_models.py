@@ -221,9 +221,9 @@ def test_on_delete_behaviour(tree):
     sync = SyncHistory.create(sync_type="feed", direction="import", job=job, user=user)
     SystemLog.create(level="error", message="x", user=user)
 
-    with pytest.raises(Exception):  # RESTRICT: a parent with children cannot be deleted
-        with db_session_scope():
-            clothing.delete_instance()
+    with pytest.raises(ValidationError, match="cannot be deleted: other rows still refer to it"):
+        clothing.delete_instance()  # RESTRICT: a parent with children stays
+    assert Category.get_by_id(clothing.id).name == "Clothing"
     tees.delete_instance()  # icons cascade, products keep existing without a category
     assert Icon.select().count() == 0
     assert Product.get_by_id(product.id).category_id is None

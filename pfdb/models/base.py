@@ -47,6 +47,18 @@ class BaseModel(pw.Model):
             except pw.IntegrityError as exc:
                 raise self._translate_integrity_error(exc) from exc
 
+    def delete_instance(self, recursive: bool = False, delete_nullable: bool = False) -> int:
+        """Delete this row; a row others still refer to (``RESTRICT``) is a ``ValidationError``."""
+        with self._meta.database.atomic():
+            try:
+                return super().delete_instance(recursive=recursive, delete_nullable=delete_nullable)
+            except pw.IntegrityError as exc:
+                raise ValidationError(
+                    type(self).__name__,
+                    f"{self._pk} cannot be deleted: other rows still refer to it",
+                    hint="delete or move them first",
+                ) from exc
+
     def _translate_integrity_error(self, exc: pw.IntegrityError) -> Exception:
         text = str(exc)
         detail = getattr(getattr(exc, "orig", None), "diag", None)
