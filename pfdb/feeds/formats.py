@@ -137,17 +137,23 @@ class PfdbFormat(FeedFormat):
         self.carried = tuple(c for c in PFDB_COLUMNS if c in dict(self._pairs))
         self.ignored = tuple(ignored)
 
+    @property
+    def positions(self) -> dict[str, int] | None:
+        """CSV: field -> cell index; records then hold the cells themselves (no dict per row)."""
+        return dict(self._pairs) if hasattr(self, "_pairs") else None
+
     def records(self, feed: FeedInput) -> Iterator[Record]:
         if feed.kind == "jsonl":
             yield from self._json_records(feed)
             return
-        pairs, width = self._pairs, len(feed.header)
+        width = len(feed.header)
         for line, cells in feed.csv_rows():
-            if len(cells) >= width:
-                values = {field: cells[i] for field, i in pairs}
-                yield Record(line, values, cells, _length_error(cells, width))
+            if len(cells) == width:
+                yield Record(line, cells, cells)
+            elif len(cells) > width:
+                yield Record(line, cells, cells, _length_error(cells, width))
             else:  # a short row (trailing empty cells trimmed by an editor)
-                yield Record(line, {field: cells[i] for field, i in pairs if i < len(cells)}, cells)
+                yield Record(line, cells + [""] * (width - len(cells)), cells)
 
     def _json_records(self, feed: FeedInput) -> Iterator[Record]:
         known = set(PFDB_COLUMNS)

@@ -32,7 +32,7 @@ from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
-from .upsert import IMAGES, PRODUCTS, make_writer
+from .upsert import make_writer
 from .validation import Invalid, RowCleaner
 
 BATCH_SIZE = 2000
@@ -167,11 +167,10 @@ class RejectsWriter:
 
 
 class _Row:
-    __slots__ = ("line", "sku", "values", "category", "category_id", "images", "raw")
+    __slots__ = ("line", "sku", "values", "category", "images", "raw")
 
-    def __init__(self, line: int, sku: str, values: dict[str, Any], category: Any, images: Any, raw: Any):
+    def __init__(self, line: int, sku: str, values: list[Any], category: Any, images: Any, raw: Any):
         self.line, self.sku, self.values, self.category, self.images, self.raw = line, sku, values, category, images, raw
-        self.category_id = None
 
 
 class _Rollback(Exception):
@@ -188,7 +187,10 @@ class _Import:
         self.cleaner = RowCleaner(fmt)
         carried = [name for name in fmt.carried if name in Product._meta.fields]
         self.writer = make_writer(database, carried)
-        self.carried_fields = self.writer.carried
+        given = self.writer.products.given
+        # Fields a new product cannot do without: NOT NULL with no default (sku, name).
+        self._required = [(i, f.name) for i, f in enumerate(given) if not f.null and f.default is None]
+        self._kept = [f.name for f in self.writer.products.kept]
         self.resolver = CategoryResolver()
         self._categories: dict[Any, int | None] = {}
         self.seen = SeenKeys()
@@ -263,6 +265,7 @@ class _Import:
 
     def _process(self) -> None:
         clean = self.cleaner.clean
+        sku_index = self.cleaner.sku_index
         sku_column = self.format.column("sku")
         seen_add = self.seen.add
         batch: list[_Row] = []
@@ -270,7 +273,7 @@ class _Import:
             self.rows += 1
             self.line = record.line
             values, category, images, errors = clean(record)
-            sku = values.get("sku")
+            sku = values[sku_index]
             if sku is None:
                 if not any(column == sku_column for column, _ in errors):
                     errors.append((sku_column, "is required"))
@@ -311,9 +314,10 @@ class _Import:
         self._report()
 
     def _write(self, batch: list[_Row]) -> tuple[int, int, int]:
+        """Compare the batch with the stored rows and write what is new or changed; (created, updated, unchanged)."""
         writer = self.writer
+        columns = writer.products
         now = utcnow()
-        db_now = Product.updated_at.db_value(now)
         if self.cleaner.has_category:
             batch = self._resolve_categories(batch)
         existing = writer.fetch_existing([r.sku for r in batch])
@@ -322,46 +326,42 @@ class _Import:
         for pid, iid, digest, position, primary in writer.fetch_images(with_images):
             old_images.setdefault(pid, []).append((iid, digest, position, primary))
 
-        template = PRODUCTS.template(now)
-        position, convert = PRODUCTS.position, PRODUCTS.convert
-        carried = [(j, f, position[f.name], convert[f.name], f.name == CATEGORY)
-                   for j, f in enumerate(self.carried_fields, start=2)]
+        tail = list(columns.tail_values(now, writer.adapt))
+        db_now = writer.adapt(Product.updated_at.db_value(now))
+        fill = columns.fill
+        python_value = [f.python_value for f in columns.given]
+        width = len(columns.given)
+        kept = slice(width + 2, width + 2 + len(columns.kept))
+        required, missing_always = self._required, self._kept
         out: list[list[Any]] = []
-        new: list[_Row] = []
         touch: list[int] = []
-        image_inserts: list[tuple[Any, int, str, str]] = []  # (product id or sku, position, url, digest)
+        image_inserts: list[tuple[Any, int, str, str]] = []  # (product id, or the sku of a new one, position, url, hash)
         image_updates: list[tuple] = []
         image_deletes: list[int] = []
-        updated = unchanged = 0
+        created = updated = unchanged = 0
         for r in batch:
+            values = r.values
             old = existing.get(r.sku)
             if old is None:
-                if "name" not in r.values:
-                    self._reject(r.line, r.sku, r.raw, [(self.format.column("name"), "is required for a new product")])
+                missing = [name for i, name in required if values[i] is None] + missing_always
+                if missing:
+                    self._reject(r.line, r.sku, r.raw, [(self.format.column(missing[0]),
+                                                         "is required for a new product")])
                     continue
-                row = template.copy()
-                for name, value in r.values.items():
-                    conv = convert[name]
-                    row[position[name]] = conv(value) if conv is not None else value
-                if r.category_id is not None:
-                    row[position[CATEGORY]] = r.category_id
-                out.append(row)
-                new.append(r)
+                for i, default in fill:
+                    if values[i] is None:
+                        values[i] = default
+                out.append(values + tail)
+                created += 1
                 if r.images:
                     image_inserts.extend((r.sku, i, url, digest) for i, (url, digest) in enumerate(r.images))
                 continue
             changed = False
-            row = template.copy()
-            values = r.values
-            for j, f, pos, conv, is_category in carried:
-                before = old[j]
-                value = r.category_id if is_category else values.get(f.name)
+            for i in range(width):
+                value, before = values[i], old[i + 2]
                 if value is None:
-                    row[pos] = before
-                    continue
-                stored = conv(value) if conv is not None else value
-                row[pos] = stored
-                if stored != before and not changed and (before is None or f.python_value(before) != value):
+                    values[i] = before  # the row gives nothing here: keep what is stored
+                elif not changed and value != before and python_value[i](before) != python_value[i](value):
                     changed = True
             images_changed = False
             if r.images:
@@ -373,7 +373,7 @@ class _Import:
                     image_updates.extend(updates)
                     image_deletes.extend(deletes)
             if changed:
-                out.append(row)
+                out.append(values + list(old[kept]) + tail)
                 updated += 1
             elif images_changed:
                 touch.append(old[0])
@@ -390,32 +390,27 @@ class _Import:
         if image_deletes:
             writer.delete_images(image_deletes)
             self.images_removed += len(image_deletes)
-        return len(new), updated, unchanged
+        return created, updated, unchanged
 
     def _insert_images(self, inserts: list[tuple[Any, int, str, str]], ids: dict[str, int] | None, now) -> None:
-        pending = [key for key, *_ in inserts if isinstance(key, str) and (ids is None or key not in ids)]
+        pending = {key for key, *_ in inserts if isinstance(key, str) and (ids is None or key not in ids)}
         ids = dict(ids or {})
         if pending:
-            ids.update(self.writer.ids_for(sorted(set(pending))))
-        template = IMAGES.template(now)
-        pos = IMAGES.position
-        p_product, p_url, p_hash, p_position, p_primary = (pos["product"], pos["url"], pos["content_hash"],
-                                                          pos["position"], pos["is_primary"])
-        rows = []
-        for key, position, url, digest in inserts:
-            row = template.copy()
-            row[p_product] = ids[key] if isinstance(key, str) else key
-            row[p_url], row[p_hash], row[p_position], row[p_primary] = url, digest, position, position == 0
-            rows.append(row)
+            ids.update(self.writer.ids_for(sorted(pending)))
+        tail = self.writer.images.tail_values(now, self.writer.adapt)
+        # IMAGE_GIVEN order: product, url, content_hash, position, is_primary
+        rows = [(ids[key] if isinstance(key, str) else key, url, digest, position, position == 0, *tail)
+                for key, position, url, digest in inserts]
         self.writer.insert_images(rows)
         self.images_added += len(rows)
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
         kept = []
+        index = len(self.writer.products.given) - 1  # the category id comes last
         for r in batch:
             if r.category is not None:
                 try:
-                    r.category_id = self._category_id(r)
+                    r.values[index] = self._category_id(r)
                 except Invalid as exc:
                     self._reject(r.line, r.sku, r.raw, [(self.format.column(CATEGORY), str(exc))])
                     continue

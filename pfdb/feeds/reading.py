@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import json
 import os
 import sys
@@ -153,7 +154,7 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
         first = first.lstrip("\ufeff")  # a BOM the codec did not remove (text streams, other codecs)
         if not first:
             raise FeedError(f"feed {name} is empty", hint="a feed starts with a header line or a JSON object")
-        lines = _chain(first, text)
+        lines = itertools.chain((first,), text)
         stripped = first.lstrip()
         if stripped.startswith("["):
             raise FeedError(
@@ -183,11 +184,6 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
                 stream.close()
             except Exception:  # closing a half-read gzip can complain; nothing to save then
                 pass
-
-
-def _chain(first: str, rest: IO[str]) -> Iterator[str]:
-    yield first
-    yield from rest
 
 
 def unreadable(name: str, exc: BaseException, encoding: str, line: int | None = None) -> FeedError:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -29,44 +29,66 @@ from ..models import Product, ProductImage
 from ..models.fields import utcnow
 
 
-def _db_converter(field: pw.Field):
+def db_converter(field: pw.Field) -> Callable[[Any], Any] | None:
     """``field.db_value`` where it does more than peewee's base coercion, else ``None`` (value as is)."""
     return None if type(field).db_value is pw.Field.db_value else field.db_value
 
 
-class Table:
-    """A model's insertable columns, in one order, with their defaults and conversions."""
+class Columns:
+    """The columns one import writes to a model's table, in statement order.
 
-    def __init__(self, model: type[pw.Model]):
+    ``given`` are the fields the feed sets, in the model's order; ``kept`` the NOT NULL
+    fields without a default that it does not set (a price-only feed has no ``name``):
+    the proposed row must satisfy NOT NULL before the conflict is resolved, so they carry
+    the stored value, and are never in ``SET``; ``tail`` the other fields whose default is
+    not NULL (timestamps, status, …), from the model's defaults once per batch. Nullable
+    fields the feed does not carry are left out of the statement altogether.
+    """
+
+    def __init__(self, model: type[pw.Model], given: Sequence[pw.Field]):
         self.model = model
-        self.name = model._meta.table_name
-        self.fields = [f for f in model._meta.sorted_fields if not f.primary_key]
-        self.columns = [f.column_name for f in self.fields]
-        self.position = {f.name: i for i, f in enumerate(self.fields)}
-        self.convert = {f.name: _db_converter(f) for f in self.fields}
+        self.table = model._meta.table_name
         self.pk = model._meta.primary_key.column_name
+        self.given = list(given)
+        names = {f.name for f in self.given}  # by name: peewee fields overload == to build SQL
+        others = [f for f in model._meta.sorted_fields if not f.primary_key and f.name not in names]
+        self.kept = [f for f in others if not f.null and f.default is None]
+        self.tail = [f for f in others if f.default is not None]
+        self.fields = self.given + self.kept + self.tail
+        self.columns = [f.column_name for f in self.fields]
+        self.convert = [db_converter(f) for f in self.given]
+        #: (index, database value) of given fields with a non-NULL default, for new rows that lack them
+        self.fill = [(i, f.db_value(f.default)) for i, f in enumerate(self.given)
+                     if f.default is not None and not callable(f.default)]
 
-    def template(self, now: dt.datetime) -> list[Any]:
-        """A row of defaults (callable ones called once), already in database form."""
-        row = []
-        for f in self.fields:
-            value = f.default() if callable(f.default) else f.default
-            if f.default is utcnow:
-                value = now
-            row.append(f.db_value(value) if value is not None else None)
-        return row
+    def tail_values(self, now: dt.datetime, adapt: Callable[[Any], Any] | None = None) -> tuple:
+        """The tail's defaults in database form; ``utcnow`` defaults are ``now`` for the whole batch.
+
+        ``adapt`` turns them into what the driver would (once per batch instead of per row).
+        """
+        values = []
+        for f in self.tail:
+            value = now if f.default is utcnow else (f.default() if callable(f.default) else f.default)
+            value = f.db_value(value)
+            values.append(adapt(value) if adapt is not None else value)
+        return tuple(values)
 
 
-PRODUCTS = Table(Product)
-IMAGES = Table(ProductImage)
 SKU = Product.sku.column_name
-CATEGORY_ID = Product.category.column_name
 #: what a changed product's sync status becomes: the model's default ("pending")
 SYNC_PENDING = Product.shopify_sync_status.default
+IMAGE_GIVEN = [ProductImage.product, ProductImage.url, ProductImage.content_hash, ProductImage.position,
+               ProductImage.is_primary]
+
+
+def given_product_fields(names: Sequence[str]) -> list[pw.Field]:
+    """The Product fields a feed sets, in the model's order, the category (an id) last."""
+    fields = [f for f in Product._meta.sorted_fields if f.name in names and f.name != "category"]
+    return fields + ([Product.category] if "category" in names else [])
 
 
 class Writer:
-    """The statements of one import; subclasses talk to one driver."""
+    """The statements of one import, built once; subclasses talk to one driver."""
 
     param = "?"
     distinct = "IS NOT"
@@ -76,38 +98,49 @@ class Writer:
         self.database = database
         q = database.quote
         self.q = lambda name: f"{q[0]}{name}{q[1]}"
-        self.carried = [f for f in PRODUCTS.fields if f.name in carried]
+        self.products = Columns(Product, given_product_fields(carried))
+        self.images = Columns(ProductImage, IMAGE_GIVEN)
+        self.carried = self.products.given
+        if any(f.default is not None and callable(f.default) and f.default is not utcnow for f in self.products.tail):
+            raise TypeError("a per-row callable default needs a per-row value")  # none today; keeps tail_values honest
         self.carried_columns = [f.column_name for f in self.carried]
-        cols = ", ".join(self.q(c) for c in [PRODUCTS.pk, SKU, *self.carried_columns])
-        self.select_existing = f"SELECT {cols} FROM {self.q(PRODUCTS.name)} WHERE {self.q(SKU)} "
-        touched = [*self.carried_columns, Product.updated_at.column_name, Product.shopify_sync_status.column_name]
+        table = self.q(self.products.table)
+        kept = [f.column_name for f in self.products.kept]
+        cols = ", ".join(self.q(c) for c in [self.products.pk, SKU, *self.carried_columns, *kept])
+        self.select_existing = f"SELECT {cols} FROM {table} WHERE {self.q(SKU)} "
+        updatable = [c for c in self.carried_columns if c != SKU]  # the conflict key itself never changes
+        touched = [*updatable, Product.updated_at.column_name, Product.shopify_sync_status.column_name]
         self.set_clause = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in touched)
-        table = self.q(PRODUCTS.name)
         self.changed = " OR ".join(
-            f"{table}.{self.q(c)} {self.distinct} excluded.{self.q(c)}" for c in self.carried_columns
+            f"{table}.{self.q(c)} {self.distinct} excluded.{self.q(c)}" for c in updatable
         ) or "FALSE"
-        self.insert_columns = ", ".join(self.q(c) for c in PRODUCTS.columns)
-        image_cols = ", ".join(self.q(c) for c in (ProductImage.product.column_name, IMAGES.pk,
-                                                    ProductImage.content_hash.column_name,
-                                                    ProductImage.position.column_name,
-                                                    ProductImage.is_primary.column_name))
-        self.select_images = (f"SELECT {image_cols} FROM {self.q(IMAGES.name)} WHERE "
-                              f"{self.q(ProductImage.url.column_name)} IS NOT NULL AND "
-                              f"{self.q(ProductImage.product.column_name)} ")
-        self.image_conflict = ", ".join(self.q(c) for c in (ProductImage.product.column_name,
-                                                             ProductImage.content_hash.column_name))
+        self.insert_columns = ", ".join(self.q(c) for c in self.products.columns)
+        self.image_columns = ", ".join(self.q(c) for c in self.images.columns)
+        images = self.q(self.images.table)
+        image_pk = self.q(self.images.pk)
+        selected = ", ".join(self.q(f.column_name) for f in (ProductImage.product, ProductImage.id,
+                                                               ProductImage.content_hash, ProductImage.position,
+                                                               ProductImage.is_primary))
+        self.select_images = (f"SELECT {selected} FROM {images} WHERE {self.q(ProductImage.url.column_name)} "
+                              f"IS NOT NULL AND {self.q(ProductImage.product.column_name)} ")
+        self.image_conflict = ", ".join(self.q(f.column_name) for f in (ProductImage.product, ProductImage.content_hash))
         p = self.param
         self.update_image = (
-            f"UPDATE {self.q(IMAGES.name)} SET {self.q(ProductImage.position.column_name)} = {p}, "
+            f"UPDATE {images} SET {self.q(ProductImage.position.column_name)} = {p}, "
             f"{self.q(ProductImage.is_primary.column_name)} = {p}, {self.q(ProductImage.updated_at.column_name)} = {p} "
-            f"WHERE {self.q(IMAGES.pk)} = {p}")
-        self.delete_image = f"DELETE FROM {self.q(IMAGES.name)} WHERE {self.q(IMAGES.pk)} = {p}"
+            f"WHERE {image_pk} = {p}")
+        self.delete_image = f"DELETE FROM {images} WHERE {image_pk} = {p}"
         self.touch = (
             f"UPDATE {table} SET {self.q(Product.updated_at.column_name)} = {p}, "
-            f"{self.q(Product.shopify_sync_status.column_name)} = {p} WHERE {self.q(PRODUCTS.pk)} = {p}")
+            f"{self.q(Product.shopify_sync_status.column_name)} = {p} WHERE {self.q(self.products.pk)} = {p}")
 
     def cursor(self):
         return self.database.cursor()
+
+    @staticmethod
+    def adapt(value: Any) -> Any:
+        """A value as the driver would send it; used for the per-batch constants."""
+        return value
 
     # -- the interface the importer uses -------------------------------------------------------
     def start(self) -> None:
@@ -117,11 +150,11 @@ class Writer:
         """Once at the end (also after a failure, if the connection is still usable)."""
 
     def fetch_existing(self, skus: list[str]) -> dict[str, tuple]:
-        """``sku -> (id, sku, *carried columns)`` for the SKUs already stored, raw driver values."""
+        """``sku -> (id, sku, *given columns, *kept columns)`` for the SKUs already stored, raw driver values."""
         raise NotImplementedError
 
-    def upsert(self, rows: list[list[Any]]) -> dict[str, int] | None:
-        """Write full product rows (``PRODUCTS.columns`` order); may return ``sku -> id``."""
+    def upsert(self, rows: list[Sequence[Any]]) -> dict[str, int] | None:
+        """Write product rows (``products.columns`` order); may return ``sku -> id``."""
         raise NotImplementedError
 
     def ids_for(self, skus: list[str]) -> dict[str, int]:
@@ -131,7 +164,8 @@ class Writer:
         """``(product_id, id, content_hash, position, is_primary)`` of the URL images of these products."""
         raise NotImplementedError
 
-    def insert_images(self, rows: list[list[Any]]) -> None:
+    def insert_images(self, rows: list[Sequence[Any]]) -> None:
+        """Image rows in ``images.columns`` order; an image the product already has is skipped."""
         raise NotImplementedError
 
     def update_images(self, rows: list[tuple]) -> None:
@@ -152,19 +186,25 @@ class SqliteWriter(Writer):
 
     def __init__(self, database: pw.Database, carried: Sequence[str]):
         super().__init__(database, carried)
-        values = ", ".join("?" for _ in PRODUCTS.columns)
+        values = ", ".join("?" for _ in self.products.columns)
         self.upsert_sql = (
-            f"INSERT INTO {self.q(PRODUCTS.name)} ({self.insert_columns}) VALUES ({values}) "
+            f"INSERT INTO {self.q(self.products.table)} ({self.insert_columns}) VALUES ({values}) "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
         )
-        image_values = ", ".join("?" for _ in IMAGES.columns)
+        image_values = ", ".join("?" for _ in self.images.columns)
         self.insert_images_sql = (
-            f"INSERT INTO {self.q(IMAGES.name)} ({', '.join(self.q(c) for c in IMAGES.columns)}) "
+            f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
 
     def cursor(self):
         return self.database.connection().cursor()
+
+    @staticmethod
+    def adapt(value: Any) -> Any:
+        # sqlite3's own datetime adapter (and peewee's on Python 3.12+) writes isoformat(" "); doing it
+        # once per batch spares a Python-level adapter call per timestamp per row.
+        return value.isoformat(" ") if isinstance(value, dt.datetime) else value
 
     def _in(self, values: list[Any]) -> str:
         return f"IN ({', '.join('?' for _ in values)})"
@@ -175,14 +215,15 @@ class SqliteWriter(Writer):
         rows = self.cursor().execute(self.select_existing + self._in(skus), skus).fetchall()
         return {row[1]: row for row in rows}
 
-    def upsert(self, rows: list[list[Any]]) -> None:
+    def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
         return None
 
     def ids_for(self, skus: list[str]) -> dict[str, int]:
         if not skus:
             return {}
-        sql = f"SELECT {self.q(PRODUCTS.pk)}, {self.q(SKU)} FROM {self.q(PRODUCTS.name)} WHERE {self.q(SKU)} "
+        sql = (f"SELECT {self.q(self.products.pk)}, {self.q(SKU)} FROM {self.q(self.products.table)} "
+               f"WHERE {self.q(SKU)} ")
         return {sku: pid for pid, sku in self.cursor().execute(sql + self._in(skus), skus)}
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
@@ -190,7 +231,7 @@ class SqliteWriter(Writer):
             return []
         return self.cursor().execute(self.select_images + self._in(product_ids), product_ids).fetchall()
 
-    def insert_images(self, rows: list[list[Any]]) -> None:
+    def insert_images(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.insert_images_sql, rows)
 
 
@@ -229,28 +270,26 @@ class PostgresWriter(Writer):
 
     def __init__(self, database: pw.Database, carried: Sequence[str]):
         super().__init__(database, carried)
-        cols = self.insert_columns
-        image_cols = ", ".join(self.q(c) for c in IMAGES.columns)
+        cols, image_cols = self.insert_columns, self.image_columns
         self.upsert_sql = (
-            f"INSERT INTO {self.q(PRODUCTS.name)} ({cols}) SELECT {cols} FROM {self.STAGE} "
+            f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed} "
-            f"RETURNING {self.q(PRODUCTS.pk)}, {self.q(SKU)}"
+            f"RETURNING {self.q(self.products.pk)}, {self.q(SKU)}"
         )
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN"
         self.insert_images_sql = (
-            f"INSERT INTO {self.q(IMAGES.name)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
+            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
             f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
         self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({image_cols}) FROM STDIN"
-        self._image_cols = image_cols
 
     def start(self) -> None:
         # Staging tables with exactly the target's column types and no constraints; temporary,
         # so they vanish with the session, and dropped again at the end because pooled
         # connections outlive the import.
         cursor = self.cursor()
-        for stage, table, cols in ((self.STAGE, PRODUCTS.name, self.insert_columns),
-                                   (self.IMAGE_STAGE, IMAGES.name, self._image_cols)):
+        for stage, table, cols in ((self.STAGE, self.products.table, self.insert_columns),
+                                   (self.IMAGE_STAGE, self.images.table, self.image_columns)):
             cursor.execute(f"DROP TABLE IF EXISTS {stage}")
             cursor.execute(f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {self.q(table)} WITH NO DATA")
 
@@ -266,7 +305,7 @@ class PostgresWriter(Writer):
         cursor.execute(self.select_existing + "= ANY(%s)", (skus,))
         return {row[1]: row for row in cursor.fetchall()}
 
-    def upsert(self, rows: list[list[Any]]) -> dict[str, int]:
+    def upsert(self, rows: list[Sequence[Any]]) -> dict[str, int]:
         cursor = self.cursor()
         cursor.copy_expert(self.copy_sql, copy_buffer(rows))
         cursor.execute(self.upsert_sql)
@@ -278,7 +317,7 @@ class PostgresWriter(Writer):
         if not skus:
             return {}
         cursor = self.cursor()
-        cursor.execute(f"SELECT {self.q(PRODUCTS.pk)}, {self.q(SKU)} FROM {self.q(PRODUCTS.name)} "
+        cursor.execute(f"SELECT {self.q(self.products.pk)}, {self.q(SKU)} FROM {self.q(self.products.table)} "
                        f"WHERE {self.q(SKU)} = ANY(%s)", (skus,))
         return {sku: pid for pid, sku in cursor.fetchall()}
 
@@ -289,14 +328,15 @@ class PostgresWriter(Writer):
         cursor.execute(self.select_images + "= ANY(%s)", (product_ids,))
         return cursor.fetchall()
 
-    def insert_images(self, rows: list[list[Any]]) -> None:
+    def insert_images(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
         cursor.copy_expert(self.copy_images_sql, copy_buffer(rows))
         cursor.execute(self.insert_images_sql)
         cursor.execute(f"TRUNCATE {self.IMAGE_STAGE}")
 
     def delete_images(self, ids: list[int]) -> None:
-        self.cursor().execute(f"DELETE FROM {self.q(IMAGES.name)} WHERE {self.q(IMAGES.pk)} = ANY(%s)", (ids,))
+        self.cursor().execute(f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)",
+                              (ids,))
 
 
 def make_writer(database: pw.Database, carried: Sequence[str]) -> Writer:
