@@ -554,3 +554,15 @@ def test_human_size():
     assert maintenance.human_size(512) == "512 bytes"
     assert maintenance.human_size(147456) == "144.0 KiB"
     assert maintenance.human_size(None) == "-"
+
+
+def test_progress_bar_only_on_a_terminal_and_for_large_databases(monkeypatch):
+    from pfdb.cli import PfdbCLI
+
+    for stream, total, shown in ((Terminal(), 8192, True), (Terminal(), 100, False), (io.StringIO(), 8192, False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        update, close = PfdbCLI._progress_bar()
+        update(1024, total)
+        update(total, total)
+        close()
+        assert ("backup" in stream.getvalue()) is shown, (total, stream.getvalue())
