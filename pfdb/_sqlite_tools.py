@@ -147,7 +147,7 @@ def file_sizes(db_path: str) -> dict[str, int]:
     return {"file_size": size(db_path), "wal_size": size(db_path + "-wal")}
 
 
-def info(database: Any, db_path: str) -> dict[str, Any]:
+def info(database: Any, db_path: str | None) -> dict[str, Any]:
     """SQLite library version, file and WAL sizes, the pragmas in force, row counts."""
     pragmas = {name: database.execute_sql(f"PRAGMA {name}").fetchone()[0]
                for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout", "page_size", "cache_size")}
@@ -155,8 +155,8 @@ def info(database: Any, db_path: str) -> dict[str, Any]:
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     return {
         "server_version": database.execute_sql("SELECT sqlite_version()").fetchone()[0],
-        "path": str(Path(db_path).resolve()),
-        **file_sizes(db_path),
+        "path": str(Path(db_path).resolve()) if db_path else None,
+        **(file_sizes(db_path) if db_path else {"file_size": 0, "wal_size": 0}),
         "settings": pragmas,
         "tables": {t: database.execute_sql(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables},
     }

@@ -279,6 +279,8 @@ class PfdbCLI:
             print(f"applied: {name}")
         if result.pending:
             print(f"the restored data is behind the code: run pfdb migrate (pending: {', '.join(result.pending)})")
+        if result.unknown:
+            print(f"warning: the restored data has migrations this pfdb does not know: {', '.join(result.unknown)}")
 
     def info(self, json: bool = False):
         """Backend, version, sizes, settings in force, row counts, migrations and pool.

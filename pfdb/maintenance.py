@@ -53,11 +53,13 @@ class RestoreResult:
     migrated: tuple[str, ...] = ()  # applied after the restore (MIGRATION_AUTO_UPGRADE)
     dropped: tuple[str, ...] = ()  # PostgreSQL: tables the backup did not have
     duration: float = 0.0
+    unknown: tuple[str, ...] = ()  # applied in the backup, no migration file here (newer code)
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "backend": self.backend, "migration": self.migration,
                 "safety_backup": str(self.safety_backup.path), "pending": list(self.pending),
-                "migrated": list(self.migrated), "dropped": list(self.dropped), "duration": round(self.duration, 3)}
+                "migrated": list(self.migrated), "dropped": list(self.dropped), "unknown": list(self.unknown),
+                "duration": round(self.duration, 3)}
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         state = status()
     return RestoreResult(path=source, backend=url.backend, migration=migration, safety_backup=safety,
                          pending=state.pending, migrated=migrated, dropped=dropped,
-                         duration=time.monotonic() - start)
+                         duration=time.monotonic() - start, unknown=state.unknown)
 
 
 # -- info and optimize ------------------------------------------------------------------------
@@ -295,7 +297,7 @@ def info() -> InfoResult:
     database = get_database()
     with _connection(database):
         if url.backend == "sqlite":
-            details = _sqlite_tools.info(database, url.path)
+            details = _sqlite_tools.info(database, None if url.is_memory else url.path)
             size, wal = details["file_size"], details["wal_size"]
         else:
             details = _pg_tools.info(database)

@@ -374,6 +374,18 @@ def test_restoring_an_older_backup_reports_pending_migrations(db, two_migrations
     assert result.migrated == ("002_extra_notes",) and result.pending == ()
 
 
+def test_restoring_a_backup_from_newer_code_warns(db, two_migrations, run_cli, database_url, monkeypatch):
+    pfdb.migrations.migrate(backup=False)
+    newer = backup()
+    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows 001 only
+    code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["migration"] == "002_extra_notes" and data["unknown"] == ["002_extra_notes"]
+    code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes")
+    assert "warning: the restored data has migrations this pfdb does not know: 002_extra_notes" in out
+
+
 # -- info and optimize -------------------------------------------------------------------------
 def test_info_describes_the_database(db, backend):
     add_rows(3)
