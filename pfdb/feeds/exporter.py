@@ -97,12 +97,12 @@ def category_paths() -> dict[int, str]:
 
 
 def find_category(value: str, paths: dict[int, str]) -> Category:
-    """A category by slug, or by its ``A > B`` path; never creates one."""
+    """A category by slug, or by its ``A > B`` path (a root by its name); never creates one."""
+    from ..categories import split_path
+
     text = str(value).strip()
     row = Category.get_or_none(Category.slug == text)
-    if row is None and ">" in text:
-        from ..categories import split_path
-
+    if row is None and text:
         wanted = PATH_JOIN.join(split_path(text))
         cid = next((c for c, p in paths.items() if p == wanted), None)
         row = Category.get_or_none(Category.id == cid) if cid is not None else None

@@ -229,7 +229,7 @@ class _Import:
                 finally:
                     self._finish_writer()
             except KeyboardInterrupt as exc:
-                self._abort(f"interrupted ({exc or 'KeyboardInterrupt'})", cancelled=True)
+                self._abort(f"interrupted ({str(exc) or 'KeyboardInterrupt'})", cancelled=True)
                 raise
             except PfdbError as exc:
                 self._abort(str(exc))

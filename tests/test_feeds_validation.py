@@ -1,0 +1,122 @@
+"""Feed validation agrees with ``Product.validate()``; reading and de-duplication helpers. No database needed."""
+
+from __future__ import annotations
+
+import io
+import random
+from decimal import Decimal
+
+import pytest
+
+from pfdb.errors import ValidationError
+from pfdb.feeds.formats import FEED_FIELDS, PFDB_COLUMNS, parse_google_price
+from pfdb.feeds.importer import SeenKeys
+from pfdb.feeds.reading import open_feed, sniff_delimiter
+from pfdb.feeds.validation import Invalid, cleaner_for, gtin_check, split_images
+from pfdb.models import Product, gtin_is_valid
+
+CASES = {
+    "sku": ["ABC-1", "  padded  ", "x" * 100, "x" * 101],
+    "name": ["Shirt", "n" * 500, "n" * 501],
+    "price": ["19.99", "0", "19.999", "-1", "abc", "1e3", "NaN", "9999999999.99", "10000000000", 12.5],
+    "compare_at_price": ["5.5", "-0.01"],
+    "currency": ["EUR", "usd", "EURO", "E1R"],
+    "gtin": ["4006381333931", "4006381333932", "12345670", "123", "00012345600012"],
+    "status": ["draft", "active", "archived", "deleted"],
+    "brand": ["Acme", "b" * 255, "b" * 256],
+    "manufacturer_part_number": ["K-100", "m" * 101],
+    "weight": ["1.5", "-2", "abc"],
+}
+
+
+def _model_accepts(field: str, value) -> bool:
+    p = Product(**{"sku": "S-1", "name": "N", field: value})
+    try:
+        p.validate()
+    except ValidationError:
+        return False
+    return True
+
+
+def _feed_accepts(field: str, value) -> bool:
+    try:
+        cleaner_for(field)(value)
+    except Invalid:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("field", sorted(CASES))
+def test_feed_validation_agrees_with_the_model(field):
+    for value in CASES[field]:
+        assert _feed_accepts(field, value) == _model_accepts(field, value), (field, value)
+
+
+def test_cleaned_values_match_the_models_normal_form():
+    assert cleaner_for("price")("19.9") == Decimal("19.90") == to_model("price", "19.9")
+    assert cleaner_for("currency")("usd") == "USD" == to_model("currency", "usd")
+    assert cleaner_for("gtin")("'4006381333931") == "4006381333931" == to_model("gtin", "'4006381333931")
+    assert cleaner_for("sku")("'  ABC ") == "ABC"  # the apostrophe of a spreadsheet, then the spaces
+    assert cleaner_for("name")("  ") is None  # empty: no value in this row
+    assert cleaner_for("description")("  <p>x</p>\n") == "  <p>x</p>\n"  # long text is kept verbatim
+    assert cleaner_for("inventory_quantity")("12.0") == 12
+    with pytest.raises(Invalid):
+        cleaner_for("inventory_quantity")("1.5")
+    assert cleaner_for("attributes")('{"a": 1}') == {"a": 1}
+    with pytest.raises(Invalid):
+        cleaner_for("attributes")("[1, 2]")
+
+
+def to_model(field, value):
+    p = Product(**{"sku": "S-1", "name": "N", field: value})
+    p.validate()
+    return getattr(p, field)
+
+
+def test_every_feed_field_has_a_cleaner_and_columns_follow_the_model():
+    for name in FEED_FIELDS:
+        assert callable(cleaner_for(name))
+    assert PFDB_COLUMNS[0] == "sku" and PFDB_COLUMNS[-1] == "images" and "category" in PFDB_COLUMNS
+    assert not {"id", "created_at", "updated_at", "shopify_sync_status"} & set(PFDB_COLUMNS)
+
+
+def test_gtin_check_is_the_models_rule():
+    rng = random.Random(7)
+    for _ in range(20000):
+        code = "".join(rng.choice("0123456789") for _ in range(rng.choice([7, 8, 12, 13, 14, 15])))
+        assert gtin_check(code) == gtin_is_valid(code), code
+    assert not gtin_check("4006381333931x") and not gtin_check("")
+
+
+def test_images_split_dedupe_and_hash():
+    images = split_images(" https://a/1.jpg |https://a/2.jpg||https://a/1.jpg", "|")
+    assert [u for u, _ in images] == ["https://a/1.jpg", "https://a/2.jpg"]
+    from pfdb.models import image_hash
+
+    assert images[0][1] == image_hash("https://a/1.jpg")
+    assert split_images("", "|") is None and split_images(["https://a/x.jpg"], "|")[0][0] == "https://a/x.jpg"
+    with pytest.raises(Invalid, match="longer than 2048"):
+        split_images("https://a/" + "x" * 2048, "|")
+
+
+def test_seen_keys_is_an_exact_set():
+    seen = SeenKeys()
+    keys = [f"SKU-{i}" for i in range(50000)] + ["", "ø", "日本"]
+    assert all(seen.add(k) for k in keys)
+    assert not any(seen.add(k) for k in keys)
+    assert seen.count == len(keys)
+
+
+def test_google_prices_and_delimiters():
+    assert parse_google_price("15.00 USD") == ("15.00", "USD")
+    assert parse_google_price("EUR 3") == ("3", "EUR")
+    assert parse_google_price("3") == ("3", None)
+    assert parse_google_price("15,00 EUR") is None and parse_google_price("USD 1 EUR") is None
+    assert sniff_delimiter("id\ttitle\tprice, with comma\n") == "\t"
+    assert sniff_delimiter("a;b;c\n") == ";" and sniff_delimiter("single\n") == ","
+
+
+def test_csv_line_numbers_count_physical_lines():
+    text = 'sku,name\n\nA,"two\nlines"\r\nB,x\n'
+    with open_feed(io.StringIO(text)) as feed:
+        assert [(line, cells[0]) for line, cells in feed.csv_rows()] == [(3, "A"), (5, "B")]
