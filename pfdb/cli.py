@@ -490,7 +490,9 @@ class PfdbCLI:
                 print(f"images: {result.images_added} added, {result.images_removed} removed; "
                       f"categories: {result.categories_created} created")
             if result.ignored_columns:
-                print(f"ignored columns: {', '.join(result.ignored_columns)}")
+                shown = ", ".join(result.ignored_columns[:8])
+                more = len(result.ignored_columns) - 8
+                print(f"ignored columns: {shown}{f' and {more} more' if more > 0 else ''}")
             for issue in result.rejects[:20]:
                 print(f"  rejected {issue}", file=sys.stderr)
             if result.rejected > 20:
@@ -522,6 +524,9 @@ class PfdbCLI:
             result = export_products(sys.stdout if to_stdout else str(output), format=str(format) or None,
                                      category=str(category) or None, changed_since=str(changed_since) or None,
                                      progress=bar)
+        except BrokenPipeError:  # `pfdb export | head`: the reader has had enough; stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(EXIT_FAILED) from None
         finally:
             if bar is not None:
                 bar.close()
