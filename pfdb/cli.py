@@ -359,7 +359,7 @@ class PfdbCLI:
 
         The password is asked twice on a terminal, or read as one line with --password-stdin.
         A PASSWORD argument works but stays in the shell history.
-        Example: echo "$ADMIN_PASSWORD" | pfdb create-admin admin@example.com --password-stdin
+        Example: pfdb create-admin admin@example.com --password-stdin < password.txt
         """
         from .admin import create_admin
 

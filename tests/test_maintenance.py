@@ -578,3 +578,16 @@ def test_progress_bar_only_on_a_terminal_and_for_large_databases(monkeypatch):
         update(total, total)
         close()
         assert ("backup" in stream.getvalue()) is shown, (total, stream.getvalue())
+
+
+@pytest.mark.parametrize("command", ["backup", "restore", "info", "optimize", "health", "create-admin", "logs"])
+def test_every_operations_command_has_help_with_an_example(run_cli, command):
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0 and f"Example: pfdb {command}" in out
+
+
+def test_health_check_does_not_import_peewee_migrate(sqlite_url):
+    code = (f"import sys, pfdb; pfdb.init_database({sqlite_url!r}); r = pfdb.database_health_check(); "
+            "print(r['status'], r['migrations']['current'], 'peewee_migrate' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert out.split() == ["healthy", "001_initial", "False"]
