@@ -173,8 +173,13 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     if url.is_memory:
         raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
     start = time.monotonic()
-    target, reserved = _target(path, label)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # mode 0600
+    try:
+        target, reserved = _target(path, label)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # mode 0600
+    except OSError as exc:
+        where = exc.filename or path or default_backup_dir()
+        raise BackupError(f"cannot write a backup to {where}: {exc.strerror}",
+                          hint="choose a writable --backup-path") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

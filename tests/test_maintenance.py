@@ -132,6 +132,14 @@ def test_backup_refuses_to_overwrite_the_database_itself(sqlite_url):
         backup(sqlite_url.removeprefix("sqlite:///"))
 
 
+def test_backup_to_an_unwritable_place_is_a_clear_error(db, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(BackupError, match="cannot (write a backup to|create the folder)") as caught:
+        backup(blocker / "sub" / "x.bak")
+    assert caught.value.hint == "choose a writable --backup-path"
+
+
 def test_backup_while_two_processes_insert_is_consistent(db, backend, database_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     script = tmp_path / "writer.py"
