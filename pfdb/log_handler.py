@@ -138,7 +138,15 @@ class SystemLogHandler(logging.Handler):
             exception = record.exc_text
         if record.stack_info:
             exception = f"{exception}\n{record.stack_info}" if exception else record.stack_info
-        extra = {k: _json_safe(v) for k, v in vars(record).items() if k not in _STANDARD}
+        extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        if extra:
+            try:  # one dumps for the common case; per value only when something cannot be JSON
+                extra_json = json.dumps(extra, ensure_ascii=False, sort_keys=True)
+            except (TypeError, ValueError):
+                extra_json = json.dumps({k: _json_safe(v) for k, v in extra.items()}, ensure_ascii=False,
+                                        sort_keys=True)
+        else:
+            extra_json = None
         created = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
         return {
             "level": _level_name(record.levelno),
@@ -148,7 +156,7 @@ class SystemLogHandler(logging.Handler):
             "function": _cut(record.funcName),
             "line": record.lineno,
             "exception": exception,
-            "extra": extra or None,
+            "extra": extra_json,  # already the JSON text JSONField would store
             "created_at": created,
             "updated_at": created,
         }
@@ -195,16 +203,21 @@ def _insert(database: Any, rows: list[dict[str, Any]]) -> None:
     """One multi-row INSERT per chunk, built directly.
 
     ``SystemLog.insert_many`` gives the same SQL but builds it through peewee's query tree,
-    node by node: measured, that cost five times the write itself. The field conversions
-    are still the model's own (``db_value``), so the rows read back like any other.
+    node by node: measured, that cost five times the write itself. ``_row`` already made
+    each value what the model's fields store (``extra`` as JSONField's text; timestamps go
+    through the field's own ``db_value``), so the rows read back like any other.
     """
     fields = [SystemLog._meta.fields[name] for name in _COLUMNS]
     table = SystemLog._meta.table_name
     row_sql = "(" + ", ".join([database.param] * len(_COLUMNS)) + ")"
     head = f'INSERT INTO "{table}" (' + ", ".join(f'"{f.column_name}"' for f in fields) + ") VALUES "
+    stamp = SystemLog.created_at.db_value  # aware UTC -> the naive UTC every pfdb timestamp is stored as
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start:start + _CHUNK]
-        params = [f.db_value(row[f.name]) for row in chunk for f in fields]
+        params = []
+        for row in chunk:
+            params.extend(row[name] for name in _COLUMNS[:-2])  # text and numbers, ready as they are
+            params.extend((stamp(row["created_at"]), stamp(row["updated_at"])))
         database.execute_sql(head + ", ".join([row_sql] * len(chunk)), params)
 
 
