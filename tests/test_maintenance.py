@@ -386,11 +386,9 @@ def test_restoring_a_backup_from_newer_code_warns(db, two_migrations, run_cli, d
     pfdb.migrations.migrate(backup=False)
     newer = backup()
     monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows 001 only
-    code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes", "--json")
-    assert code == 0, err
-    data = json.loads(out)
-    assert data["migration"] == "002_extra_notes" and data["unknown"] == ["002_extra_notes"]
     code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes")
+    assert code == 0, err
+    assert "(migration 002_extra_notes)" in out
     assert "warning: the restored data has migrations this pfdb does not know: 002_extra_notes" in out
 
 
@@ -489,6 +487,7 @@ class Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the prompt is the command's, the same for both
 def test_cli_restore_asks_on_a_terminal(run_cli, database_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pfdb.init_database(database_url)
