@@ -146,16 +146,32 @@ def build_database(settings: Settings) -> pw.Database:
     )
 
 
+_echo_handler: logging.Handler | None = None
+_echo_previous_level: int | None = None
+
+
 def _configure_echo(enabled: bool) -> None:
-    """DATABASE_ECHO: peewee logs every query at DEBUG on the ``peewee`` logger."""
+    """DATABASE_ECHO: peewee logs every query at DEBUG on the ``peewee`` logger.
+
+    Turning it on raises that logger to DEBUG (and adds a stderr handler when logging is
+    not configured); turning it off, or re-initialising without it, puts both back.
+    """
+    global _echo_handler, _echo_previous_level
     logger = logging.getLogger("peewee")
+    if _echo_previous_level is not None:
+        logger.setLevel(_echo_previous_level)
+        _echo_previous_level = None
+    if _echo_handler is not None:
+        logger.removeHandler(_echo_handler)
+        _echo_handler = None
     if not enabled:
         return
+    _echo_previous_level = logger.level
     logger.setLevel(logging.DEBUG)
     if not logging.getLogger().hasHandlers() and not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s peewee %(message)s"))
-        logger.addHandler(handler)
+        _echo_handler = logging.StreamHandler(sys.stderr)
+        _echo_handler.setFormatter(logging.Formatter("%(asctime)s peewee %(message)s"))
+        logger.addHandler(_echo_handler)
 
 
 def init_database(url: str | None = None, **overrides: Any) -> pw.Database:

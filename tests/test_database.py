@@ -100,6 +100,8 @@ def test_echo_logs_sql_through_the_peewee_logger(database_url, caplog):
     with caplog.at_level(logging.DEBUG, logger="peewee"):
         Product.select().where(Product.sku == "X").count()
     assert any("products" in record.getMessage() for record in caplog.records if record.name == "peewee")
+    pfdb.init_database(database_url)  # echo off again: the logger is as it was
+    assert logging.getLogger("peewee").level == logging.NOTSET
 
 
 def test_unreachable_server_gives_a_clear_error_without_the_password():
