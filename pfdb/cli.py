@@ -190,20 +190,6 @@ class PfdbCLI:
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
 
     # -- operations: backup, restore, info, optimize, health, create-admin, logs ------------
-    def _verbatim(*names: str):  # used as a decorator in this class body, then deleted
-        """Hand these arguments over exactly as typed.
-
-        Fire reads every value as a Python literal first: a password ``abc#def`` arrives as
-        ``abc`` and ``1e3`` as ``1000.0``. This sets Fire's documented per-argument parser
-        (what ``fire.decorators.SetParseFns`` does) without importing Fire at start-up.
-        """
-        def mark(fn):
-            fn.FIRE_METADATA = {"ACCEPTS_POSITIONAL_ARGS": True,
-                                "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": dict.fromkeys(names, str)}}
-            return fn
-
-        return mark
-
     @staticmethod
     def _progress_bar():
         """A tqdm bar for SQLite backups of 16 MiB and more, only when stderr is a terminal."""
@@ -226,7 +212,6 @@ class PfdbCLI:
 
         return update, close
 
-    @_verbatim("backup_path")
     def backup(self, backup_path: str = "", json: bool = False):
         """Write a consistent backup while the database stays in use (mode 0600).
 
@@ -247,7 +232,6 @@ class PfdbCLI:
         print(f"backup: {result.path}")
         print(f"size: {human_size(result.size)} in {result.duration:.2f} s; migration {result.migration or 'none'}")
 
-    @_verbatim("path")
     def restore(self, path: str, yes: bool = False, json: bool = False):
         """Replace the database's data with a backup, after checking it and saving a safety copy.
 
@@ -352,7 +336,6 @@ class PfdbCLI:
         if report["status"] != "healthy":
             raise Exit(EXIT_FAILED)
 
-    @_verbatim("email", "password")
     def create_admin(self, email: str, password: str | None = None, password_stdin: bool = False,
                      update: bool = False, json: bool = False):
         """Create an administrator (--update: reset an existing user's password and make it admin).
@@ -409,8 +392,6 @@ class PfdbCLI:
             print(f"{e.created_at:%Y-%m-%d %H:%M:%S} {e.level:<8} {e.logger or '-'}: {e.message}{where}")
             if e.exception:
                 print("    " + e.exception.rstrip().replace("\n", "\n    "))
-
-    del _verbatim
 
     # (operations anchor: insert operations commands above this line)
 
@@ -601,6 +582,20 @@ def _normalise_arguments(command: str, fn: Any, args: list[str]) -> list[str]:
     return out
 
 
+def _verbatim(fn: Any) -> None:
+    """Have Fire hand every non-flag value to ``fn`` exactly as typed.
+
+    Fire reads values as Python literals first: a password ``abc#def`` arrives as ``abc``,
+    ``1e3`` as ``1000.0`` and ``None`` as None. This sets Fire's documented per-argument
+    parser (what ``fire.decorators.SetParseFns`` does) on the method for the call only,
+    so help output stays free of it; commands convert numbers themselves (``number()``).
+    """
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    named = {p.name: str for p in params if not isinstance(p.default, bool)}
+    fn.FIRE_METADATA = {"ACCEPTS_POSITIONAL_ARGS": True,
+                        "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": named}}
+
+
 def number(name: str, value: Any) -> float:
     """A non-negative number from the command line, or a usage error naming the option."""
     try:
@@ -668,7 +663,11 @@ def main(argv: list[str] | None = None) -> int:
         fire_args = _normalise_arguments(args[0], commands[command], rest)
         import fire
 
-        fire.Fire(cli, command=[command, *fire_args], name="pfdb")
+        _verbatim(commands[command])
+        try:
+            fire.Fire(cli, command=[command, *fire_args], name="pfdb")
+        finally:
+            del commands[command].FIRE_METADATA
         return EXIT_OK
     except Exit as verdict:
         return verdict.code

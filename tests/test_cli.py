@@ -173,3 +173,16 @@ def test_installed_wheel_finds_its_migrations_from_any_folder(tmp_path):
 def test_a_command_on_an_unmigrated_database_says_to_migrate(run_cli, empty_url):
     code, _, err = run_cli("--database-url", empty_url, "logs")
     assert code == 1 and "has no pfdb schema" in err and "run pfdb migrate" in err
+
+
+def test_values_reach_commands_exactly_as_typed(run_cli, database_url):
+    """Fire would read 'abc#defgh12' as 'abc' and '1e1' as 10.0: pfdb passes text as typed."""
+    code, _, err = run_cli("--database-url", database_url, "create-admin", "boss@example.com", "abc#defgh12")
+    assert code == 0, err
+    pfdb.init_database(database_url)
+    assert pfdb.User.get_by_email("boss@example.com").check_password("abc#defgh12")
+    code, out, err = run_cli("--database-url", database_url, "migrate", "--target", "1", "--lock-timeout", "1e1")
+    assert code == 0 and "up to date" in out, err
+    run_cli("--database-url", database_url, "backup")
+    code, out, _ = run_cli("--database-url", database_url, "backup", "--help")
+    assert code == 0 and "backup-path" in out and "FIRE_METADATA" not in out
