@@ -10,21 +10,34 @@ peewee the driver back the moment a PostgreSQL database is built.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-if "peewee" in sys.modules:  # imported before pfdb: the driver is already bound
-    import peewee
-else:
-    _hidden = sys.modules.get("psycopg2", ...)
+
+@contextmanager
+def psycopg2_hidden() -> Iterator[None]:
+    """Import modules that would load psycopg2 eagerly (peewee, peewee-migrate) without it.
+
+    Nothing is hidden once psycopg2 is loaded: then there is nothing left to save.
+    """
+    saved = sys.modules.get("psycopg2", ...)
+    if saved is not ... and saved is not None:
+        yield
+        return
     sys.modules["psycopg2"] = None  # type: ignore[assignment]  # makes `import psycopg2` fail
     try:
-        import peewee
+        yield
     finally:
-        if _hidden is ...:
+        if saved is ...:
             del sys.modules["psycopg2"]
         else:
-            sys.modules["psycopg2"] = _hidden
+            sys.modules["psycopg2"] = saved
 
-__all__ = ["peewee", "enable_psycopg2"]
+
+with psycopg2_hidden():
+    import peewee
+
+__all__ = ["peewee", "enable_psycopg2", "psycopg2_hidden"]
 
 
 def enable_psycopg2() -> None:

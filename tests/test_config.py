@@ -121,3 +121,16 @@ def test_importing_pfdb_reads_nothing_and_skips_psycopg2(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.split() == ["False", "True"]
     assert not (tmp_path / "pfdb.db").exists()  # import created no default file
+
+
+def test_a_drift_check_on_sqlite_does_not_load_psycopg2(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pfdb; from pfdb import migrations; "
+        f"pfdb.init_database('sqlite:///{tmp_path / 'x.db'}'); migrations.migrate(backup=False); "
+        "assert not migrations.check().has_drift; print('psycopg2' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False"
