@@ -184,9 +184,9 @@ class _Import:
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
-        self.cleaner = RowCleaner(fmt)
         carried = [name for name in fmt.carried if name in Product._meta.fields]
         self.writer = make_writer(database, carried)
+        self.cleaner = RowCleaner(fmt, self.writer.converter)
         given = self.writer.products.given
         # Fields a new product cannot do without: NOT NULL with no default (sku, name).
         self._required = [(i, f.name) for i, f in enumerate(given) if not f.null and f.default is None]
@@ -257,43 +257,54 @@ class _Import:
         except Exception:  # the connection failed with the import; the staging tables die with it
             pass
 
-    def _records(self):
-        try:
-            yield from self.format.records(self.feed)
-        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:
-            raise unreadable(self.feed.name, exc, self.encoding, self.line + 1) from None
-
     def _process(self) -> None:
+        self._read_all()
+        self._report(force=True)
+
+    def _read_all(self) -> None:
+        """The per-row loop: clean, check the SKU, collect a batch, flush it. Kept lean: it runs per row."""
         clean = self.cleaner.clean
         sku_index = self.cleaner.sku_index
         sku_column = self.format.column("sku")
         seen_add = self.seen.add
+        batch_size = self.batch_size
         batch: list[_Row] = []
-        for record in self._records():
-            self.rows += 1
-            self.line = record.line
-            values, category, images, errors = clean(record)
-            sku = values[sku_index]
-            if sku is None:
-                if not any(column == sku_column for column, _ in errors):
-                    errors.append((sku_column, "is required"))
-            elif not seen_add(sku):
-                errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
-            if errors:
-                self._reject(record.line, sku, record.raw, errors)
-                continue
-            if record.notes:  # formats note only SKUs they generated
-                for column, message in record.notes:
-                    self.generated += 1
-                    if len(self.notes) < MAX_REPORTED:
-                        self.notes.append(RowIssue(record.line, sku, column, message))
-            batch.append(_Row(record.line, sku, values, category, images, record.raw))
-            if len(batch) >= self.batch_size:
-                self._flush(batch)
-                batch = []
+        rows = line = 0
+        try:
+            for record in self.format.records(self.feed):
+                rows += 1
+                line = record.line
+                values, category, images, errors = clean(record)
+                sku = values[sku_index]
+                if sku is None:
+                    errors = errors or []
+                    if not any(column == sku_column for column, _ in errors):
+                        errors.append((sku_column, "is required"))
+                elif not seen_add(sku):
+                    errors = errors or []
+                    errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
+                if errors:
+                    self.rows, self.line = rows, line
+                    self._reject(line, sku, record.raw, errors)
+                    continue
+                if record.notes:  # formats note only SKUs they generated
+                    self._note(record, sku)
+                batch.append(_Row(line, sku, values, category, images, record.raw))
+                if len(batch) >= batch_size:
+                    self.rows, self.line = rows, line
+                    self._flush(batch)
+                    batch = []
+        except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:  # from reading the file
+            raise unreadable(self.feed.name, exc, self.encoding, line + 1) from None
+        self.rows, self.line = rows, line
         if batch:
             self._flush(batch)
-        self._report(force=True)
+
+    def _note(self, record: Record, sku: str) -> None:
+        for column, message in record.notes:
+            self.generated += 1
+            if len(self.notes) < MAX_REPORTED:
+                self.notes.append(RowIssue(record.line, sku, column, message))
 
     def _reject(self, line: int, sku: str | None, raw: Any, errors: list[tuple[str, str]]) -> None:
         self.rejected += 1
@@ -327,6 +338,9 @@ class _Import:
             old_images.setdefault(pid, []).append((iid, digest, position, primary))
 
         tail = list(columns.tail_values(now, writer.adapt))
+        image_tail = writer.images.tail_values(now, writer.adapt)
+        # is_primary as 1/0: both drivers take it for a boolean column, and sqlite3 takes an
+        # int without going through its adapter protocol (a bool is not an exact int).
         db_now = writer.adapt(Product.updated_at.db_value(now))
         fill = columns.fill
         python_value = [f.python_value for f in columns.given]
@@ -335,7 +349,8 @@ class _Import:
         required, missing_always = self._required, self._kept
         out: list[list[Any]] = []
         touch: list[int] = []
-        image_inserts: list[tuple[Any, int, str, str]] = []  # (product id, or the sku of a new one, position, url, hash)
+        # IMAGE_GIVEN order: product (its SKU here), url, content_hash, position, is_primary; then the tail
+        image_rows: list[tuple] = []
         image_updates: list[tuple] = []
         image_deletes: list[int] = []
         created = updated = unchanged = 0
@@ -343,10 +358,13 @@ class _Import:
             values = r.values
             old = existing.get(r.sku)
             if old is None:
-                missing = [name for i, name in required if values[i] is None] + missing_always
-                if missing:
-                    self._reject(r.line, r.sku, r.raw, [(self.format.column(missing[0]),
-                                                         "is required for a new product")])
+                missing = missing_always[0] if missing_always else None
+                for i, name in required:
+                    if values[i] is None:
+                        missing = name
+                        break
+                if missing is not None:
+                    self._reject(r.line, r.sku, r.raw, [(self.format.column(missing), "is required for a new product")])
                     continue
                 for i, default in fill:
                     if values[i] is None:
@@ -354,7 +372,9 @@ class _Import:
                 out.append(values + tail)
                 created += 1
                 if r.images:
-                    image_inserts.extend((r.sku, i, url, digest) for i, (url, digest) in enumerate(r.images))
+                    sku = r.sku
+                    image_rows += [(sku, url, digest, i, 1 if i == 0 else 0, *image_tail)
+                                   for i, (url, digest) in enumerate(r.images)]
                 continue
             changed = False
             for i in range(width):
@@ -365,11 +385,10 @@ class _Import:
                     changed = True
             images_changed = False
             if r.images:
-                pid = old[0]
-                inserts, updates, deletes = _image_changes(r.images, old_images.get(pid, ()), db_now)
+                inserts, updates, deletes = _image_changes(r.images, old_images.get(old[0], ()), db_now)
                 if inserts or updates or deletes:
                     images_changed = True
-                    image_inserts.extend((pid, i, url, digest) for i, url, digest in inserts)
+                    image_rows += [(r.sku, url, digest, i, 1 if i == 0 else 0, *image_tail) for i, url, digest in inserts]
                     image_updates.extend(updates)
                     image_deletes.extend(deletes)
             if changed:
@@ -380,29 +399,19 @@ class _Import:
                 updated += 1
             else:
                 unchanged += 1
-        ids = writer.upsert(out) if out else None
+        if out:
+            writer.upsert(out)
         if touch:
             writer.touch_products(touch, db_now)
-        if image_inserts:
-            self._insert_images(image_inserts, ids, now)
-        if image_updates:
-            writer.update_images(image_updates)
         if image_deletes:
             writer.delete_images(image_deletes)
             self.images_removed += len(image_deletes)
+        if image_updates:
+            writer.update_images(image_updates)
+        if image_rows:
+            writer.insert_images(image_rows)
+            self.images_added += len(image_rows)
         return created, updated, unchanged
-
-    def _insert_images(self, inserts: list[tuple[Any, int, str, str]], ids: dict[str, int] | None, now) -> None:
-        pending = {key for key, *_ in inserts if isinstance(key, str) and (ids is None or key not in ids)}
-        ids = dict(ids or {})
-        if pending:
-            ids.update(self.writer.ids_for(sorted(pending)))
-        tail = self.writer.images.tail_values(now, self.writer.adapt)
-        # IMAGE_GIVEN order: product, url, content_hash, position, is_primary
-        rows = [(ids[key] if isinstance(key, str) else key, url, digest, position, position == 0, *tail)
-                for key, position, url, digest in inserts]
-        self.writer.insert_images(rows)
-        self.images_added += len(rows)
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
         kept = []
@@ -534,7 +543,7 @@ def _image_changes(wanted: list[tuple[str, str]], stored: Any, now: Any):
         if have is None:
             inserts.append((i, url, digest))
         elif have[1] != i or bool(have[2]) != (i == 0):
-            updates.append((i, i == 0, now, have[0]))
+            updates.append((i, 1 if i == 0 else 0, now, have[0]))
     keep = {digest for _, digest in wanted}
     deletes = [iid for digest, (iid, _, _) in by_hash.items() if digest not in keep]
     return inserts, updates, deletes

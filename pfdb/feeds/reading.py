@@ -52,7 +52,7 @@ class FeedInput:
         next(reader, None)  # the header, already parsed
         line = reader.line_num + 1
         for cells in reader:
-            if cells and (len(cells) > 1 or cells[0].strip()):
+            if len(cells) > 1 or (cells and cells[0].strip()):
                 yield line, cells
             line = reader.line_num + 1
 

@@ -139,8 +139,18 @@ class Writer:
 
     @staticmethod
     def adapt(value: Any) -> Any:
-        """A value as the driver would send it; used for the per-batch constants."""
+        """A database value as the driver's own adapter would send it; used for the per-batch constants."""
         return value
+
+    def converter(self, field: pw.Field) -> Callable[[Any], Any] | None:
+        """What turns a cleaned value of ``field`` into what this driver takes, per row; None: as is.
+
+        ``db_value`` where the model converts (JSON, timestamps); decimals are already rounded
+        by the feed's cleaners and peewee passes them through unchanged unless ``auto_round``.
+        """
+        if isinstance(field, pw.DecimalField) and not field.auto_round:
+            return None
+        return db_converter(field)
 
     # -- the interface the importer uses -------------------------------------------------------
     def start(self) -> None:
@@ -153,11 +163,8 @@ class Writer:
         """``sku -> (id, sku, *given columns, *kept columns)`` for the SKUs already stored, raw driver values."""
         raise NotImplementedError
 
-    def upsert(self, rows: list[Sequence[Any]]) -> dict[str, int] | None:
-        """Write product rows (``products.columns`` order); may return ``sku -> id``."""
-        raise NotImplementedError
-
-    def ids_for(self, skus: list[str]) -> dict[str, int]:
+    def upsert(self, rows: list[Sequence[Any]]) -> None:
+        """Write product rows (``products.columns`` order)."""
         raise NotImplementedError
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
@@ -165,7 +172,7 @@ class Writer:
         raise NotImplementedError
 
     def insert_images(self, rows: list[Sequence[Any]]) -> None:
-        """Image rows in ``images.columns`` order; an image the product already has is skipped."""
+        """Image rows in ``images.columns`` order, the product given by its SKU; known images are skipped."""
         raise NotImplementedError
 
     def update_images(self, rows: list[tuple]) -> None:
@@ -191,7 +198,9 @@ class SqliteWriter(Writer):
             f"INSERT INTO {self.q(self.products.table)} ({self.insert_columns}) VALUES ({values}) "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
         )
-        image_values = ", ".join("?" for _ in self.images.columns)
+        # The product is named by its SKU, so new products' images need no id round trip.
+        by_sku = f"(SELECT {self.q(self.products.pk)} FROM {self.q(self.products.table)} WHERE {self.q(SKU)} = ?)"
+        image_values = ", ".join([by_sku] + ["?" for _ in self.images.columns[1:]])
         self.insert_images_sql = (
             f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
@@ -200,11 +209,27 @@ class SqliteWriter(Writer):
     def cursor(self):
         return self.database.connection().cursor()
 
+    # What sqlite3 would do through its adapter protocol, done directly: the protocol looks each
+    # non-basic value up (a bool is not an exact int) and fails an attribute lookup with a
+    # formatted AttributeError before finding peewee's Decimal adapter (str) or its own
+    # datetime one (isoformat(" ")): several times per row otherwise.
     @staticmethod
     def adapt(value: Any) -> Any:
-        # sqlite3's own datetime adapter (and peewee's on Python 3.12+) writes isoformat(" "); doing it
-        # once per batch spares a Python-level adapter call per timestamp per row.
-        return value.isoformat(" ") if isinstance(value, dt.datetime) else value
+        if isinstance(value, dt.datetime):
+            return value.isoformat(" ")
+        if isinstance(value, bool):
+            return int(value)
+        return str(value) if isinstance(value, Decimal) else value
+
+    def converter(self, field: pw.Field) -> Callable[[Any], Any] | None:
+        if isinstance(field, pw.DecimalField) and not field.auto_round:
+            return str
+        if isinstance(field, pw.BooleanField):
+            return int
+        convert = db_converter(field)
+        if convert is not None and isinstance(field, pw.DateTimeField):
+            return lambda value: self.adapt(convert(value))
+        return convert
 
     def _in(self, values: list[Any]) -> str:
         return f"IN ({', '.join('?' for _ in values)})"
@@ -217,14 +242,6 @@ class SqliteWriter(Writer):
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
-        return None
-
-    def ids_for(self, skus: list[str]) -> dict[str, int]:
-        if not skus:
-            return {}
-        sql = (f"SELECT {self.q(self.products.pk)}, {self.q(SKU)} FROM {self.q(self.products.table)} "
-               f"WHERE {self.q(SKU)} ")
-        return {sku: pid for pid, sku in self.cursor().execute(sql + self._in(skus), skus)}
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
@@ -273,25 +290,30 @@ class PostgresWriter(Writer):
         cols, image_cols = self.insert_columns, self.image_columns
         self.upsert_sql = (
             f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
-            f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed} "
-            f"RETURNING {self.q(self.products.pk)}, {self.q(SKU)}"
+            f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
         )
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN"
+        # Image rows name their product by SKU (staged as column "sku"); the join finds the id.
+        products, rest = self.q(self.products.table), [self.q(c) for c in self.images.columns[1:]]
+        self.image_stage_columns = ", ".join([f"p.{self.q(SKU)}", *(f"i.{c}" for c in rest)])
         self.insert_images_sql = (
-            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
-            f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
+            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) "
+            f"SELECT p.{self.q(self.products.pk)}, {', '.join(f's.{c}' for c in rest)} FROM {self.IMAGE_STAGE} s "
+            f"JOIN {products} p ON p.{self.q(SKU)} = s.{self.q(SKU)} ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
-        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({image_cols}) FROM STDIN"
+        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} FROM STDIN"
 
     def start(self) -> None:
         # Staging tables with exactly the target's column types and no constraints; temporary,
         # so they vanish with the session, and dropped again at the end because pooled
         # connections outlive the import.
         cursor = self.cursor()
-        for stage, table, cols in ((self.STAGE, self.products.table, self.insert_columns),
-                                   (self.IMAGE_STAGE, self.images.table, self.image_columns)):
-            cursor.execute(f"DROP TABLE IF EXISTS {stage}")
-            cursor.execute(f"CREATE TEMPORARY TABLE {stage} AS SELECT {cols} FROM {self.q(table)} WITH NO DATA")
+        cursor.execute(f"DROP TABLE IF EXISTS {self.STAGE}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {self.STAGE} AS SELECT {self.insert_columns} "
+                       f"FROM {self.q(self.products.table)} WITH NO DATA")
+        cursor.execute(f"DROP TABLE IF EXISTS {self.IMAGE_STAGE}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {self.IMAGE_STAGE} AS SELECT {self.image_stage_columns} "
+                       f"FROM {self.q(self.products.table)} p, {self.q(self.images.table)} i WITH NO DATA")
 
     def finish(self) -> None:
         cursor = self.cursor()
@@ -305,21 +327,11 @@ class PostgresWriter(Writer):
         cursor.execute(self.select_existing + "= ANY(%s)", (skus,))
         return {row[1]: row for row in cursor.fetchall()}
 
-    def upsert(self, rows: list[Sequence[Any]]) -> dict[str, int]:
+    def upsert(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
         cursor.copy_expert(self.copy_sql, copy_buffer(rows))
         cursor.execute(self.upsert_sql)
-        ids = {sku: pid for pid, sku in cursor.fetchall()}
         cursor.execute(f"TRUNCATE {self.STAGE}")
-        return ids
-
-    def ids_for(self, skus: list[str]) -> dict[str, int]:
-        if not skus:
-            return {}
-        cursor = self.cursor()
-        cursor.execute(f"SELECT {self.q(self.products.pk)}, {self.q(SKU)} FROM {self.q(self.products.table)} "
-                       f"WHERE {self.q(SKU)} = ANY(%s)", (skus,))
-        return {sku: pid for pid, sku in cursor.fetchall()}
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:

@@ -10,6 +10,7 @@ same values. A cleaner returns the Python value, ``None`` for "no value in this 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -190,6 +191,18 @@ _plain_text = text_cleaner(None)
 _identifier = text_cleaner(None, identifier=True)
 
 
+def _memoised(clean: Cleaner) -> Cleaner:
+    """For fields with a handful of distinct values (currency, status): look them up, don't re-parse."""
+    cached = functools.lru_cache(maxsize=256)(clean)
+
+    def lookup(raw: Any) -> Any:
+        return cached(raw) if raw.__class__ is str else clean(raw)
+
+    functools.update_wrapper(lookup, clean)
+    return lookup
+
+
+@_memoised
 def currency_cleaner(raw: Any) -> str | None:
     text = _plain_text(raw)
     if text is None:
@@ -223,6 +236,7 @@ def gtin_cleaner(raw: Any) -> str | None:
     return code
 
 
+@_memoised
 def status_cleaner(raw: Any) -> str | None:
     text = _plain_text(raw)
     if text is None:
@@ -277,7 +291,7 @@ def split_images(raw: Any, separator: str) -> list[tuple[str, str]] | None:
                 raise Invalid(f"{json.dumps(item)[:40]} is not a URL")
     else:
         raise Invalid("must be a list of URLs")
-    urls = dict.fromkeys(url.strip() for url in items)  # in order, each once
+    urls = dict.fromkeys(map(str.strip, items))  # in order, each once
     urls.pop("", None)
     if not urls:
         return None
@@ -292,10 +306,11 @@ class RowCleaner:
 
     ``clean`` returns the values as a list in the order of ``fields`` (the Product fields
     the feed carries, as ``upsert.given_product_fields`` orders them, the category id
-    last), in database form, ``None`` where the row gives nothing.
+    last), in the driver's form, ``None`` where the row gives nothing.
     """
 
-    def __init__(self, fmt: FeedFormat):
+    def __init__(self, fmt: FeedFormat, converter: Callable[[pw.Field], Callable[[Any], Any] | None] = db_converter):
+        """``converter(field)`` gives what turns a cleaned value into the driver's form (``Writer.converter``)."""
         self.format = fmt
         self.fields = given_product_fields(fmt.carried)
         self.has_category = CATEGORY in fmt.carried
@@ -307,19 +322,19 @@ class RowCleaner:
         def key(name: str) -> Any:
             return positions.get(name) if positions is not None else name
 
-        self.plan = [(i, key(f.name), fmt.column(f.name), cleaner_for(f.name), db_converter(f))
+        self.plan = [(i, key(f.name), fmt.column(f.name), cleaner_for(f.name), converter(f))
                      for i, f in enumerate(self.fields) if f.name != CATEGORY]
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
         self.width = len(self.fields)
         self.sku_index = next(i for i, f in enumerate(self.fields) if f.name == "sku")
 
-    def clean(self, record: Record) -> tuple[list[Any], Any, Any, list[tuple[str, str]]]:
-        """(values, category value, images, errors)."""
+    def clean(self, record: Record) -> tuple[list[Any], Any, Any, list[tuple[str, str]] | None]:
+        """(values, category value, images, errors or None)."""
         values = record.values
         get = values.__getitem__ if self.positional else values.get
         out: list[Any] = [None] * self.width
-        errors = list(record.errors) if record.errors else []
+        errors = list(record.errors) if record.errors else None
         for i, key, column, clean, convert in self.plan:
             raw = get(key)
             if raw is None or raw == "":
@@ -327,6 +342,7 @@ class RowCleaner:
             try:
                 value = clean(raw)
             except Invalid as exc:
+                errors = errors or []
                 errors.append((column, str(exc)))
                 continue
             if value is not None:
@@ -340,5 +356,6 @@ class RowCleaner:
             try:
                 images = split_images(get(self.images_key), self.separator)
             except Invalid as exc:
+                errors = errors or []
                 errors.append((self.format.column(IMAGES), str(exc)))
         return out, category, images, errors
