@@ -426,3 +426,12 @@ def test_updated_at_moves_forward_only_for_changes(db, tmp_path):
     stamp = product("P-1").updated_at
     assert stamp.tzinfo is not None and abs(stamp - dt.datetime.now(dt.timezone.utc)) < dt.timedelta(minutes=5)
     assert catalogue_state()["products"]["P-1"][1] == "Vêtements > Chemises"
+
+
+def test_an_empty_stored_string_survives_a_rewrite(db, tmp_path):
+    # PostgreSQL's fast COPY form cannot tell '' from NULL: a batch carrying one must not turn it into NULL.
+    import_products(write(tmp_path, "feed.csv", PFDB_CSV))
+    Product.update(description="").where(Product.sku == "P-2").execute()
+    result = import_products(write(tmp_path, "p.csv", "sku,description,price\nP-2,,50\n"))
+    assert result.updated == 1
+    assert product("P-2").description == "" and product("P-2").price == Decimal("50.00")

@@ -343,7 +343,7 @@ class _Import:
         # int without going through its adapter protocol (a bool is not an exact int).
         db_now = writer.adapt(Product.updated_at.db_value(now))
         fill = columns.fill
-        python_value = [f.python_value for f in columns.given]
+        same = [writer.same(f) for f in columns.given]
         width = len(columns.given)
         kept = slice(width + 2, width + 2 + len(columns.kept))
         required, missing_always = self._required, self._kept
@@ -381,7 +381,7 @@ class _Import:
                 value, before = values[i], old[i + 2]
                 if value is None:
                     values[i] = before  # the row gives nothing here: keep what is stored
-                elif not changed and value != before and python_value[i](before) != python_value[i](value):
+                elif not changed and value != before and not same[i](value, before):
                     changed = True
             images_changed = False
             if r.images:

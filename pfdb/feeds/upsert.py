@@ -18,9 +18,10 @@ concurrent writer). Everything runs on the caller's connection and transaction.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -152,6 +153,15 @@ class Writer:
             return None
         return db_converter(field)
 
+    def same(self, field: pw.Field) -> Callable[[Any, Any], bool]:
+        """``same(value, stored)`` for a value (driver form) that differs from the stored one by ``!=``.
+
+        Differing representations of one value (Decimal('20.00') and a stored 20, a JSON text
+        with other spacing) must not count as a change, or unchanged rows would be rewritten.
+        """
+        python_value = field.python_value
+        return lambda value, stored: stored is not None and python_value(stored) == python_value(value)
+
     # -- the interface the importer uses -------------------------------------------------------
     def start(self) -> None:
         """Once per import, on the import's connection."""
@@ -221,6 +231,15 @@ class SqliteWriter(Writer):
             return int(value)
         return str(value) if isinstance(value, Decimal) else value
 
+    def same(self, field: pw.Field) -> Callable[[Any, Any], bool]:
+        exact = super().same(field)
+        if isinstance(field, pw.DecimalField):
+            # A NUMERIC column stores "29.90" as the REAL 29.9 (or the INTEGER 49 for "49.00"):
+            # comparing doubles is the cheap test, the exact decimal one the fallback.
+            return lambda value, stored: (stored.__class__ in (float, int) and float(value) == stored) or exact(
+                value, stored)
+        return exact
+
     def converter(self, field: pw.Field) -> Callable[[Any], Any] | None:
         if isinstance(field, pw.DecimalField) and not field.auto_round:
             return str
@@ -273,10 +292,20 @@ def _copy_text(value: Any) -> str:
     return str(value).translate(_COPY_ESCAPES)
 
 
-def copy_buffer(rows: Iterable[Sequence[Any]]) -> io.StringIO:
-    """Rows as PostgreSQL ``COPY … FROM STDIN`` text."""
+def copy_buffer(rows: Sequence[Sequence[Any]]) -> tuple[str, io.StringIO]:
+    """Rows as ``COPY … FROM STDIN`` data: ``(options, buffer)``.
+
+    CSV written by the C ``csv`` module is the fast form: an unquoted empty field is NULL.
+    It cannot tell an empty string from NULL, so a batch holding one (cleaned feed values
+    never are; a stored value carried over might be) uses the text format instead.
+    """
+    if not any("" in row for row in rows):
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        buffer.seek(0)
+        return "(FORMAT csv)", buffer
     text = "".join("\t".join([_copy_text(v) for v in row]) + "\n" for row in rows)
-    return io.StringIO(text)
+    return "(FORMAT text)", io.StringIO(text)
 
 
 class PostgresWriter(Writer):
@@ -292,7 +321,7 @@ class PostgresWriter(Writer):
             f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
         )
-        self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN"
+        self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
         # Image rows name their product by SKU (staged as column "sku"); the join finds the id.
         products, rest = self.q(self.products.table), [self.q(c) for c in self.images.columns[1:]]
         self.image_stage_columns = ", ".join([f"p.{self.q(SKU)}", *(f"i.{c}" for c in rest)])
@@ -301,7 +330,7 @@ class PostgresWriter(Writer):
             f"SELECT p.{self.q(self.products.pk)}, {', '.join(f's.{c}' for c in rest)} FROM {self.IMAGE_STAGE} s "
             f"JOIN {products} p ON p.{self.q(SKU)} = s.{self.q(SKU)} ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
-        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} FROM STDIN"
+        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} FROM STDIN WITH "
 
     def start(self) -> None:
         # Staging tables with exactly the target's column types and no constraints; temporary,
@@ -329,7 +358,8 @@ class PostgresWriter(Writer):
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
-        cursor.copy_expert(self.copy_sql, copy_buffer(rows))
+        options, data = copy_buffer(rows)
+        cursor.copy_expert(self.copy_sql + options, data)
         cursor.execute(self.upsert_sql)
         cursor.execute(f"TRUNCATE {self.STAGE}")
 
@@ -342,7 +372,8 @@ class PostgresWriter(Writer):
 
     def insert_images(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
-        cursor.copy_expert(self.copy_images_sql, copy_buffer(rows))
+        options, data = copy_buffer(rows)
+        cursor.copy_expert(self.copy_images_sql + options, data)
         cursor.execute(self.insert_images_sql)
         cursor.execute(f"TRUNCATE {self.IMAGE_STAGE}")
 
