@@ -332,6 +332,18 @@ def _diff(database: pw.Database, directory: Path, *, reverse: bool = False) -> l
     return diff_many(models, source, migrator)
 
 
+def _cached_drift(database: pw.Database, directory: Path) -> list[str]:
+    from . import _drift_cache
+
+    backend = "sqlite" if isinstance(database, pw.SqliteDatabase) else "postgresql"
+    key = _drift_cache.drift_key(MODELS, directory, backend)
+    changes = _drift_cache.load(key)
+    if changes is None:
+        changes = _diff(database, directory)
+        _drift_cache.store(key, changes)
+    return changes
+
+
 # -- locking and transactions ---------------------------------------------------------------
 @contextmanager
 def _run_lock(database: pw.Database, timeout: float) -> Iterator[None]:
@@ -459,9 +471,14 @@ class _DryRunDone(Exception):
 
 # -- the API ----------------------------------------------------------------------------------
 def status(*, drift: bool = False) -> MigrationStatus:
-    """Applied migrations with their times, pending ones, and (``drift=True``) model drift."""
+    """Applied migrations with their times, pending ones, and (``drift=True``) model drift.
+
+    The drift answer is cached under a hash of the models, the migration files and the
+    code that computes it (see ``pfdb._drift_cache``); ``check()`` always recomputes.
+    """
     database = get_database()
-    names = migration_names()
+    directory = migrations_dir()
+    names = migration_names(directory)
     with _connection(database):
         applied = _history(database)
     done = {m.name for m in applied}
@@ -469,7 +486,7 @@ def status(*, drift: bool = False) -> MigrationStatus:
         database=get_settings().database_url.masked,
         applied=tuple(applied),
         pending=tuple(n for n in names if n not in done),
-        drift=tuple(check().changes) if drift else None,
+        drift=tuple(_cached_drift(database, directory)) if drift else None,
         unknown=tuple(m.name for m in applied if m.name not in set(names)),
     )
 

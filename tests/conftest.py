@@ -200,7 +200,9 @@ def db(database_url):
 
 
 @pytest.fixture(autouse=True)
-def _reset_pfdb():
+def _reset_pfdb(tmp_path_factory, monkeypatch):
+    # pfdb status caches its drift answer in $XDG_CACHE_HOME/pfdb: one cache per test.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     yield
     pfdb.close_database()
 

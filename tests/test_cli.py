@@ -186,3 +186,19 @@ def test_values_reach_commands_exactly_as_typed(run_cli, database_url):
     run_cli("--database-url", database_url, "backup")
     code, out, _ = run_cli("--database-url", database_url, "backup", "--help")
     assert code == 0 and "backup-path" in out and "FIRE_METADATA" not in out
+
+
+def test_a_command_does_not_pay_for_asyncio_yet_fire_still_sees_coroutines(sqlite_url):
+    # Fire imports asyncio (~25 ms) only to spot coroutine commands; pfdb lends it a stand-in.
+    script = (
+        "import sys; from pfdb.cli import main\n"
+        f"code = main(['--database-url', {sqlite_url!r}, 'status', '--no-drift'])\n"
+        "print(code, 'asyncio' in sys.modules)\n"
+        "from fire import inspectutils\n"
+        "async def job(): pass\n"
+        "print(inspectutils.IsCoroutineFunction(job), inspectutils.IsCoroutineFunction(print))\n"
+        "import asyncio; print(asyncio.run is not None, type(asyncio).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-3:] == ["0 False", "True False", "True module"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -226,6 +227,32 @@ def extra_field():
     for name in added:
         Product._meta.remove_field(name)
         delattr(Product, name)
+
+
+def test_status_keeps_its_drift_answer_until_models_or_migrations_change(fresh, mdir, extra_field):
+    from pfdb import _drift_cache
+
+    migrate()
+    assert status(drift=True).drift == ()
+    cached = json.loads((_drift_cache.cache_dir() / "drift.json").read_text())
+    assert cached["changes"] == []
+    # The stored answer is what status reads (check never does): plant one to see it.
+    (_drift_cache.cache_dir() / "drift.json").write_text(json.dumps({"key": cached["key"], "changes": ["planted"]}))
+    assert status(drift=True).drift == ("planted",) and not check().has_drift
+
+    extra_field("weight_net", pw.DecimalField(max_digits=10, decimal_places=3, null=True))
+    drift = status(drift=True).drift  # a model change makes a new key: recomputed
+    assert len(drift) == 1 and "weight_net" in drift[0]
+
+    create("add product net weight")
+    assert status(drift=True).drift == ()  # so does a new migration file
+
+
+def test_status_works_when_the_cache_cannot_be_written(fresh, tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    migrate()
+    assert status(drift=True).drift == () and status(drift=True).drift == ()
 
 
 def test_check_detects_a_model_change_and_create_writes_a_runnable_migration(fresh, mdir, extra_field):
