@@ -435,3 +435,24 @@ def test_an_empty_stored_string_survives_a_rewrite(db, tmp_path):
     result = import_products(write(tmp_path, "p.csv", "sku,description,price\nP-2,,50\n"))
     assert result.updated == 1
     assert product("P-2").description == "" and product("P-2").price == Decimal("50.00")
+
+
+@pytest.mark.parametrize("outer", [False, True], ids=["own-transactions", "callers-transaction"])
+def test_postgresql_staging_tables_are_empty_after_every_batch(postgres_url, tmp_path, outer):
+    # A batch's commit empties them; inside a longer transaction pfdb must do it itself, or
+    # every later batch would write the earlier batches' rows again.
+    from contextlib import nullcontext
+
+    import pfdb
+
+    db = pfdb.init_database(postgres_url)
+    staged = []
+
+    def look(_progress):
+        staged.append(db.execute_sql("SELECT (SELECT count(*) FROM pfdb_import_products) "
+                                     "+ (SELECT count(*) FROM pfdb_import_images)").fetchone()[0])
+
+    with db.atomic() if outer else nullcontext():
+        result = import_products(write(tmp_path, "feed.csv", PFDB_CSV), batch_size=1, progress=look)
+    assert result.created == 3 and len(staged) >= 3 and set(staged) == {0}
+    assert ProductImage.select().count() == len(set(ProductImage.select(ProductImage.url).tuples()))

@@ -317,6 +317,7 @@ class _Import:
 
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
+        self.writer.batch_commits = not self.database.in_transaction()
         with self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]

@@ -102,6 +102,8 @@ class Writer:
         self.products = Columns(Product, given_product_fields(carried))
         self.images = Columns(ProductImage, IMAGE_GIVEN)
         self.carried = self.products.given
+        #: set by the importer per batch: the batch's transaction is the outermost one
+        self.batch_commits = False
         if any(f.default is not None and callable(f.default) and f.default is not utcnow for f in self.products.tail):
             raise TypeError("a per-row callable default needs a per-row value")  # none today; keeps tail_values honest
         self.carried_columns = [f.column_name for f in self.carried]
@@ -321,28 +323,45 @@ class PostgresWriter(Writer):
             f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
         )
+        # The ids of the products written come back, so image rows can carry their product's
+        # id: joining the staged images to products by SKU made PostgreSQL hash the whole
+        # products table once per batch.
+        self.upsert_sql += f" RETURNING {self.q(SKU)}, {self.q(self.products.pk)}"
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
-        # Image rows name their product by SKU (staged as column "sku"); the join finds the id.
-        products, rest = self.q(self.products.table), [self.q(c) for c in self.images.columns[1:]]
-        self.image_stage_columns = ", ".join([f"p.{self.q(SKU)}", *(f"i.{c}" for c in rest)])
         self.insert_images_sql = (
-            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) "
-            f"SELECT p.{self.q(self.products.pk)}, {', '.join(f's.{c}' for c in rest)} FROM {self.IMAGE_STAGE} s "
-            f"JOIN {products} p ON p.{self.q(SKU)} = s.{self.q(SKU)} ON CONFLICT ({self.image_conflict}) DO NOTHING"
+            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
+            f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
         self.copy_images_sql = f"COPY {self.IMAGE_STAGE} FROM STDIN WITH "
+        self.select_ids = (f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} "
+                           f"WHERE {self.q(SKU)} = ANY(%s)")
+        self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
+
+    @staticmethod
+    def adapt(value: Any) -> Any:
+        # The batch's timestamps as COPY text once, rather than by the csv writer in every row.
+        return value.isoformat(" ") if isinstance(value, dt.datetime) else value
 
     def start(self) -> None:
         # Staging tables with exactly the target's column types and no constraints; temporary,
         # so they vanish with the session, and dropped again at the end because pooled
-        # connections outlive the import.
+        # connections outlive the import. A batch's commit empties them (cheaper than a
+        # TRUNCATE per batch); ``_clear`` covers batches inside an outer transaction.
         cursor = self.cursor()
         cursor.execute(f"DROP TABLE IF EXISTS {self.STAGE}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {self.STAGE} AS SELECT {self.insert_columns} "
+        cursor.execute(f"CREATE TEMPORARY TABLE {self.STAGE} ON COMMIT DELETE ROWS AS SELECT {self.insert_columns} "
                        f"FROM {self.q(self.products.table)} WITH NO DATA")
         cursor.execute(f"DROP TABLE IF EXISTS {self.IMAGE_STAGE}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {self.IMAGE_STAGE} AS SELECT {self.image_stage_columns} "
-                       f"FROM {self.q(self.products.table)} p, {self.q(self.images.table)} i WITH NO DATA")
+        cursor.execute(f"CREATE TEMPORARY TABLE {self.IMAGE_STAGE} ON COMMIT DELETE ROWS AS SELECT "
+                       f"{self.image_columns} FROM {self.q(self.images.table)} WITH NO DATA")
+
+    def _clear(self, cursor: Any, table: str) -> None:
+        """Empty a staging table now, unless this batch's own commit will.
+
+        It will not under strict, dry run or a caller's transaction (savepoints do not empty it).
+        """
+        if not self.batch_commits:
+            cursor.execute(f"TRUNCATE {table}")
 
     def finish(self) -> None:
         cursor = self.cursor()
@@ -350,18 +369,22 @@ class PostgresWriter(Writer):
         cursor.execute(f"DROP TABLE IF EXISTS {self.IMAGE_STAGE}")
 
     def fetch_existing(self, skus: list[str]) -> dict[str, tuple]:
+        self._ids = {}  # a new batch
         if not skus:
             return {}
         cursor = self.cursor()
         cursor.execute(self.select_existing + "= ANY(%s)", (skus,))
-        return {row[1]: row for row in cursor.fetchall()}
+        existing = {row[1]: row for row in cursor.fetchall()}
+        self._ids = {sku: row[0] for sku, row in existing.items()}
+        return existing
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
         options, data = copy_buffer(rows)
         cursor.copy_expert(self.copy_sql + options, data)
         cursor.execute(self.upsert_sql)
-        cursor.execute(f"TRUNCATE {self.STAGE}")
+        self._ids.update(cursor.fetchall())
+        self._clear(cursor, self.STAGE)
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
@@ -372,10 +395,18 @@ class PostgresWriter(Writer):
 
     def insert_images(self, rows: list[Sequence[Any]]) -> None:
         cursor = self.cursor()
+        ids = self._ids
+        unknown = list({row[0] for row in rows if row[0] not in ids})
+        if unknown:  # a product another writer inserted first, so not returned to this one
+            cursor.execute(self.select_ids, (unknown,))
+            ids.update(cursor.fetchall())
+        rows = [(ids[row[0]], *row[1:]) for row in rows if row[0] in ids]
+        if not rows:
+            return
         options, data = copy_buffer(rows)
         cursor.copy_expert(self.copy_images_sql + options, data)
         cursor.execute(self.insert_images_sql)
-        cursor.execute(f"TRUNCATE {self.IMAGE_STAGE}")
+        self._clear(cursor, self.IMAGE_STAGE)
 
     def delete_images(self, ids: list[int]) -> None:
         self.cursor().execute(f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)",
