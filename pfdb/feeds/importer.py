@@ -17,9 +17,11 @@ import csv
 import gzip
 import hashlib
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,13 @@ from ..errors import FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
 from .upsert import make_writer
 from .validation import Invalid, RowCleaner
 
 BATCH_SIZE = 2000
+_YIELD_EVERY = 64  # rows the read-ahead thread cleans between giving the GIL away
 MAX_REPORTED = 100  # rejects and notes kept in the result; the rejects file has them all
 PROGRESS_INTERVAL = 0.5  # seconds between Job progress updates
 JOB_TYPE = "import_products"
@@ -194,6 +198,7 @@ class _Import:
         self.resolver = CategoryResolver()
         self._categories: dict[Any, int | None] = {}
         self.seen = SeenKeys()
+        self._reject_lock = threading.Lock()
         self.rejects_file = RejectsWriter(rejects, feed) if rejects else None
         self.rows = self.created = self.updated = self.unchanged = self.rejected = 0
         self.generated = self.images_added = self.images_removed = 0
@@ -258,11 +263,31 @@ class _Import:
             pass
 
     def _process(self) -> None:
-        self._read_all()
+        ahead = self._read_ahead()
+        with read_ahead(self._batches(ahead)) if ahead else nullcontext(self._batches(False)) as batches:
+            for batch, rows, line in batches:
+                self.rows, self.line = rows, line
+                if batch:
+                    self._flush(batch)
         self._report(force=True)
 
-    def _read_all(self) -> None:
-        """The per-row loop: clean, check the SKU, collect a batch, flush it. Kept lean: it runs per row."""
+    def _read_ahead(self) -> bool:
+        """Whether to read and clean batches in a thread ahead of the one being written.
+
+        On PostgreSQL only, where the server writes while the driver waits without the GIL;
+        SQLite's writes hand the GIL back and forth for every row, and a second thread slows
+        them down. From a regular file only: a read from a pipe can block for good, and an
+        interrupted import could not then stop its reader.
+        """
+        return isinstance(self.database, pw.PostgresqlDatabase) and self.feed.size is not None
+
+    def _batches(self, yielding: bool) -> Iterator[tuple[list[_Row], int, int]]:
+        """The per-row loop: clean, check the SKU, reject or collect; yields ``(batch, rows, line)``.
+
+        Kept lean: it runs per row. In the read-ahead thread (``yielding``) it must not touch
+        the database, and gives the GIL away every ``_YIELD_EVERY`` rows; ``rows`` and ``line``
+        say how far the file was read for that batch.
+        """
         clean = self.cleaner.clean
         sku_index = self.cleaner.sku_index
         sku_column = self.format.column("sku")
@@ -283,22 +308,20 @@ class _Import:
                 elif not seen_add(sku):
                     errors = errors or []
                     errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
+                if yielding and not rows % _YIELD_EVERY:
+                    yield_gil()
                 if errors:
-                    self.rows, self.line = rows, line
                     self._reject(line, sku, record.raw, errors)
                     continue
                 if record.notes:  # formats note only SKUs they generated
                     self._note(record, sku)
                 batch.append(_Row(line, sku, values, category, images, record.raw))
                 if len(batch) >= batch_size:
-                    self.rows, self.line = rows, line
-                    self._flush(batch)
+                    yield batch, rows, line
                     batch = []
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:  # from reading the file
             raise unreadable(self.feed.name, exc, self.encoding, line + 1) from None
-        self.rows, self.line = rows, line
-        if batch:
-            self._flush(batch)
+        yield batch, rows, line
 
     def _note(self, record: Record, sku: str) -> None:
         for column, message in record.notes:
@@ -307,13 +330,17 @@ class _Import:
                 self.notes.append(RowIssue(record.line, sku, column, message))
 
     def _reject(self, line: int, sku: str | None, raw: Any, errors: list[tuple[str, str]]) -> None:
-        self.rejected += 1
-        for column, _ in errors:
-            self.by_column[column] += 1
-        if len(self.rejects) < MAX_REPORTED:
-            self.rejects.append(RowIssue(line, sku, ", ".join(c for c, _ in errors), "; ".join(m for _, m in errors)))
-        if self.rejects_file is not None:
-            self.rejects_file.write(raw, line, "; ".join(f"{c}: {m}" for c, m in errors))
+        # Both threads reject rows: the reader (bad values) and the writer (categories, new
+        # products missing a required field).
+        with self._reject_lock:
+            self.rejected += 1
+            for column, _ in errors:
+                self.by_column[column] += 1
+            if len(self.rejects) < MAX_REPORTED:
+                self.rejects.append(RowIssue(line, sku, ", ".join(c for c, _ in errors),
+                                             "; ".join(m for _, m in errors)))
+            if self.rejects_file is not None:
+                self.rejects_file.write(raw, line, "; ".join(f"{c}: {m}" for c, m in errors))
 
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ class FeedInput:
     delimiter: str = ","
     header: list[str] = field(default_factory=list)  # CSV columns as written in the file
     first_object: dict[str, Any] | None = None  # JSON Lines: the first record, for format detection
-    size: int | None = None  # bytes on disk (compressed size for .gz); None for a stream
+    size: int | None = None  # bytes on disk (compressed size for .gz); None for a stream or a pipe
     position: Callable[[], int] | None = None  # bytes consumed from disk so far
 
     def csv_rows(self) -> Iterator[tuple[int, list[str]]]:
@@ -133,8 +134,9 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
                 closers.insert(0, binary)
             if owned:
                 try:
-                    size = os.fstat(raw.fileno()).st_size
-                    position = raw.tell
+                    info = os.fstat(raw.fileno())
+                    if stat.S_ISREG(info.st_mode):  # not a named pipe or a device
+                        size, position = info.st_size, raw.tell
                 except (OSError, AttributeError, io.UnsupportedOperation):
                     size = position = None
             wrapper = io.TextIOWrapper(binary, encoding=encoding, newline="")
