@@ -94,6 +94,7 @@ def test_images_split_dedupe_and_hash():
     from pfdb.models import image_hash
 
     assert images[0][1] == image_hash("https://a/1.jpg")
+    assert split_images("https://a/é 1.jpg", "|")[0][1] == image_hash(" https://a/é 1.jpg")  # the model's key
     assert split_images("", "|") is None and split_images(["https://a/x.jpg"], "|")[0][0] == "https://a/x.jpg"
     with pytest.raises(Invalid, match="longer than 2048"):
         split_images("https://a/" + "x" * 2048, "|")
