@@ -456,3 +456,19 @@ def test_postgresql_staging_tables_are_empty_after_every_batch(postgres_url, tmp
         result = import_products(write(tmp_path, "feed.csv", PFDB_CSV), batch_size=1, progress=look)
     assert result.created == 3 and len(staged) >= 3 and set(staged) == {0}
     assert ProductImage.select().count() == len(set(ProductImage.select(ProductImage.url).tuples()))
+
+
+def test_reimport_compares_prices_by_value_not_by_spelling(db, tmp_path):
+    feed = write(tmp_path, "feed.csv", PFDB_CSV)  # prices written 29.90, 49 and 15.5
+    import_products(feed)
+    again = import_products(feed)
+    assert (again.unchanged, again.updated) == (3, 0)
+    # A price with more places than the column keeps (set by hand) is a difference, not noise.
+    # PostgreSQL's numeric(12,2) rounds it on the way in; SQLite keeps 29.901, which would round
+    # to the feed's 29.90 and must not pass for it.
+    db.execute_sql("UPDATE products SET price = 29.901 WHERE sku = 'P-1'")
+    stored = Decimal(str(db.execute_sql("SELECT price FROM products WHERE sku = 'P-1'").fetchone()[0]))
+    differs = stored != Decimal("29.90")
+    result = import_products(feed)
+    assert (result.updated, result.unchanged) == ((1, 2) if differs else (0, 3))
+    assert product("P-1").price == Decimal("29.90")

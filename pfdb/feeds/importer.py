@@ -373,6 +373,7 @@ class _Import:
         fill = columns.fill
         same = [writer.same(f) for f in columns.given]
         width = len(columns.given)
+        stored_end = width + 2  # old rows: id, sku, the given columns, then the kept ones
         kept = slice(width + 2, width + 2 + len(columns.kept))
         required, missing_always = self._required, self._kept
         out: list[list[Any]] = []
@@ -405,12 +406,13 @@ class _Import:
                                    for i, (url, digest) in enumerate(r.images)]
                 continue
             changed = False
-            for i in range(width):
-                value, before = values[i], old[i + 2]
-                if value is None:
-                    values[i] = before  # the row gives nothing here: keep what is stored
-                elif not changed and value != before and not same[i](value, before):
-                    changed = True
+            if tuple(values) != old[2:stored_end]:  # equal: the common unchanged row, compared in C
+                for i in range(width):
+                    value, before = values[i], old[i + 2]
+                    if value is None:
+                        values[i] = before  # the row gives nothing here: keep what is stored
+                    elif not changed and value != before and not same[i](value, before):
+                        changed = True
             images_changed = False
             if r.images:
                 inserts, updates, deletes = _image_changes(r.images, old_images.get(old[0], ()), db_now)

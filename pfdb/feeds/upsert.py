@@ -217,6 +217,9 @@ class SqliteWriter(Writer):
             f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
+        # Positions (in fetched rows: id, sku, given…) and exponents of the decimal columns.
+        self._decimals = [(2 + i, Decimal(1).scaleb(-f.decimal_places)) for i, f in enumerate(self.products.given)
+                          if isinstance(f, pw.DecimalField)]
 
     def cursor(self):
         return self.database.connection().cursor()
@@ -259,7 +262,22 @@ class SqliteWriter(Writer):
         if not skus:
             return {}
         rows = self.cursor().execute(self.select_existing + self._in(skus), skus).fetchall()
+        if self._decimals:
+            rows = [self._as_given(row) for row in rows]
         return {row[1]: row for row in rows}
+
+    def _as_given(self, row: tuple) -> tuple:
+        """A NUMERIC column hands back 29.9 (REAL) or 49 (INTEGER) for what a feed gives as
+        "29.90" and "49.00": written the feed's way, an unchanged row compares equal as a whole."""
+        values = list(row)
+        for at, exp in self._decimals:
+            stored = values[at]
+            if stored.__class__ is float or stored.__class__ is int:
+                exact = Decimal(repr(stored))
+                given = exact.quantize(exp)
+                if given == exact:  # more places than the column keeps (written by hand): as is
+                    values[at] = str(given)
+        return tuple(values)
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
