@@ -362,8 +362,8 @@ class _Import:
         existing = writer.fetch_existing([r.sku for r in batch])
         old_images: dict[int, list[tuple]] = {}
         with_images = [existing[r.sku][0] for r in batch if r.images and r.sku in existing]
-        for pid, iid, digest, position, primary in writer.fetch_images(with_images):
-            old_images.setdefault(pid, []).append((iid, digest, position, primary))
+        for image in writer.fetch_images(with_images):  # (product id, id, hash, position, primary)
+            old_images.setdefault(image[0], []).append(image)
 
         tail = list(columns.tail_values(now, writer.adapt))
         image_tail = writer.images.tail_values(now, writer.adapt)
@@ -565,17 +565,22 @@ class _Import:
 
 
 def _image_changes(wanted: list[tuple[str, str]], stored: Any, now: Any):
-    """(inserts, updates, deletes) that turn a product's URL images into ``wanted``, in order."""
-    by_hash = {digest: (iid, position, primary) for iid, digest, position, primary in stored}
+    """(inserts, updates, deletes) that turn a product's URL images into ``wanted``, in order.
+
+    ``stored``: rows of ``(product id, id, content hash, position, is_primary)``.
+    """
+    by_hash = {image[2]: image for image in stored}
     inserts, updates = [], []
     for i, (url, digest) in enumerate(wanted):
         have = by_hash.get(digest)
         if have is None:
             inserts.append((i, url, digest))
-        elif have[1] != i or bool(have[2]) != (i == 0):
-            updates.append((i, 1 if i == 0 else 0, now, have[0]))
+        elif have[3] != i or bool(have[4]) != (i == 0):
+            updates.append((i, 1 if i == 0 else 0, now, have[1]))
+    if len(by_hash) == len(wanted) and not inserts:
+        return inserts, updates, []  # every stored image is wanted: nothing to delete
     keep = {digest for _, digest in wanted}
-    deletes = [iid for digest, (iid, _, _) in by_hash.items() if digest not in keep]
+    deletes = [image[1] for digest, image in by_hash.items() if digest not in keep]
     return inserts, updates, deletes
 
 

@@ -109,7 +109,8 @@ class Writer:
         self.carried_columns = [f.column_name for f in self.carried]
         table = self.q(self.products.table)
         kept = [f.column_name for f in self.products.kept]
-        cols = ", ".join(self.q(c) for c in [self.products.pk, SKU, *self.carried_columns, *kept])
+        given = [self.stored_as_given(f) for f in self.carried]
+        cols = ", ".join([self.q(self.products.pk), self.q(SKU), *given, *(self.q(c) for c in kept)])
         self.select_existing = f"SELECT {cols} FROM {table} WHERE {self.q(SKU)} "
         updatable = [c for c in self.carried_columns if c != SKU]  # the conflict key itself never changes
         touched = [*updatable, Product.updated_at.column_name, Product.shopify_sync_status.column_name]
@@ -139,6 +140,10 @@ class Writer:
 
     def cursor(self):
         return self.database.cursor()
+
+    def stored_as_given(self, field: pw.Field) -> str:
+        """The select expression of a stored column, in the form a feed's cleaned value has."""
+        return self.q(field.column_name)
 
     @staticmethod
     def adapt(value: Any) -> Any:
@@ -217,9 +222,6 @@ class SqliteWriter(Writer):
             f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
-        # Positions (in fetched rows: id, sku, given…) and exponents of the decimal columns.
-        self._decimals = [(2 + i, Decimal(1).scaleb(-f.decimal_places)) for i, f in enumerate(self.products.given)
-                          if isinstance(f, pw.DecimalField)]
 
     def cursor(self):
         return self.database.connection().cursor()
@@ -262,22 +264,18 @@ class SqliteWriter(Writer):
         if not skus:
             return {}
         rows = self.cursor().execute(self.select_existing + self._in(skus), skus).fetchall()
-        if self._decimals:
-            rows = [self._as_given(row) for row in rows]
         return {row[1]: row for row in rows}
 
-    def _as_given(self, row: tuple) -> tuple:
-        """A NUMERIC column hands back 29.9 (REAL) or 49 (INTEGER) for what a feed gives as
-        "29.90" and "49.00": written the feed's way, an unchanged row compares equal as a whole."""
-        values = list(row)
-        for at, exp in self._decimals:
-            stored = values[at]
-            if stored.__class__ is float or stored.__class__ is int:
-                exact = Decimal(repr(stored))
-                given = exact.quantize(exp)
-                if given == exact:  # more places than the column keeps (written by hand): as is
-                    values[at] = str(given)
-        return tuple(values)
+    def stored_as_given(self, field: pw.Field) -> str:
+        # A NUMERIC column hands back 29.9 (REAL) or 49 (INTEGER) for what a feed gives as
+        # "29.90" and "49.00": read the feed's way (by SQLite, in C), an unchanged row compares
+        # equal as a whole. Not a value with more places than the column keeps (set by hand).
+        column = self.q(field.column_name)
+        if not isinstance(field, pw.DecimalField):
+            return column
+        text = f"printf('%.{int(field.decimal_places)}f', {column})"
+        return (f"CASE WHEN typeof({column}) IN ('real', 'integer') AND CAST({text} AS REAL) = {column} "
+                f"THEN {text} ELSE {column} END")
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
