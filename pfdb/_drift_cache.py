@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ._peewee import peewee
+
+_DATABASES = (peewee.Database, peewee.DatabaseProxy)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _FILE_NAME = "drift.json"
 # Attributes that say where or in which process an object was made, not what it is.
@@ -39,7 +42,7 @@ def _stable(value: Any, depth: int = 0) -> Any:
 
     Functions, classes and fields are named rather than repr'd (a repr holds a memory
     address); other objects (SQL constraints, index expressions) are described by their
-    attributes, to a bounded depth because fields point back at their models.
+    attributes (to a bounded depth, against cycles).
     """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
@@ -50,10 +53,12 @@ def _stable(value: Any, depth: int = 0) -> Any:
         return {str(k): _stable(v, depth + 1) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    if isinstance(value, _DATABASES):  # what a table is bound to, with its pool's state: not schema
+        return "<database>"
     model, name = getattr(value, "model", None), getattr(value, "name", None)
     if isinstance(model, type) and isinstance(name, str):  # a field
         return f"field:{model.__name__}.{name}"
-    if depth < 4 and hasattr(value, "__dict__"):
+    if depth < 6 and hasattr(value, "__dict__"):
         attributes = {k: v for k, v in vars(value).items() if k not in _UNSTABLE}
         return [type(value).__qualname__, _stable(attributes, depth + 1)]
     return _ADDRESS.sub("", repr(value))
@@ -61,7 +66,10 @@ def _stable(value: Any, depth: int = 0) -> Any:
 
 def _model_signature(model: Any) -> Any:
     meta = model._meta
-    fields = [[f.name, type(f).__qualname__, _stable({k: v for k, v in vars(f).items() if k not in _UNSTABLE})]
+    # A field's classes, not just its own: peewee-migrate types a custom field by its first
+    # peewee base class, so changing a base changes the drift.
+    fields = [[f.name, [_stable(c) for c in type(f).__mro__],
+               _stable({k: v for k, v in vars(f).items() if k not in _UNSTABLE})]
               for f in meta.sorted_fields]
     return [meta.table_name, fields, _stable(meta.indexes), _stable(meta.constraints),
             _stable(getattr(meta, "primary_key", None))]
@@ -77,6 +85,10 @@ def _file_stamp(path: str | None) -> list[Any]:
     return [path, stat.st_size, stat.st_mtime_ns]
 
 
+def _peewee_version() -> str:
+    return peewee.__version__
+
+
 def drift_key(models: Iterable[Any], directory: Path, backend: str) -> str:
     """The hash of everything a drift answer depends on."""
     migrations = sorted(directory.glob("[0-9][0-9][0-9]_*.py"))
@@ -89,7 +101,8 @@ def drift_key(models: Iterable[Any], directory: Path, backend: str) -> str:
         # The diff is computed by peewee-migrate, patched by pfdb.migrations: a new version
         # of either may answer differently.
         "code": [_file_stamp(os.path.join(os.path.dirname(__file__), "migrations.py")),
-                 _file_stamp(peewee_migrate_dir and os.path.join(peewee_migrate_dir, "auto.py"))],
+                 _file_stamp(peewee_migrate_dir and os.path.join(peewee_migrate_dir, "auto.py")),
+                 _peewee_version()],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

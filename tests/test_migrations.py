@@ -381,3 +381,19 @@ def test_drift_check_does_not_swallow_other_threads_queries(db):
         assert not check().has_drift
     thread.join()
     assert Product.select().count() == 150
+
+
+def test_the_drift_cache_key_follows_a_field_class_change():
+    # peewee-migrate types a custom field by its peewee base: a new base is drift, so a new key.
+    from pfdb import _drift_cache
+    from pfdb.models import MODELS
+    from pfdb.models.fields import UTCDateTimeField
+
+    key = _drift_cache.drift_key(MODELS, migrations.migrations_dir(), "sqlite")
+    assert _drift_cache.drift_key(MODELS, migrations.migrations_dir(), "sqlite") == key
+    assert _drift_cache.drift_key(MODELS, migrations.migrations_dir(), "postgresql") != key
+    UTCDateTimeField.__bases__ = (pw.TextField,)
+    try:
+        assert _drift_cache.drift_key(MODELS, migrations.migrations_dir(), "sqlite") != key
+    finally:
+        UTCDateTimeField.__bases__ = (pw.DateTimeField,)

@@ -198,7 +198,7 @@ class _Import:
         self.resolver = CategoryResolver()
         self._categories: dict[Any, int | None] = {}
         self.seen = SeenKeys()
-        self._reject_lock = threading.Lock()
+        self._lock = threading.Lock()  # rejects and notes come from both threads
         self.rejects_file = RejectsWriter(rejects, feed) if rejects else None
         self.rows = self.created = self.updated = self.unchanged = self.rejected = 0
         self.generated = self.images_added = self.images_removed = 0
@@ -326,13 +326,17 @@ class _Import:
     def _note(self, record: Record, sku: str) -> None:
         for column, message in record.notes:
             self.generated += 1
+            self._add_note(RowIssue(record.line, sku, column, message))
+
+    def _add_note(self, note: RowIssue) -> None:
+        with self._lock:  # the reader notes generated SKUs, the writer unknown categories
             if len(self.notes) < MAX_REPORTED:
-                self.notes.append(RowIssue(record.line, sku, column, message))
+                self.notes.append(note)
 
     def _reject(self, line: int, sku: str | None, raw: Any, errors: list[tuple[str, str]]) -> None:
         # Both threads reject rows: the reader (bad values) and the writer (categories, new
         # products missing a required field).
-        with self._reject_lock:
+        with self._lock:
             self.rejected += 1
             for column, _ in errors:
                 self.by_column[column] += 1
@@ -466,10 +470,10 @@ class _Import:
                     found = Category.select(Category.id).where(Category.external_id == ref.value).scalar()
                     if found is None and ref.fallback:
                         found = self.resolver.resolve(ref.fallback)
-                    if found is None and len(self.notes) < MAX_REPORTED:
-                        self.notes.append(RowIssue(r.line, r.sku, self.format.column(CATEGORY),
-                                                   f"Google category {ref.value} is not in the tree (import the "
-                                                   "Google taxonomy with ids first); left without a category"))
+                    if found is None:
+                        self._add_note(RowIssue(r.line, r.sku, self.format.column(CATEGORY),
+                                                f"Google category {ref.value} is not in the tree (import the "
+                                                "Google taxonomy with ids first); left without a category"))
                     category_id = found
                 else:
                     category_id = self.resolver.resolve(ref.value)

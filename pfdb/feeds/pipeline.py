@@ -51,8 +51,9 @@ def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[Iterator[T]]:
         return False
 
     def produce() -> None:
-        iterator = iter(items)
+        iterator = None
         try:
+            iterator = iter(items)
             for item in iterator:
                 if not put((True, item)):
                     return
