@@ -25,7 +25,7 @@ from typing import Any
 
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
-from .database import get_database, get_settings
+from .database import backend, get_database, get_settings
 from .errors import MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
@@ -335,8 +335,7 @@ def _diff(database: pw.Database, directory: Path, *, reverse: bool = False) -> l
 def _cached_drift(database: pw.Database, directory: Path) -> list[str]:
     from . import _drift_cache
 
-    backend = "sqlite" if isinstance(database, pw.SqliteDatabase) else "postgresql"
-    key = _drift_cache.drift_key(MODELS, directory, backend)
+    key = _drift_cache.drift_key(MODELS, directory, backend())
     changes = _drift_cache.load(key)
     if changes is None:
         changes = _diff(database, directory)

@@ -371,8 +371,6 @@ class _Import:
 
         tail = list(columns.tail_values(now, writer.adapt))
         image_tail = writer.images.tail_values(now, writer.adapt)
-        # is_primary as 1/0: both drivers take it for a boolean column, and sqlite3 takes an
-        # int without going through its adapter protocol (a bool is not an exact int).
         db_now = writer.adapt(Product.updated_at.db_value(now))
         fill = columns.fill
         same = [writer.same(f) for f in columns.given]
@@ -382,7 +380,9 @@ class _Import:
         required, missing_always = self._required, self._kept
         out: list[list[Any]] = []
         touch: list[int] = []
-        # IMAGE_GIVEN order: product (its SKU here), url, content_hash, position, is_primary; then the tail
+        # IMAGE_GIVEN order: product (its SKU here), url, content_hash, position, is_primary; then the
+        # tail. is_primary as 1/0: both drivers take it for a boolean column, and sqlite3 takes an int
+        # without going through its adapter protocol (a bool is not an exact int).
         image_rows: list[tuple] = []
         image_updates: list[tuple] = []
         image_deletes: list[int] = []

@@ -238,15 +238,6 @@ class SqliteWriter(Writer):
             return int(value)
         return str(value) if isinstance(value, Decimal) else value
 
-    def same(self, field: pw.Field) -> Callable[[Any, Any], bool]:
-        exact = super().same(field)
-        if isinstance(field, pw.DecimalField):
-            # A NUMERIC column stores "29.90" as the REAL 29.9 (or the INTEGER 49 for "49.00"):
-            # comparing doubles is the cheap test, the exact decimal one the fallback.
-            return lambda value, stored: (stored.__class__ in (float, int) and float(value) == stored) or exact(
-                value, stored)
-        return exact
-
     def converter(self, field: pw.Field) -> Callable[[Any], Any] | None:
         if isinstance(field, pw.DecimalField) and not field.auto_round:
             return str
@@ -335,20 +326,20 @@ class PostgresWriter(Writer):
     def __init__(self, database: pw.Database, carried: Sequence[str]):
         super().__init__(database, carried)
         cols, image_cols = self.insert_columns, self.image_columns
-        self.upsert_sql = (
-            f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
-            f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed}"
-        )
         # The ids of the products written come back, so image rows can carry their product's
         # id: joining the staged images to products by SKU made PostgreSQL hash the whole
         # products table once per batch.
-        self.upsert_sql += f" RETURNING {self.q(SKU)}, {self.q(self.products.pk)}"
+        self.upsert_sql = (
+            f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
+            f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed} "
+            f"RETURNING {self.q(SKU)}, {self.q(self.products.pk)}"
+        )
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
         self.insert_images_sql = (
             f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
             f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
-        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} FROM STDIN WITH "
+        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({image_cols}) FROM STDIN WITH "
         self.select_ids = (f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} "
                            f"WHERE {self.q(SKU)} = ANY(%s)")
         self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
@@ -364,12 +355,11 @@ class PostgresWriter(Writer):
         # connections outlive the import. A batch's commit empties them (cheaper than a
         # TRUNCATE per batch); ``_clear`` covers batches inside an outer transaction.
         cursor = self.cursor()
-        cursor.execute(f"DROP TABLE IF EXISTS {self.STAGE}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {self.STAGE} ON COMMIT DELETE ROWS AS SELECT {self.insert_columns} "
-                       f"FROM {self.q(self.products.table)} WITH NO DATA")
-        cursor.execute(f"DROP TABLE IF EXISTS {self.IMAGE_STAGE}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {self.IMAGE_STAGE} ON COMMIT DELETE ROWS AS SELECT "
-                       f"{self.image_columns} FROM {self.q(self.images.table)} WITH NO DATA")
+        for stage, table, cols in ((self.STAGE, self.products.table, self.insert_columns),
+                                   (self.IMAGE_STAGE, self.images.table, self.image_columns)):
+            cursor.execute(f"DROP TABLE IF EXISTS {stage}")
+            cursor.execute(f"CREATE TEMPORARY TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} "
+                           f"FROM {self.q(table)} WITH NO DATA")
 
     def _clear(self, cursor: Any, table: str) -> None:
         """Empty a staging table now, unless this batch's own commit will.

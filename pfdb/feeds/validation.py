@@ -296,8 +296,8 @@ def split_images(raw: Any, separator: str) -> list[tuple[str, str]] | None:
     urls.pop("", None)
     if not urls:
         return None
-    if max(map(len, urls)) > URL_MAX:
-        longest = max(map(len, urls))
+    longest = max(map(len, urls))
+    if longest > URL_MAX:
         raise Invalid(f"an image URL is longer than {URL_MAX} characters ({longest})")
     # image_hash(url), inlined: the URLs are stripped already, and this runs per image.
     return [(url, sha256(url.encode("utf-8")).hexdigest()) for url in urls]
