@@ -506,9 +506,6 @@ class PfdbCLI:
             result = export_products(sys.stdout if to_stdout else str(output), format=str(format) or None,
                                      category=str(category) or None, changed_since=str(changed_since) or None,
                                      progress=bar)
-        except BrokenPipeError:  # `pfdb export | head`: the reader has had enough; stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise Exit(EXIT_FAILED) from None
         finally:
             if bar is not None:
                 bar.close()
@@ -718,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader had enough (pfdb export | head): stop quietly, exit 1
+        _silence_stdout()
+        return EXIT_FAILED
     except SystemExit as exc:  # Fire's own usage errors
         code = exc.code if isinstance(exc.code, int) else EXIT_USAGE
         return EXIT_USAGE if code not in (0, None) else EXIT_OK
@@ -732,6 +732,15 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILED
         print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):  # not a real file (captured in tests)
+        pass
 
 
 def _is_missing_schema(exc: Exception) -> bool:

@@ -202,3 +202,20 @@ def test_a_command_does_not_pay_for_asyncio_yet_fire_still_sees_coroutines(sqlit
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-3:] == ["0 False", "True False", "True module"]
+
+
+@pytest.mark.parametrize("command", ["export", "info"])
+def test_output_cut_short_by_the_reader_is_a_quiet_exit(tmp_path, sqlite_url, command):
+    # `pfdb export | head -1`: the reader closes the pipe early; no error message, no traceback.
+    (tmp_path / "feed.csv").write_text("sku,name,price\n" + "".join(f"S{i},Item {i},1.00\n" for i in range(20000)))
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    subprocess.run([sys.executable, str(BIN), "--database-url", sqlite_url, "import", str(tmp_path / "feed.csv")],
+                   env=env, check=True, capture_output=True, timeout=120)
+    child = subprocess.Popen([sys.executable, str(BIN), "--database-url", sqlite_url, command], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if command == "export":
+        assert child.stdout.readline().startswith(b"sku,")
+    child.stdout.close()  # info: before it writes a line
+    err = child.stderr.read().decode()
+    child.wait(timeout=60)
+    assert child.returncode == 1 and err == ""
