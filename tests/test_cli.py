@@ -149,27 +149,6 @@ def test_bin_pfdb_help_and_init_on_the_sqlite_default(tmp_path):
     assert result.returncode == 0 and "001_initial" in result.stdout
 
 
-def test_installed_wheel_finds_its_migrations_from_any_folder(tmp_path):
-    """pip install . (not editable), then `pfdb migrate` from an unrelated working directory."""
-    wheels = tmp_path / "wheels"
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)]
-    result = run(build, tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr
-    site = tmp_path / "site"
-    wheel = next(wheels.glob("pfdb-*.whl"))
-    result = run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                 tmp_path, timeout=300)
-    assert result.returncode == 0, result.stderr
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {"PYTHONPATH": str(site), "DATABASE_URL": f"sqlite:///{elsewhere / 'shop.db'}"}
-    probe = run([sys.executable, "-c", "import pfdb.migrations as m; print(m.migrations_dir())"], elsewhere, env)
-    assert probe.stdout.strip() == str(site / "pfdb" / "_migrations")
-    result = run([sys.executable, str(site / "bin" / "pfdb"), "migrate"], elsewhere, env)
-    assert result.returncode == 0, result.stderr
-    assert "applied: 001_initial" in result.stdout
-
-
 def test_a_command_on_an_unmigrated_database_says_to_migrate(run_cli, empty_url):
     code, _, err = run_cli("--database-url", empty_url, "logs")
     assert code == 1 and "has no pfdb schema" in err and "run pfdb migrate" in err
