@@ -111,10 +111,9 @@ def test_peewee_migrate_internals_pfdb_uses():
 def test_fire_internals_pfdb_uses():
     import inspect
 
-    from fire import core, helptext, trace
+    from fire import core
 
     assert "command" in inspect.signature(core.Fire).parameters  # pfdb passes the parsed command
-    assert callable(helptext.HelpText) and callable(trace.FireTrace)  # pfdb renders command help
     # Per-call argument parsers: pfdb sets FIRE_METADATA the way fire.decorators.SetParseFns does.
     from fire import decorators
 
