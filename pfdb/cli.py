@@ -388,7 +388,7 @@ class PfdbCLI:
                 print(f"latency:    {report['latency_ms']} ms")
             if report.get("server_version"):
                 print(f"version:    {report['server_version']}")
-            if "pool" in report:
+            if report.get("pool"):
                 print("pool:       " + ", ".join(f"{k}={v}" for k, v in report["pool"].items()))
             migrations = report.get("migrations") or {}
             if "pending" in migrations:

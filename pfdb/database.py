@@ -259,9 +259,13 @@ def database_health_check() -> dict[str, Any]:
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
-    (``current`` and ``pending``), ``pool`` (PostgreSQL) and, when unhealthy, ``error``.
+    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None) and ``error`` (None
+    when healthy).
     """
-    report: dict[str, Any] = {"status": "unhealthy", "connection_test": False}
+    # Every key is always there (None when it does not apply): scripts read it as a schema.
+    report: dict[str, Any] = {"status": "unhealthy", "connection_test": False, "backend": None, "database": None,
+                              "latency_ms": None, "server_version": None, "migrations": None, "pool": None,
+                              "error": None}
     try:
         settings = get_settings()
         database = get_database()

@@ -84,12 +84,9 @@ class MigrateResult:
     backup: Any = None  # BackupResult when a backup was taken first
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run}
-        if self.dry_run:
-            out["sql"] = list(self.sql)
-        if self.backup is not None:
-            out["backup"] = self.backup.as_dict()
-        return out
+        """The same keys every time (``sql`` empty unless a dry run, ``backup`` None unless taken)."""
+        return {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run, "sql": list(self.sql),
+                "backup": self.backup.as_dict() if self.backup is not None else None}
 
 
 @dataclass(frozen=True)

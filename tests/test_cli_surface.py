@@ -42,6 +42,18 @@ def help_arguments(text: str) -> tuple[list[str], list[tuple[str, str | None]]]:
     return positionals, options
 
 
+def documented_json_keys() -> dict[str, list[str]]:
+    """``pfdb NAME`` -> the keys docs/commands.md promises for its --json output."""
+    keys: dict[str, list[str]] = {}
+    command = None
+    for line in (ROOT / "docs" / "commands.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("## pfdb "):
+            command = line[len("## pfdb "):].strip()
+        elif line.startswith("JSON keys: ") and command:
+            keys[command] = re.findall(r"`([a-z_]+)`", line)
+    return keys
+
+
 def test_every_command_is_defined_once_with_an_example():
     specs = cli.command_specs()
     assert "import" in specs and "import-products" not in specs and "completion" in specs
@@ -109,6 +121,7 @@ def test_every_documented_option_is_accepted_and_works(run_cli, workspace, datab
     code, _, err = run_cli("--database-url", database_url, "import", str(workspace / "feed.csv"))
     assert code == 0, err  # categories and products for export --category and the rest
     calls = 0
+    documented = documented_json_keys()
     for name in cli.command_specs():
         _, out, _ = run_cli(name, "--help")
         _, options = help_arguments(out)
@@ -132,6 +145,7 @@ def test_every_documented_option_is_accepted_and_works(run_cli, workspace, datab
             assert code == 0, (name, extra, err)
             if flag == "--json":
                 assert len(out.strip().splitlines()) == 1 and isinstance(json.loads(out), dict), (name, out)
+                assert list(json.loads(out)) == documented[name], f"pfdb {name} --json keys differ from the docs"
             calls += 1
     assert calls > 40
 
