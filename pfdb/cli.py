@@ -51,8 +51,11 @@ class PfdbCLI:
         self._database_url = database_url
 
     def _init(self, **overrides: Any):
+        """Bind the database for a command. ``MIGRATION_AUTO_UPGRADE`` is an application's
+        start-up policy: no command applies it on the side (``migrate --dry-run`` would)."""
         from .database import init_database
 
+        overrides.setdefault("migration_auto_upgrade", False)
         return init_database(self._database_url, **overrides)
 
     # -- migration lifecycle --------------------------------------------------------------
@@ -141,7 +144,8 @@ class PfdbCLI:
         if dry_run:
             for statement in result.sql:
                 print(f"{statement.rstrip(';')};")
-            print(f"-- dry run: {len(result.applied)} migration(s) would be applied; nothing was changed")
+            names = f" ({', '.join(result.applied)})" if result.applied else ""
+            print(f"-- dry run: {len(result.applied)} migration(s) would be applied{names}; nothing was changed")
         elif not result.applied:
             print("nothing to migrate: the database is up to date")
         else:
@@ -343,7 +347,8 @@ class PfdbCLI:
         print("settings:   " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
         m = result.migrations
         print(f"migrations: {m['current'] or 'none'} ({'up to date' if m['up_to_date'] else 'pending: ' + ', '.join(m['pending'])})")
-        print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
+        if result.pool:
+            print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
         print("tables:")
         width = max((len(t) for t in result.tables), default=0)
         for table, count in result.tables.items():

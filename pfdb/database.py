@@ -168,7 +168,10 @@ def _configure_echo(enabled: bool) -> None:
         return
     _echo_previous_level = logger.level
     logger.setLevel(logging.DEBUG)
-    if not logging.getLogger().hasHandlers() and not logger.handlers:
+    # peewee's logger carries a NullHandler of its own: only a handler that writes somewhere
+    # (on it, or on the root logger) means the application already chose where SQL goes.
+    writers = [h for h in (*logger.handlers, *logging.getLogger().handlers) if not isinstance(h, logging.NullHandler)]
+    if not writers:
         _echo_handler = logging.StreamHandler(sys.stderr)
         _echo_handler.setFormatter(logging.Formatter("%(asctime)s peewee %(message)s"))
         logger.addHandler(_echo_handler)

@@ -72,14 +72,14 @@ class InfoResult:
     settings: dict[str, Any]  # pragmas in force, or PostgreSQL settings
     tables: dict[str, int]  # table -> row count
     migrations: dict[str, Any]
-    pool: dict[str, Any]
+    pool: dict[str, Any] | None  # PostgreSQL's pool settings and usage; None on SQLite
     path: str | None = None  # SQLite file
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "database": self.database, "path": self.path,
                 "server_version": self.server_version, "size": self.size, "wal_size": self.wal_size,
                 "settings": dict(self.settings), "tables": dict(self.tables), "migrations": dict(self.migrations),
-                "pool": dict(self.pool)}
+                "pool": dict(self.pool) if self.pool is not None else None}
 
 
 @dataclass(frozen=True)
@@ -310,11 +310,13 @@ def info() -> InfoResult:
     state = status()
     migrations = {"current": state.current, "applied": [m.name for m in state.applied],
                   "pending": list(state.pending), "up_to_date": state.up_to_date}
-    pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
-            "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
-            "pool_recycle": settings.pool_recycle}
-    if hasattr(database, "pool_usage"):
-        pool.update(database.pool_usage())
+    pool = None  # SQLite has no pool: its busy timeout is among the settings (busy_timeout)
+    if url.backend == "postgresql":
+        pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
+                "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
+                "pool_recycle": settings.pool_recycle}
+        if hasattr(database, "pool_usage"):
+            pool.update(database.pool_usage())
     return InfoResult(backend=url.backend, database=url.masked, path=details.get("path"),
                       server_version=str(details["server_version"]), size=size, wal_size=wal,
                       settings=details["settings"], tables=details["tables"], migrations=migrations, pool=pool)

@@ -139,6 +139,23 @@ def migrations_dir() -> Path:
     raise MigrationError("the migrations folder is missing", hint="reinstall pfdb")
 
 
+def writable_migrations_dir() -> Path:
+    """Where ``create()`` writes: ``$PFDB_MIGRATIONS_DIR``, else a checkout's ``migrations/``.
+
+    An installed pfdb reads its migrations from inside site-packages; a new migration written
+    there would be lost on the next upgrade and never reach version control, so it is refused.
+    """
+    if os.environ.get("PFDB_MIGRATIONS_DIR"):
+        return migrations_dir()
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise MigrationError(
+        f"pfdb is installed as a package: its migrations are in {migrations_dir()}, where a new one would be lost",
+        hint="set PFDB_MIGRATIONS_DIR to your project's migrations folder (a copy of pfdb's), or work in a checkout",
+    )
+
+
 def migration_names(directory: Path | None = None) -> list[str]:
     directory = directory or migrations_dir()
     return sorted(p.stem for p in directory.iterdir() if _FILE.match(p.name))
@@ -674,7 +691,7 @@ def create(description: str, *, auto: bool = True, directory: Path | str | None 
             f"migration description {description!r} has no letters or digits",
             hint='describe the change, e.g. pfdb create-migration "add product weight"',
         )
-    target_dir = Path(directory) if directory else migrations_dir()
+    target_dir = Path(directory) if directory else writable_migrations_dir()
     database = get_database()
     names = migration_names(target_dir)
     number = max((int(n[:3]) for n in names), default=0) + 1
@@ -727,9 +744,10 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
 
     settings = load_settings(url, **overrides)
     created = ensure_database_exists(settings)
-    init_database(url, **overrides)
-    result = migrate()
-    state = status()
+    database = init_database(url, **overrides)
+    with _connection(database):  # one connection: a :memory: database lives only as long as it
+        result = migrate()
+        state = status()
     return InitResult(
         database=settings.database_url.masked,
         backend=settings.database_url.backend,
