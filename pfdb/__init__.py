@@ -20,6 +20,7 @@ from .database import (
 from .errors import (
     BackupError,
     ConfigError,
+    CopyError,
     DatabaseNotInitialisedError,
     DatabaseUnavailableError,
     DuplicateError,
@@ -54,6 +55,7 @@ __all__ = [
     "Category",
     "ConfigError",
     "Configuration",
+    "CopyError",
     "DatabaseNotInitialisedError",
     "DatabaseUnavailableError",
     "DuplicateError",

@@ -618,6 +618,52 @@ class PfdbCLI:
 
     # (products anchor: insert product feed commands above this line)
 
+    # -- moving data between databases -------------------------------------------------------
+    def copy(self, source_url: str, target_url: str, replace: bool = False, json: bool = False):
+        """Copy every pfdb table and row to another database, on either backend, verified.
+
+        The source stays in use and is read as one snapshot; the target is migrated to the
+        source's version, filled in one transaction and checked table by table (row counts
+        and checksums) before it is committed: a failure leaves it as it was.
+
+        Args:
+            SOURCE_URL: the database to copy (sqlite:///shop.db, postgresql://…)
+            TARGET_URL: where to copy it; a missing SQLite file or PostgreSQL database is created
+            --replace: replace a target that holds pfdb data (it is backed up first)
+            --json: print the result as one line of JSON
+
+        Example: pfdb copy sqlite:///shop.db postgresql://app@db:5432/shop
+        """
+        from .transfer import copy_database
+
+        bar: dict[str, Any] = {}
+
+        def progress(table: str, done: int, total: int) -> None:
+            if not sys.stderr.isatty() or json:
+                return
+            if bar.get("table") != table:
+                if bar.get("bar") is not None:
+                    bar["bar"].close()
+                from tqdm import tqdm
+
+                bar.update(table=table, bar=tqdm(total=total, unit="rows", desc=table, leave=False))
+            bar["bar"].update(done - bar["bar"].n)
+
+        try:
+            result = copy_database(str(source_url), str(target_url), replace=replace, progress=progress)
+        finally:
+            if bar.get("bar") is not None:
+                bar["bar"].close()
+        if json:
+            return _print_json(result.as_dict())
+        width = max((len(t.table) for t in result.tables), default=0)
+        for t in result.tables:
+            print(f"  {t.table:<{width}}  {t.rows:>10,} rows  checksum {t.checksum}  {'ok' if t.ok else 'DIFFERS'}")
+        if result.backup:
+            print(f"backup of the replaced target: {result.backup}")
+        print(f"copied {result.rows:,} rows from {result.source} to {result.target} "
+              f"(migration {result.migration}) in {result.seconds:.2f} s; verified")
+
     # -- the shell ----------------------------------------------------------------------------
     def completion(self, shell: str):
         """Print a completion script for bash or zsh (commands and their options).

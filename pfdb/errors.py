@@ -92,5 +92,9 @@ class RestoreError(PfdbError):
     """A backup could not be restored; the current database is untouched."""
 
 
+class CopyError(PfdbError):
+    """A database could not be copied; the target is as it was before."""
+
+
 class FeedError(PfdbError):
     """A feed file cannot be read at all (as opposed to single bad rows)."""

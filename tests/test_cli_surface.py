@@ -107,6 +107,7 @@ def base_call(name: str, ws: Path, run_cli, url: str) -> tuple[list[str], str | 
         "import": ([str(ws / "feed.csv")], None),
         "export": ([str(ws / "out.csv")], None),
         "completion": (["bash"], None),
+        "copy": ([url, f"sqlite:///{ws / f'copy-{next(_ADMINS)}.db'}"], None),
     }.get(name, ([], None))
 
 
