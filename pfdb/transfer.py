@@ -100,43 +100,66 @@ def _kind(field: pw.Field | None) -> tuple[str, Any]:
     return "text", None
 
 
-def _canonical(kind: str, arg: Any, value: Any) -> str:
-    """One value as text, the same whichever backend or driver returned it."""
-    if value is None:
-        return "\x00"
+_NULL = "\x00"  # never inside a value's text: NULL cannot be confused with any string
+
+
+def _canonical_datetime(value: Any) -> str:
+    if value.__class__ is str and len(value) == 26 and value[10] == " ":
+        return value  # peewee's SQLite form, already canonical: '2026-12-03 14:00:00.123456'
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment.isoformat(" ", timespec="microseconds")
+
+
+def _canonical_json(value: Any) -> str:
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return json.dumps(decoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical_fn(kind: str, arg: Any) -> Callable[[Any], str]:
+    """How one column's values become text, the same whichever backend or driver returned them.
+
+    Chosen once per column: the checksum calls it for every value of every row.
+    """
     if kind == "bool":
-        return "1" if value in (True, 1, "1", "t", "true") else "0"
+        return lambda v: _NULL if v is None else ("1" if v in (True, 1, "1", "t", "true") else "0")
     if kind == "int":
-        return str(int(value))
+        return lambda v: _NULL if v is None else str(int(v))
     if kind == "decimal":
-        return str(Decimal(str(value)).quantize(arg))
+        spec = f".{-arg.as_tuple().exponent}f"
+
+        def decimal_text(v: Any) -> str:
+            if v is None:
+                return _NULL
+            if v.__class__ is str:
+                v = Decimal(v)
+            return format(v, spec)  # 19.9 (SQLite REAL) and 19.90 (numeric) both give '19.90'
+
+        return decimal_text
     if kind == "datetime":
-        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return moment.isoformat(" ", timespec="microseconds")
+        return lambda v: _NULL if v is None else _canonical_datetime(v)
     if kind == "uuid":
-        return uuid.UUID(str(value)).hex
+        return lambda v: _NULL if v is None else uuid.UUID(str(v)).hex
     if kind == "json":
-        decoded = json.loads(value) if isinstance(value, str) else value
-        return json.dumps(decoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return value if isinstance(value, str) else str(value)
+        return lambda v: _NULL if v is None else _canonical_json(v)
+    return lambda v: _NULL if v is None else (v if v.__class__ is str else str(v))
 
 
 class _Checksum:
     """Row count and the sum (mod 2**64) of each row's 64-bit BLAKE2b: order does not matter."""
 
     def __init__(self, kinds: list[tuple[str, Any]]):
-        self.kinds = kinds
+        self.fns = [_canonical_fn(kind, arg) for kind, arg in kinds]
         self.rows = 0
         self.total = 0
 
     def add(self, rows: list[tuple]) -> None:
-        kinds = self.kinds
+        fns, blake2b, total = self.fns, hashlib.blake2b, self.total
         for row in rows:
-            text = "\x1f".join([_canonical(k, a, v) for (k, a), v in zip(kinds, row, strict=True)])
-            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            self.total = (self.total + int.from_bytes(digest, "big")) & _MASK64
+            text = "\x1f".join([f(v) for f, v in zip(fns, row, strict=True)])
+            total += int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+        self.total = total & _MASK64
         self.rows += len(rows)
 
     @property
@@ -442,11 +465,12 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
             columns = src.columns(name)
             kinds = [_kind(fields.get(c)) for c in columns]
             total = src.count(name)
+            encoders = _encoders(kinds, dst.sqlite)
             read = _Checksum(kinds)
             done = 0
             for rows in src.stream(name, columns, order):
                 read.add(rows)
-                _write(dst, name, columns, kinds, rows)
+                _write(dst, name, columns, encoders, rows)
                 done += len(rows)
                 if progress is not None:
                     progress(name, done, total)
@@ -490,17 +514,23 @@ def _sqlite_rows(side: _Side, table: str, columns: list[str]) -> Iterator[list[t
         yield rows
 
 
-def _write(dst: _Side, table: str, columns: list[str], kinds: list[tuple[str, Any]], rows: list[tuple]) -> None:
+def _write(dst: _Side, table: str, columns: list[str], encoders: list[Callable[[Any], Any]],
+           rows: list[tuple]) -> None:
+    column_list = ", ".join(_q(c) for c in columns)
     if dst.sqlite:
-        converted = [tuple(_to_sqlite(k, v) for (k, _), v in zip(kinds, row, strict=True)) for row in rows]
+        converted = [tuple([f(v) for f, v in zip(encoders, row, strict=True)]) for row in rows]
         marks = ", ".join("?" for _ in columns)
-        dst.conn.executemany(f'INSERT INTO "{table}" ({", ".join(_q(c) for c in columns)}) VALUES ({marks})',
-                             converted)
+        dst.conn.executemany(f'INSERT INTO "{table}" ({column_list}) VALUES ({marks})', converted)
         return
-    buffer = io.StringIO("".join("\t".join([_copy_text(k, v) for (k, _), v in zip(kinds, row, strict=True)]) + "\n"
-                                 for row in rows))
-    dst.cursor().copy_expert(f'COPY "{table}" ({", ".join(_q(c) for c in columns)}) FROM STDIN (FORMAT text)',
-                             buffer)
+    text = "".join(["\t".join([f(v) for f, v in zip(encoders, row, strict=True)]) + "\n" for row in rows])
+    dst.cursor().copy_expert(f'COPY "{table}" ({column_list}) FROM STDIN (FORMAT text)', io.StringIO(text))
+
+
+def _encoders(kinds: list[tuple[str, Any]], sqlite: bool) -> list[Callable[[Any], Any]]:
+    """Per column, how a value read from the source is written to the target."""
+    if sqlite:
+        return [lambda v, k=kind: _to_sqlite(k, v) for kind, _ in kinds]
+    return [_copy_fn(kind) for kind, _ in kinds]
 
 
 def _to_sqlite(kind: str, value: Any) -> Any:
@@ -523,19 +553,21 @@ def _to_sqlite(kind: str, value: Any) -> Any:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _copy_text(kind: str, value: Any) -> str:
-    """One value in COPY's text format (``\\N`` is NULL, so an empty string stays one)."""
-    if value is None:
-        return "\\N"
+def _copy_fn(kind: str) -> Callable[[Any], str]:
+    """One column's values in COPY's text format (``\\N`` is NULL, so an empty string stays one)."""
     if kind == "bool":
-        return "t" if value in (True, 1, "1", "t", "true") else "f"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat(" ")
-    return str(value).translate(_COPY_ESCAPES)
+        return lambda v: "\\N" if v is None else ("t" if v in (True, 1, "1", "t", "true") else "f")
+    if kind in ("int", "decimal"):
+        return lambda v: "\\N" if v is None else (repr(v) if v.__class__ is float else str(v))
+    if kind == "datetime":
+        return lambda v: "\\N" if v is None else (v if v.__class__ is str else v.isoformat(" "))
+
+    def text(v: Any) -> str:
+        if v is None:
+            return "\\N"
+        return (v if v.__class__ is str else str(v)).translate(_COPY_ESCAPES)
+
+    return text
 
 
 def _set_sequences(cur: Any, tables: list[str]) -> None:
