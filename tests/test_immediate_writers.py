@@ -329,3 +329,19 @@ def test_read_scope_is_read_only_and_consistent(db, backend):
             assert Product.select().count() == 2
         Product.create(sku="R-4", name="still writable")
     assert Product.select().count() == 3
+
+
+def test_export_reads_beside_a_writer_without_waiting(sqlite_url, tmp_path):
+    from pfdb.feeds import export_products
+
+    pfdb.init_database(sqlite_url, pool_timeout=10)
+    Product.create(sku="E-1", name="exported")
+    holder = hold_write_lock(sqlite_file(sqlite_url), 1.0)
+    try:
+        started = time.monotonic()
+        result = export_products(tmp_path / "out.csv")
+        assert time.monotonic() - started < 0.5
+    finally:
+        holder.join()
+    assert result.products == 1
+    assert "exported" in (tmp_path / "out.csv").read_text(encoding="utf-8")  # the snapshot before 'pending'
