@@ -118,8 +118,8 @@ class SqliteDatabase(pw.SqliteDatabase):
             # for the write lock (SQLITE_BUSY_SNAPSHOT); only BEGIN IMMEDIATE can.
             return DatabaseBusyError(
                 "another writer holds the database write lock and this transaction, "
-                "which began by reading, cannot wait for it",
-                hint="write inside db_session_scope() (it takes the lock when it begins), not db_read_scope()",
+                "begun DEFERRED and already reading, cannot wait for it",
+                hint="write in db_session_scope() or an outermost db.atomic(): they take the lock when they begin",
                 waited=waited,
             )
         return DatabaseBusyError(
@@ -128,6 +128,9 @@ class SqliteDatabase(pw.SqliteDatabase):
             hint="retry when the other writer is done, or raise DATABASE_POOL_TIMEOUT",
             waited=waited,
         )
+
+    def __repr__(self) -> str:
+        return f"<pfdb SqliteDatabase {self.pfdb_url.masked}>"
 
 
 def _pooled_postgres_class():

@@ -345,3 +345,20 @@ def test_export_reads_beside_a_writer_without_waiting(sqlite_url, tmp_path):
         holder.join()
     assert result.products == 1
     assert "exported" in (tmp_path / "out.csv").read_text(encoding="utf-8")  # the snapshot before 'pending'
+
+
+def test_a_deferred_transaction_that_cannot_upgrade_says_so(sqlite_url):
+    pfdb.init_database(sqlite_url, pool_timeout=10)
+    Product.create(sku="D-1", name="one")
+    with pfdb.db.atomic("DEFERRED"):  # what every transaction was before: read first ...
+        Product.select().count()
+        holder = hold_write_lock(sqlite_file(sqlite_url), 0.3)
+        try:
+            started = time.monotonic()
+            with pytest.raises(DatabaseBusyError, match="begun DEFERRED and already reading, cannot wait") as caught:
+                Product.insert(sku="D-2", name="two").execute()  # ... then write: SQLite refuses at once
+            assert time.monotonic() - started < 1
+            assert "db_session_scope()" in caught.value.hint
+        finally:
+            holder.join()
+    assert repr(pfdb.db.obj).startswith("<pfdb SqliteDatabase sqlite:///")
