@@ -281,7 +281,7 @@ def test_cli_reports_the_busy_writer_not_the_server(sqlite_url, tmp_path, run_cl
     assert len(err.strip().splitlines()) == 1
 
 
-def test_connecting_while_another_process_locks_the_file_is_a_busy_error(sqlite_url):
+def test_connecting_while_another_process_locks_the_file_is_a_busy_error(sqlite_url, run_cli):
     # An exclusive-locking connection keeps others from even reading the schema: the
     # connection pragmas meet it, as a CLI command meets a busy file at start.
     holder = sqlite3.connect(sqlite_file(sqlite_url), isolation_level=None)
@@ -294,8 +294,13 @@ def test_connecting_while_another_process_locks_the_file_is_a_busy_error(sqlite_
                 as caught:
             pfdb.db.connect()
         assert "server" not in str(caught.value)
+        pfdb.close_database()
+        code, _, err = run_cli("status", env={"DATABASE_URL": sqlite_url, "DATABASE_POOL_TIMEOUT": "0.001"})
+        assert code == 1
+        assert err.startswith("error: another process held a lock on") and "server" not in err
     finally:
         holder.close()
+    pfdb.init_database(sqlite_url, pool_timeout=0.001)
     pfdb.db.connect()  # free again: it opens
     assert Product.select().count() == 0
 
