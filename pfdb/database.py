@@ -21,6 +21,7 @@ from ._peewee import peewee as pw
 from .config import DatabaseURL, Settings, load_settings
 from .errors import (
     ConfigError,
+    DatabaseBusyError,
     DatabaseNotInitialisedError,
     DatabaseUnavailableError,
     PoolExhaustedError,
@@ -44,8 +45,21 @@ def _unavailable(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailableErr
     )
 
 
+_SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_SNAPSHOT, …) keep it in the low byte
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY, raw from sqlite3 or wrapped by peewee (whose first argument is the original)."""
+    for candidate in (exc, *exc.args[:1]):
+        code = getattr(candidate, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF == _SQLITE_BUSY
+    return "database is locked" in str(exc)
+
+
 class SqliteDatabase(pw.SqliteDatabase):
-    """SQLite that says which file it could not open instead of 'unable to open database file'."""
+    """SQLite that says which file it could not open instead of 'unable to open database file',
+    and turns a busy timeout that ran out into ``DatabaseBusyError`` (Python API and CLI alike)."""
 
     def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
         self.pfdb_url = url
@@ -53,10 +67,67 @@ class SqliteDatabase(pw.SqliteDatabase):
         super().__init__(url.path, **kwargs)
 
     def _connect(self):
+        start = time.monotonic()
         try:
             return super()._connect()
         except Exception as exc:  # sqlite3.OperationalError: unable to open database file
+            if _is_busy(exc):  # a connection pragma met another process's lock
+                raise self._busy(time.monotonic() - start, "opening the database") from exc
             raise _unavailable(self.pfdb_url, exc) from exc
+
+    # Every statement that can meet another connection's lock passes one of these three.
+    def execute_sql(self, sql, params=None):
+        start = time.monotonic()
+        try:
+            return super().execute_sql(sql, params)
+        except pw.OperationalError as exc:
+            if _is_busy(exc):
+                raise self._busy(time.monotonic() - start) from exc
+            raise
+
+    def begin(self, lock_type=None):
+        start = time.monotonic()
+        try:
+            return super().begin(lock_type)
+        except pw.OperationalError as exc:
+            if _is_busy(exc):
+                raise self._busy(time.monotonic() - start) from exc
+            raise
+
+    def commit(self):
+        start = time.monotonic()
+        try:
+            return super().commit()
+        except pw.OperationalError as exc:
+            if _is_busy(exc):
+                raise self._busy(time.monotonic() - start) from exc
+            raise
+
+    def _busy(self, waited: float, during: str = "") -> DatabaseBusyError:
+        timeout = self.pfdb_settings.pool_timeout
+        held = f"{waited:.1f}" if waited >= 0.1 else f"{waited:.3f}"
+        if during:
+            return DatabaseBusyError(
+                f"another process held a lock on {self.pfdb_url.masked} for {held} s while {during} "
+                f"(busy timeout {timeout:g} s)",
+                hint="retry when the other writer is done, or raise DATABASE_POOL_TIMEOUT",
+                waited=waited,
+            )
+        if waited < min(timeout, 1.0) / 2:
+            # SQLite gave up without waiting: a transaction that began as a read cannot wait
+            # for the write lock (SQLITE_BUSY_SNAPSHOT); only BEGIN IMMEDIATE can.
+            return DatabaseBusyError(
+                "another writer holds the database write lock and this transaction, "
+                "begun DEFERRED and already reading, cannot wait for it",
+                hint="write in db_session_scope() or an outermost db.atomic(): they take the lock when they begin",
+                waited=waited,
+            )
+        return DatabaseBusyError(
+            f"another writer held the database write lock for {held} s (busy timeout {timeout:g} s); "
+            "nothing of this transaction was written",
+            hint="retry when the other writer is done, or raise DATABASE_POOL_TIMEOUT",
+            waited=waited,
+        )
 
     def __repr__(self) -> str:
         return f"<pfdb SqliteDatabase {self.pfdb_url.masked}>"
@@ -129,7 +200,12 @@ def build_database(settings: Settings) -> pw.Database:
         }
         if url.is_memory:
             pragmas.pop("journal_mode")
-        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout)
+        # Every outermost transaction (atomic(), db_session_scope) begins IMMEDIATE: it takes
+        # the write lock first and waits for it on the busy timeout. A deferred BEGIN reads,
+        # then fails at once when it tries to write after another writer committed (SQLite
+        # cannot wait there without a deadlock). Readers use db_read_scope(): BEGIN DEFERRED.
+        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout,
+                              lock_type="IMMEDIATE")
 
     if _PG_CLASS is None:
         _PG_CLASS = _pooled_postgres_class()
@@ -243,6 +319,10 @@ def db_session_scope() -> Iterator[pw.Database]:
 
     Opens a connection if the thread has none and gives it back (to the pool) afterwards;
     inside another scope it becomes a savepoint. Yields the bound database.
+    On SQLite it takes the write lock when it begins (``BEGIN IMMEDIATE``), waiting up to
+    the busy timeout, so read-then-write blocks never fail half-way; blocks that only read
+    belong in ``db_read_scope()``. On PostgreSQL lock rows you read to change with
+    ``for_update(query)``.
     """
     database = get_database()
     opened = database.connect(reuse_if_open=True)
@@ -255,6 +335,50 @@ def db_session_scope() -> Iterator[pw.Database]:
 
 
 session_scope = db_session_scope
+
+
+@contextmanager
+def db_read_scope() -> Iterator[pw.Database]:
+    """Run a block that only reads in one consistent snapshot, never queueing behind writers.
+
+    SQLite: a deferred ``BEGIN`` with ``PRAGMA query_only`` on (a write raises instead of
+    failing later to upgrade the lock). PostgreSQL: ``REPEATABLE READ, READ ONLY``. Inside
+    another scope it is a savepoint of that scope. Yields the bound database.
+
+    Example: ``with db_read_scope(): n = Product.select().count()``
+    """
+    database = get_database()
+    opened = database.connect(reuse_if_open=True)
+    try:
+        if database.in_transaction():
+            with database.atomic():
+                yield database
+            return
+        sqlite = isinstance(database, pw.SqliteDatabase)
+        if sqlite:
+            database.execute_sql("PRAGMA query_only = 1")
+        try:
+            with database.atomic("DEFERRED") if sqlite else database.atomic():
+                if not sqlite:  # must be the transaction's first statement
+                    database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield database
+        finally:
+            if sqlite and not database.is_closed():
+                database.execute_sql("PRAGMA query_only = 0")
+    finally:
+        if opened and not database.is_closed() and not database.in_transaction():
+            database.close()
+
+
+def for_update(query: pw.Select) -> pw.Select:
+    """Lock the rows a write scope reads in order to change them, on either backend.
+
+    PostgreSQL: ``SELECT … FOR UPDATE`` (without it two read-modify-write scopes lose an
+    update). SQLite: the query unchanged; ``db_session_scope`` already holds the write lock.
+
+    Example: ``row = for_update(Counter.select().where(Counter.id == 1)).get()``
+    """
+    return query.for_update() if get_database().for_update else query
 
 
 def database_health_check() -> dict[str, Any]:

@@ -54,6 +54,18 @@ class PoolExhaustedError(DatabaseUnavailableError):
     """Every pooled connection stayed checked out past the pool timeout."""
 
 
+class DatabaseBusyError(PfdbError):
+    """Another writer held SQLite's write lock for the whole busy timeout.
+
+    The database is fine and nothing of this transaction was written; it can be retried.
+    ``waited`` is how long this one waited, in seconds.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, waited: float = 0.0):
+        super().__init__(message, hint)
+        self.waited = waited
+
+
 class ValidationError(PfdbError, ValueError):
     """A model value is invalid; ``field`` names it. Raised before any write."""
 

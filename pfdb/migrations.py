@@ -26,7 +26,7 @@ from typing import Any
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .database import backend, get_database, get_settings
-from .errors import MigrationError, MigrationLockTimeout
+from .errors import DatabaseBusyError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
 
@@ -392,7 +392,7 @@ def _step(database: pw.Database, timeout: float) -> Iterator[None]:
         try:
             txn = database.atomic("IMMEDIATE")
             txn.__enter__()
-        except pw.OperationalError as exc:
+        except (pw.OperationalError, DatabaseBusyError) as exc:
             raise MigrationLockTimeout(
                 f"another process held the database write lock for more than {timeout:g} s",
                 hint="wait for the other migration to finish, or raise --lock-timeout",

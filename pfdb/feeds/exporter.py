@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._peewee import peewee as pw
-from ..database import get_database
+from ..database import db_read_scope, get_database
 from ..errors import FeedError, NotFoundError, UsageError
 from ..models import Category, Product, ProductImage
 from ..models.catalog import path_prefix
@@ -190,9 +190,7 @@ def export_products(
     database = get_database()
     opened = database.connect(reuse_if_open=True)
     try:
-        with database.atomic():
-            if isinstance(database, pw.PostgresqlDatabase) and database.transaction_depth() == 1:
-                database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with db_read_scope():  # one snapshot, and no wait behind an import's write lock
             paths = category_paths()
             where = []
             root = None
