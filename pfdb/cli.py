@@ -21,6 +21,10 @@ from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PfdbError, UsageError
 GLOBAL_FLAGS = ("--debug", "--database-url")
 # Commands whose name is not a valid method name: `pfdb import` runs PfdbCLI.import_products.
 ALIASES = {"import": "import_products"}
+# Only these create a missing database; every other command says there is none (pfdb init).
+CREATING_COMMANDS = frozenset({"init", "migrate"})
+# These only read the database: a SQLite file is opened read-only, so they work on a read-only disk.
+READING_COMMANDS = frozenset({"status", "info", "export", "health", "logs", "backup", "check", "wait"})
 
 
 def _print_json(data: Any) -> None:
@@ -47,7 +51,9 @@ class PfdbCLI:
     def _init(self, **overrides: Any):
         from .database import init_database
 
-        return init_database(self._database_url, **overrides)
+        command = getattr(self, "_command", None)
+        return init_database(self._database_url, create=command in CREATING_COMMANDS,
+                             read_only=command in READING_COMMANDS, **overrides)
 
     # -- migration lifecycle --------------------------------------------------------------
     def init(self, json: bool = False):
@@ -451,7 +457,7 @@ class PfdbCLI:
             previous = None
         try:
             result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
-                                     strict=strict, rejects=str(rejects) or None, batch_size=int(batch_size),
+                                     strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
                                      encoding=str(encoding), progress=bar)
         finally:
             if bar is not None:
@@ -653,7 +659,9 @@ def _help(target: Any, name: str) -> str:
 
 
 def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options: dict[str, Any] = {"debug": os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")}
+    from .config import debug_enabled
+
+    options: dict[str, Any] = {"debug": debug_enabled()}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -677,7 +685,13 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run one pfdb command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")
+    from .config import debug_enabled
+
+    try:
+        debug = "--debug" in argv or debug_enabled()
+    except PfdbError as exc:  # PFDB_DEBUG=banana: a configuration error like any other
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         options, args = _split_globals(argv)
         cli = PfdbCLI(options.get("database_url"))
@@ -695,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_help(getattr(cli, command), f"pfdb {args[0]}"))
             return EXIT_OK
         fire_args = _normalise_arguments(args[0], commands[command], rest)
+        cli._command = command
         fire = _import_fire()
 
         _verbatim(commands[command])

@@ -92,6 +92,9 @@ def create_sqlite_file(path: Path) -> bool:
     return True
 
 
+_NO_SHM = ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT")
+
+
 def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, create: bool = False,
                 **params: Any) -> sqlite3.Connection:
     """Open a SQLite file with the sqlite3 defaults peewee uses (autocommit, ``timeout``).
@@ -117,7 +120,8 @@ def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, cre
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: read now
         return conn
     except sqlite3.OperationalError as exc:
-        if "unable to open" not in str(exc):
+        # A read-only disk says CANTOPEN; a folder this user may not write, READONLY_DIRECTORY.
+        if getattr(exc, "sqlite_errorname", "") not in _NO_SHM and "unable to open" not in str(exc):
             raise
         wal = Path(f"{path}-wal")
         if wal.exists() and wal.stat().st_size > 0:
@@ -167,7 +171,7 @@ class SqliteDatabase(pw.SqliteDatabase):
         elif not path.exists():
             raise DatabaseNotFoundError(f"there is no SQLite database at {path}",
                                         hint="create it with pfdb init (or correct DATABASE_URL / --database-url)")
-        elif mode == "rw":
+        if mode != "ro":
             _check_writable(path)
         try:
             conn = open_sqlite(path, read_only=mode == "ro", timeout=self._timeout, create=mode == "rwc",
