@@ -63,6 +63,15 @@ def _sqlite_file(url: DatabaseURL) -> Path:
     return path
 
 
+def require_sqlite_file(url: DatabaseURL) -> Path:
+    """The SQLite file of ``url``, or ``DatabaseNotFoundError`` saying to run ``pfdb init``."""
+    path = _sqlite_file(url)
+    if not path.exists():
+        raise DatabaseNotFoundError(f"there is no SQLite database at {path}",
+                                    hint="create it with pfdb init (or correct DATABASE_URL / --database-url)")
+    return path
+
+
 def _check_writable(path: Path) -> None:
     """A write command on a file or folder it may only read: say which, before SQLite fails midway."""
     folder = path.resolve().parent
@@ -164,13 +173,12 @@ class SqliteDatabase(pw.SqliteDatabase):
                 return super()._connect()
             except Exception as exc:
                 raise _unavailable(self.pfdb_url, exc) from exc
-        path = _sqlite_file(self.pfdb_url)
         mode = self.pfdb_mode
         if mode == "rwc":
+            path = _sqlite_file(self.pfdb_url)
             create_sqlite_file(path)
-        elif not path.exists():
-            raise DatabaseNotFoundError(f"there is no SQLite database at {path}",
-                                        hint="create it with pfdb init (or correct DATABASE_URL / --database-url)")
+        else:
+            path = require_sqlite_file(self.pfdb_url)
         if mode != "ro":
             _check_writable(path)
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _pg_tools, _sqlite_tools
-from .database import get_database, get_settings
+from .database import get_database, get_settings, require_sqlite_file
 from .errors import BackupError, RestoreError, UsageError
 
 FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
@@ -194,6 +194,8 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     database = get_database()
     if url.is_memory:
         raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+    if url.backend == "sqlite":
+        require_sqlite_file(url)  # before any folder is made for a backup of nothing
     start = time.monotonic()
     try:
         target, reserved = _target(path, label)

@@ -609,7 +609,7 @@ def _batch_size(value: Any) -> int:
         raise UsageError(f"batch size (--batch-size) must be a whole number of at least 1, got {value!r}",
                          hint="e.g. --batch-size 2000") from None
     if size < 1:
-        raise UsageError(f"batch size must be at least 1, got {value}", hint="e.g. --batch-size 2000")
+        raise UsageError(f"batch size (--batch-size) must be at least 1, got {value}", hint="e.g. --batch-size 2000")
     return size
 
 
