@@ -72,6 +72,25 @@ def require_sqlite_file(url: DatabaseURL) -> Path:
     return path
 
 
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise ``DiskFullError``/``ReadOnlyDatabaseError`` for a driver's full-disk or read-only error.
+
+    For code that writes through the driver's own cursor (the feed importer's bulk upsert),
+    which peewee's ``execute_sql`` never sees.
+    """
+    try:
+        yield
+    except PfdbError:
+        raise
+    except Exception as exc:
+        settings = _settings
+        translated = _sqlite_error(settings.database_url, exc) if settings is not None else None
+        if translated is None:
+            raise
+        raise translated from exc
+
+
 def _check_writable(path: Path) -> None:
     """A write command on a file or folder it may only read: say which, before SQLite fails midway."""
     folder = path.resolve().parent
@@ -143,8 +162,14 @@ def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, cre
 
 
 def _sqlite_error(url: DatabaseURL, exc: BaseException) -> PfdbError | None:
-    """A pfdb error for SQLite failures a person can act on: a full disk, a read-only file."""
+    """A pfdb error for driver failures a person can act on: a full disk, a read-only file."""
     text = str(exc)
+    if url.backend == "postgresql":
+        if "No space left on device" in text or "could not extend file" in text:  # SQLSTATE 53100
+            return DiskFullError(f"the disk of the PostgreSQL server of {url.masked} is full "
+                                 f"({text.strip().splitlines()[0]}); the transaction in progress was rolled back",
+                                 hint="free disk space on the server, then run it again")
+        return None
     where = "memory" if url.is_memory else str(Path(url.path).expanduser())
     if "database or disk is full" in text:
         return DiskFullError(f"the disk holding {where} is full (SQLite: database or disk is full); "

@@ -28,7 +28,7 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import get_database
+from ..database import get_database, translated_errors
 from ..errors import DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
@@ -362,7 +362,7 @@ class _Import:
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
         self.writer.batch_commits = not self.database.in_transaction()
-        with self.database.atomic():
+        with translated_errors(), self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]
         self.updated += counts[1]
