@@ -186,3 +186,55 @@ def test_a_full_disk_under_the_cli_is_one_line_then_a_rerun_converges(tmpfs, tmp
     proc = _cli("import", str(feed), "--batch-size", "200", url=url, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"{4000 - committed} created" in proc.stdout and f"{committed} unchanged" in proc.stdout
+
+
+@pytest.mark.postgres
+def test_a_full_disk_on_the_postgres_server_says_so_with_rows_committed(pg_server, tmp_path):
+    """The server's disk for real: a database whose tablespace is a 12 MiB tmpfs."""
+    import pwd
+    import tempfile
+    import uuid
+
+    from conftest import pg_url
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no local postgres user to own a tablespace folder")
+    folder = Path(tempfile.mkdtemp(prefix="pfdb-tablespace-", dir="/tmp"))
+    folder.chmod(0o755)  # the server's user must reach the mount point
+    mount = folder / "mnt"
+    mount.mkdir()
+    if _run("mount", "-t", "tmpfs", "-o", "size=12m,mode=0700", "tmpfs", str(mount)).returncode != 0:
+        shutil.rmtree(folder)
+        pytest.skip("cannot mount a tmpfs here for a tablespace")
+    space = f"pfdb_full_{uuid.uuid4().hex[:8]}"
+    name = f"pfdb_test_{space}"
+    created = []
+    try:
+        shutil.chown(mount, "postgres", "postgres")
+        try:
+            pg_server.execute(f"CREATE TABLESPACE {space} LOCATION '{mount}'")
+        except Exception as exc:  # a server on another machine cannot see this folder
+            pytest.skip(f"the PostgreSQL server cannot use a local tablespace: {str(exc).splitlines()[0]}")
+        created.append("tablespace")
+        pg_server.execute(f'CREATE DATABASE "{name}" TABLESPACE {space}')
+        created.append("database")
+        url = pg_url(name)
+        assert _cli("init", url=url, cwd=tmp_path).returncode == 0
+        feed = _feed(tmp_path / "big.csv", 40000, pad=400)
+        proc = _cli("import", str(feed), "--batch-size", "1000", url=url, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stdout
+        assert proc.stderr.count("\n") == 1 and "is full" in proc.stderr and "No space left" in proc.stderr
+        committed = int(proc.stderr.split(" rows were committed")[0].rsplit(" ", 1)[1])
+        info = json.loads(_cli("info", "--json", url=url, cwd=tmp_path).stdout)
+        assert 0 < info["tables"]["products"] == committed < 40000 and committed % 1000 == 0
+    finally:
+        pfdb.close_database()
+        if "database" in created:
+            pg_server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if "tablespace" in created:
+            pg_server.execute(f"DROP TABLESPACE IF EXISTS {space}")
+        if _run("umount", str(mount)).returncode != 0:
+            _run("umount", "-l", str(mount))
+        shutil.rmtree(folder, ignore_errors=True)
