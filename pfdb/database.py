@@ -7,6 +7,7 @@ process can be re-pointed (tests, a switch of URL) without re-importing anything
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -91,19 +92,20 @@ def translated_errors() -> Iterator[None]:
         raise translated from exc
 
 
+_READS_WORK = "read commands (status, info, export, backup) and init_database(url, read_only=True) work as they are"
+
+
 def _check_writable(path: Path) -> None:
     """A write command on a file or folder it may only read: say which, before SQLite fails midway."""
     folder = path.resolve().parent
     if not os.access(path, os.W_OK):
         raise ReadOnlyDatabaseError(f"the SQLite database {path} is read-only (its permissions or a read-only disk)",
-                                    hint="this command writes: run it where the file is writable; "
-                                         "read commands (status, info, export, backup) work as they are")
+                                    hint=f"this command writes: run it where the file is writable; {_READS_WORK}")
     companions_exist = all(Path(f"{path}{s}").exists() for s in ("-wal", "-shm"))
     if not os.access(folder, os.W_OK) and not companions_exist:
         raise ReadOnlyDatabaseError(f"the folder {folder} of the SQLite database is read-only; "
                                     f"SQLite must create {path.name}-wal and {path.name}-shm beside it to write",
-                                    hint="this command writes: make the folder writable; "
-                                         "read commands (status, info, export, backup) work as they are")
+                                    hint=f"this command writes: make the folder writable; {_READS_WORK}")
 
 
 def create_sqlite_file(path: Path) -> bool:
@@ -201,7 +203,13 @@ class SqliteDatabase(pw.SqliteDatabase):
         mode = self.pfdb_mode
         if mode == "rwc":
             path = _sqlite_file(self.pfdb_url)
-            create_sqlite_file(path)
+            try:
+                create_sqlite_file(path)
+            except OSError as exc:  # a read-only disk or folder, a missing folder
+                error = ReadOnlyDatabaseError if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) \
+                    else DatabaseUnavailableError
+                raise error(f"cannot create the SQLite database {path}: {exc.strerror}",
+                            hint="point DATABASE_URL at a writable folder") from exc
         else:
             path = require_sqlite_file(self.pfdb_url)
         if mode != "ro":

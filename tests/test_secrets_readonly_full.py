@@ -100,6 +100,9 @@ def test_read_commands_work_and_write_commands_say_read_only_on_a_read_only_disk
         assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
         assert proc.stderr.count("\n") == 1 and "is read-only" in proc.stderr, (argv, proc.stderr)
         assert "database server" not in proc.stderr
+    proc = _cli("init", url=f"sqlite:///{tmpfs}/new.db", cwd=tmp_path)
+    assert proc.returncode == 1 and "cannot create the SQLite database" in proc.stderr, proc.stderr
+    assert "Read-only file system" in proc.stderr and proc.stderr.count("\n") == 1
     assert sorted(p.name for p in tmpfs.iterdir()) == ["shop.db"]
 
 
