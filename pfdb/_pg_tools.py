@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import DatabaseURL
+from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
 
 HISTORY_TABLE = "migratehistory"
@@ -49,8 +49,7 @@ def tool_env(url: DatabaseURL, *, lock_timeout: float | None = None) -> dict[str
 
 
 def _mask(text: str, url: DatabaseURL) -> str:
-    text = text.strip()
-    return text.replace(url.password, "***") if url.password else text
+    return mask_secrets(text.strip(), url)
 
 
 def _major(version_text: str) -> int | None:

@@ -50,7 +50,10 @@ def backup(db_path: str, target: Path, *, timeout: float, progress: Progress | N
     block writers). Without it, a write by another process between two steps would make
     SQLite restart the copy, forever under a steady write load.
     """
-    source = sqlite3.connect(db_path, timeout=timeout, isolation_level=None)
+    from .database import open_sqlite
+
+    # Read-only, so a backup of a database on a read-only disk works (to a writable place).
+    source = open_sqlite(db_path, read_only=True, timeout=timeout)
     dest = sqlite3.connect(str(target), isolation_level=None)
     try:
         source.execute("BEGIN")

@@ -20,6 +20,10 @@ from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PfdbError, UsageError
 
 # Commands whose name is not a valid method name: `pfdb import` runs PfdbCLI.import_products.
 ALIASES = {"import": "import_products"}
+# Only these create a missing database; every other command says there is none (pfdb init).
+CREATING_COMMANDS = frozenset({"init", "migrate"})
+# These only read the database: a SQLite file is opened read-only, so they work on a read-only disk.
+READING_COMMANDS = frozenset({"status", "info", "export", "health", "logs", "backup", "check", "wait"})
 
 
 def _print_json(data: Any) -> None:
@@ -56,7 +60,9 @@ class PfdbCLI:
         from .database import init_database
 
         overrides.setdefault("migration_auto_upgrade", False)
-        return init_database(self._database_url, **overrides)
+        command = getattr(self, "_command", None)
+        return init_database(self._database_url, create=command in CREATING_COMMANDS,
+                             read_only=command in READING_COMMANDS, **overrides)
 
     # -- migration lifecycle --------------------------------------------------------------
     def init(self, json: bool = False):
@@ -547,7 +553,7 @@ class PfdbCLI:
             previous = None
         try:
             result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
-                                     strict=strict, rejects=str(rejects) or None, batch_size=int(batch_size),
+                                     strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
                                      encoding=str(encoding), progress=bar)
         finally:
             if bar is not None:
@@ -764,7 +770,9 @@ def command_specs() -> dict[str, Any]:
 
 
 def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options: dict[str, Any] = {"debug": os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")}
+    from .config import debug_enabled
+
+    options: dict[str, Any] = {"debug": debug_enabled()}
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -793,7 +801,13 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run one pfdb command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")
+    from .config import debug_enabled
+
+    try:
+        debug = "--debug" in argv or debug_enabled()
+    except PfdbError as exc:  # PFDB_DEBUG=banana: a configuration error like any other
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     try:
         from . import cli_spec
 
@@ -819,6 +833,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         values = cli_spec.parse(spec, rest)
         cli = PfdbCLI(options.get("database_url"))
+        cli._command = spec.method
         fire = _import_fire()
 
         method = getattr(PfdbCLI, spec.method)

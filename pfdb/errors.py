@@ -50,6 +50,18 @@ class DatabaseUnavailableError(PfdbError):
     """The database cannot be reached or opened."""
 
 
+class DatabaseNotFoundError(DatabaseUnavailableError):
+    """There is no database at the configured place, and this command does not create one."""
+
+
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """A write needs a file or folder this process may only read (permissions, read-only disk)."""
+
+
+class DiskFullError(PfdbError):
+    """The disk (or SQLite's page limit) ran out of space; the failed transaction was rolled back."""
+
+
 class PoolExhaustedError(DatabaseUnavailableError):
     """Every pooled connection stayed checked out past the pool timeout."""
 

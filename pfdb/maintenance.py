@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _pg_tools, _sqlite_tools
-from .database import get_database, get_settings
+from .database import get_database, get_settings, require_sqlite_file
 from .errors import BackupError, RestoreError, UsageError
 
 FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
@@ -108,9 +108,31 @@ def _stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents, each 0700 whatever the umask.
+
+    ``Path.mkdir(parents=True, mode=…)`` gives the parents the umask's mode (0777 under
+    ``umask 000``) and the leaf ``mode & ~umask``; folders that hold backups are owner-only.
+    Folders that already exist are left as they are.
+    """
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # another process made it a moment ago: theirs, leave its mode
+        os.chmod(path, DIR_MODE)
+
+
 def _reserve(folder: Path, stem: str, suffix: str) -> Path:
     """Claim a new file name atomically (O_EXCL): two backups in one second never collide."""
-    folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    make_private_dirs(folder)
     for n in range(1000):
         candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
         try:
@@ -136,7 +158,7 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool
         if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
             raise BackupError(f"the backup path {target} is the database itself", hint="choose another file")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        make_private_dirs(target.parent)
     except OSError as exc:
         raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
@@ -172,6 +194,8 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     database = get_database()
     if url.is_memory:
         raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+    if url.backend == "sqlite":
+        require_sqlite_file(url)  # before any folder is made for a backup of nothing
     start = time.monotonic()
     try:
         target, reserved = _target(path, label)

@@ -28,8 +28,15 @@ def test_init_on_an_empty_database_then_again(run_cli, empty_url, backend):
     assert data["backend"] == backend and data["created"] is False
 
 
+def _existing(empty_url: str) -> str:
+    """An empty SQLite database is an empty file: status and logs no longer create one."""
+    if empty_url.startswith("sqlite:///"):
+        Path(empty_url[len("sqlite:///"):]).touch()
+    return empty_url
+
+
 def test_status_shows_applied_pending_and_exit_code(run_cli, empty_url):
-    code, out, _ = run_cli("--database-url", empty_url, "status", "--exit-code")
+    code, out, _ = run_cli("--database-url", _existing(empty_url), "status", "--exit-code")
     assert code == 1 and "[ ] 001_initial  (pending)" in out
     run_cli("--database-url", empty_url, "migrate")
     code, out, _ = run_cli("--database-url", empty_url, "status", "--exit-code")
@@ -150,7 +157,7 @@ def test_bin_pfdb_help_and_init_on_the_sqlite_default(tmp_path):
 
 
 def test_a_command_on_an_unmigrated_database_says_to_migrate(run_cli, empty_url):
-    code, _, err = run_cli("--database-url", empty_url, "logs")
+    code, _, err = run_cli("--database-url", _existing(empty_url), "logs")
     assert code == 1 and "has no pfdb schema" in err and "run pfdb migrate" in err
 
 

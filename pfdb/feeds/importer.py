@@ -28,8 +28,8 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import get_database
-from ..errors import FeedError, PfdbError, UsageError, ValidationError
+from ..database import get_database, translated_errors
+from ..errors import DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
@@ -236,6 +236,10 @@ class _Import:
             except KeyboardInterrupt as exc:
                 self._abort(f"interrupted ({str(exc) or 'KeyboardInterrupt'})", cancelled=True)
                 raise
+            except DiskFullError as exc:
+                error = self._disk_full(exc)
+                self._abort(str(error))
+                raise error from exc
             except PfdbError as exc:
                 self._abort(str(exc))
                 raise
@@ -255,6 +259,15 @@ class _Import:
                 self.rejects_file.close()
             if opened and not database.is_closed() and not database.in_transaction():
                 database.close()
+
+    def _disk_full(self, exc: DiskFullError) -> DiskFullError:
+        """The full-disk error with what the operator needs next: where it stopped, what is kept."""
+        whole = not (self.dry_run or self.strict)  # those run in one transaction: nothing kept
+        kept = self.created + self.updated + self.unchanged if whole else 0
+        detail = (f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else "")
+        return DiskFullError(f"import of {self.feed.name} stopped near line {self.line}: {exc.message}; "
+                             f"{kept} rows were committed in whole batches{detail}",
+                             hint="free disk space and run the same import again: it continues where it stopped")
 
     def _finish_writer(self) -> None:
         try:
@@ -349,7 +362,7 @@ class _Import:
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
         self.writer.batch_commits = not self.database.in_transaction()
-        with self.database.atomic():
+        with translated_errors(), self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]
         self.updated += counts[1]
@@ -588,6 +601,29 @@ def _image_changes(wanted: list[tuple[str, str]], stored: Any, now: Any):
     return inserts, updates, deletes
 
 
+def _batch_size(value: Any) -> int:
+    """``batch_size`` as given from Python or the command line, or a ``UsageError`` naming it."""
+    try:
+        size = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"batch size (--batch-size) must be a whole number of at least 1, got {value!r}",
+                         hint="e.g. --batch-size 2000") from None
+    if size < 1:
+        raise UsageError(f"batch size (--batch-size) must be at least 1, got {value}", hint="e.g. --batch-size 2000")
+    return size
+
+
+def _check_encoding(encoding: str) -> None:
+    """An unknown codec is a usage error before anything opens, not a LookupError mid-read."""
+    import codecs
+
+    try:
+        codecs.lookup(str(encoding))
+    except LookupError:
+        raise UsageError(f"unknown encoding {encoding!r} (--encoding)",
+                         hint="use a Python codec name such as utf-8, utf-8-sig, latin-1 or cp1252") from None
+
+
 def import_products(
     source: Any,
     *,
@@ -616,8 +652,8 @@ def import_products(
     Returns an ``ImportResult``; raises ``FeedError`` when the file itself cannot be read.
     Example: ``import_products("feed.csv", rejects="rejects.csv")``
     """
-    if int(batch_size) < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    batch_size = _batch_size(batch_size)
+    _check_encoding(encoding)
     database = get_database()
     if isinstance(mapping, (str, Path)):
         mapping = Mapping.load(mapping)
