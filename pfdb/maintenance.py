@@ -21,7 +21,8 @@ from typing import Any
 
 from . import _pg_tools, _sqlite_tools
 from .database import get_database, get_settings
-from .errors import BackupError, RestoreError, UsageError
+from .errors import BackupError, RestoreError, UnsafePathError, UsageError
+from .paths import check_output, database_files, same_file
 
 FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
 DIR_MODE = 0o700
@@ -131,10 +132,7 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool
     target = Path(path).expanduser()
     if target.is_dir() or str(path).endswith(("/", os.sep)):
         return _reserve(target, stem, suffix), True
-    if url.backend == "sqlite" and not url.is_memory:
-        live = Path(url.path).expanduser().resolve()
-        if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
-            raise BackupError(f"the backup path {target} is the database itself", hint="choose another file")
+    check_output(target, what=f"the backup path {target}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     except OSError as exc:
@@ -220,6 +218,9 @@ def _require_file(source: Path) -> None:
         raise RestoreError(f"backup file {source} does not exist", hint="pass the path pfdb backup printed")
     if not source.is_file():
         raise RestoreError(f"{source} is not a file", hint="pass the path of one backup file")
+    if any(same_file(source, live) for live in database_files()):
+        raise UnsafePathError(f"{source} is the live database itself, not a backup of it",
+                              hint="pass a file written by pfdb backup")
 
 
 def restore(path: str | os.PathLike) -> RestoreResult:
