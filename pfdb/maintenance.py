@@ -223,10 +223,56 @@ def _require_file(source: Path) -> None:
                               hint="pass a file written by pfdb backup")
 
 
+def _recognise(source: Path, history: list[str], tables: set[str]) -> None:
+    """Refuse a file that is not recognisably a pfdb backup, before anything is touched.
+
+    Its history must start at pfdb's first migration, and it must hold pfdb's tables: every
+    table the migrations it records create. A backup from newer code (migrations this code
+    lacks, reported as ``unknown``) may have dropped or added tables, so then one pfdb table
+    is enough; tables no migration here creates are allowed alongside pfdb's own.
+    """
+    from .migrations import HISTORY_TABLE, migration_names, schema_tables
+
+    names = migration_names()
+    refuse = "pass a file written by pfdb backup"
+    if not history:
+        raise RestoreError(f"{source} is not a pfdb backup: its {HISTORY_TABLE} table records no migration",
+                           hint=refuse)
+    if names and history[0] != names[0]:
+        raise RestoreError(f"{source} is not a pfdb backup: its migration history starts at {history[0]!r}, "
+                           f"pfdb's at {names[0]!r}", hint=refuse)
+    ours = schema_tables() & tables
+    if not ours:
+        others = sorted(tables - {HISTORY_TABLE})
+        raise RestoreError(f"{source} is not a pfdb backup: it holds none of pfdb's tables"
+                           + (f" (it has {', '.join(others[:5])})" if others else ""), hint=refuse)
+    if all(name in names for name in history):
+        missing = sorted(schema_tables(history) - tables)
+        if missing:
+            raise RestoreError(f"{source} is not a whole pfdb backup: it lacks the tables {', '.join(missing)} "
+                               f"that its migrations create", hint=refuse)
+
+
+def _inspect(source: Path) -> tuple[str | None, set[str]]:
+    """Prove ``source`` a whole pfdb backup for the bound backend; (last migration, tables). Read-only."""
+    url = get_settings().database_url
+    if url.backend == "sqlite":
+        migration = _sqlite_tools.inspect_backup(source)
+        history, tables = _sqlite_tools.contents(source)
+    else:
+        database = get_database()
+        with _connection(database):
+            migration, tables = _pg_tools.inspect_backup(source, url, database)
+            history = _pg_tools.history(source, url, database)
+    _recognise(source, history, tables)
+    return migration, tables
+
+
 def restore(path: str | os.PathLike) -> RestoreResult:
     """Replace the bound database's contents with a backup, all at once.
 
-    Nothing is touched until the file is proven whole and a pfdb backup of the right kind;
+    Nothing is touched until the file is proven whole and a pfdb backup of the right kind
+    (its history starts at pfdb's first migration and it holds pfdb's tables);
     then a safety backup of the current data is written (``result.safety_backup``) and the
     backup is restored: on SQLite through the backup API into the live database (one write
     transaction), on PostgreSQL with ``pg_restore --single-transaction``. Pending migrations
@@ -248,8 +294,8 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
     start = time.monotonic()
     dropped: tuple[str, ...] = ()
+    migration, dump_tables = _inspect(source)
     if url.backend == "sqlite":
-        migration = _sqlite_tools.inspect_backup(source)
         safety = backup(label="pre-restore-")
         # pfdb's own connection of this thread is closed so the restore's write lock is not
         # waiting on it; it reopens (and sees the restored data) on next use.
@@ -257,8 +303,6 @@ def restore(path: str | os.PathLike) -> RestoreResult:
             database.close()
         _sqlite_tools.restore(source, url.path, timeout=settings.pool_timeout)
     else:
-        with _connection(database):
-            migration, dump_tables = _pg_tools.inspect_backup(source, url, database)
         safety = backup(label="pre-restore-")
         with _connection(database):
             extra = _pg_tools.current_tables(database) - dump_tables
@@ -359,11 +403,6 @@ def check_backup(path: str | os.PathLike) -> str | None:
     Returns the last migration it contains; raises ``RestoreError`` naming what is wrong.
     Example: ``check_backup("backups/pfdb-20261126T143000Z.db")`` -> ``"001_initial"``
     """
-    url = get_settings().database_url
     source = Path(path).expanduser()
     _require_file(source)
-    if url.backend == "sqlite":
-        return _sqlite_tools.inspect_backup(source)
-    database = get_database()
-    with _connection(database):
-        return _pg_tools.inspect_backup(source, url, database)[0]
+    return _inspect(source)[0]

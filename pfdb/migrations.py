@@ -350,6 +350,17 @@ def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
     return migrator
 
 
+def schema_tables(names: Sequence[str] | None = None) -> set[str]:
+    """The tables the migrations ``names`` (default: every migration file) leave behind.
+
+    What restore checks a backup against: its tables must be pfdb's. Tables a migration
+    makes with raw SQL are not seen here (peewee-migrate only models ``create_model``).
+    """
+    directory = migrations_dir()
+    names = migration_names(directory) if names is None else list(names)
+    return {model._meta.table_name for model in _migrator_for(get_database(), names, directory).orm}
+
+
 def _diff(database: pw.Database, directory: Path, *, reverse: bool = False) -> list[str]:
     _patch_peewee_migrate()
     from peewee_migrate.auto import diff_many
