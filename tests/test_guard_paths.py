@@ -167,3 +167,22 @@ def test_python_import_refuses_its_own_feed(db, tmp_path):
     with pytest.raises(UnsafePathError, match="is the feed being imported"):
         import_products(str(feed), rejects=str(link("symlink", feed, tmp_path / "r.csv")))
     assert snapshot(feed) == before and Product.select().count() == 0
+
+
+# -- bin/pfdb itself, with a real standard input that is no terminal --------------------------------
+def test_bin_pfdb_refuses_with_exit_2_and_one_line(shop, sqlite_url, tmp_path):
+    import subprocess
+    import sys
+
+    bin_pfdb = Path(__file__).resolve().parent.parent / "bin" / "pfdb"
+    bad = write(tmp_path, "bad.csv", BAD_CSV)
+    before = snapshot(shop, bad)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    for argv in (["export", str(shop)], ["import", str(bad), "--rejects", str(shop)],
+                 ["import", str(bad), "--rejects", str(bad)], ["rollback", "zero"]):
+        proc = subprocess.run([sys.executable, str(bin_pfdb), "--database-url", sqlite_url, *argv],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, proc.stderr)
+    assert snapshot(shop, bad) == before
+    assert products(sqlite_url) == 3
