@@ -748,6 +748,9 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
                     if len(done) <= len(keep) or done[: len(keep)] != keep:
                         break
                     name = done[-1]
+                    if name not in plan.undo:  # applied by another process since the plan: not confirmed
+                        raise MigrationError(f"{name} was applied while rolling back; it was left as it is",
+                                             hint="run the rollback again to see what it would drop")
                     if state != done:
                         migrator, state = _migrator_for(database, done, directory), list(done)
                     _run_step(name, _load(name, directory), migrator, database, down=True)

@@ -166,6 +166,8 @@ def test_python_import_refuses_its_own_feed(db, tmp_path):
     before = snapshot(feed)
     with pytest.raises(UnsafePathError, match="is the feed being imported"):
         import_products(str(feed), rejects=str(link("symlink", feed, tmp_path / "r.csv")))
+    with feed.open("rb") as handle, pytest.raises(UnsafePathError, match="is the feed being imported"):
+        import_products(handle, rejects=feed)  # an open file is compared by its inode
     assert snapshot(feed) == before and Product.select().count() == 0
 
 
