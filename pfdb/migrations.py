@@ -735,7 +735,7 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
                 migration=next(iter(plan.drops)), drops=tuple(d for ds in plan.drops.values() for d in ds))
         done = [m.name for m in _history(database)]
         keep = done[: len(done) - len(plan.undo)]
-        if backup and not get_settings().database_url.is_memory and _has_data(database):
+        if plan.undo and backup and not get_settings().database_url.is_memory and _has_data(database):
             from .maintenance import backup as take_backup
 
             backup_result = take_backup(label="pre-rollback-")

@@ -206,3 +206,9 @@ def test_cli_non_destructive_rollback_needs_no_yes(shop, mdir, run_cli):
     code, out, err = run_cli("--database-url", shop, "rollback")
     assert code == 0, err
     assert "rolled back: 002_index" in out and "backup: " in out
+
+
+def test_nothing_to_undo_takes_no_backup(shop, tmp_path):
+    result = rollback("001")
+    assert result.rolled_back == () and result.current == "001_initial" and result.backup is None
+    assert not (tmp_path / "backups").exists()

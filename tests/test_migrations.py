@@ -284,7 +284,7 @@ def test_new_composite_index_creates_no_churn(fresh, mdir):
         migrate()
         assert "products_brand_status" in {i.name for i in pfdb.db.get_indexes("products")}
         assert check().changes == ()  # nothing dropped and re-added
-        rollback()
+        rollback(backup=False)
         assert "products_brand_status" not in {i.name for i in pfdb.db.get_indexes("products")}
     finally:
         Product._meta.indexes.remove((("brand", "status"), False))
@@ -302,7 +302,7 @@ def test_empty_migration_template_runs(fresh, mdir):
     assert result.path.name == "002_backfill_handles.py"
     assert "def migrate(" in result.path.read_text() and "validate_migrate" in result.path.read_text()
     assert migrate().applied == ("001_initial", "002_backfill_handles")
-    assert rollback().rolled_back == ("002_backfill_handles",)
+    assert rollback(backup=False).rolled_back == ("002_backfill_handles",)
 
 
 @pytest.mark.parametrize("description", ["", "   ", "!!!"])
