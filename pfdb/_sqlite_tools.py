@@ -116,6 +116,22 @@ def inspect_backup(path: Path) -> str | None:
         raise RestoreError(f"{path} is damaged or not a database: {exc}", hint="use an earlier backup") from exc
 
 
+def contents(path: Path) -> tuple[list[str], set[str]]:
+    """A backup's migration history (oldest first) and its tables: what restore recognises pfdb by."""
+    try:
+        conn = _read_only(path)
+        try:
+            history = [row[0] for row in conn.execute(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id')]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            return history, tables
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise RestoreError(f"{path} is not a pfdb backup: its {HISTORY_TABLE} table cannot be read ({exc})",
+                           hint="pass a file written by pfdb backup") from exc
+
+
 def restore(backup_path: Path, db_path: str, *, timeout: float) -> None:
     """Write the backup's pages into the live database in one write transaction.
 

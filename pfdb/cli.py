@@ -159,22 +159,47 @@ class PfdbCLI:
             for name in result.applied:
                 print(f"{verb}: {name}")
 
-    def rollback(self, version: str | None = None, lock_timeout: float = 600.0, json: bool = False):
+    def rollback(self, version: str | None = None, yes: bool = False, lock_timeout: float = 600.0,
+                 json: bool = False):
         """Undo the last migration, everything after VERSION, or all of them (zero).
+
+        A rollback that drops tables or columns shows what it drops and asks on a terminal;
+        a backup is taken first unless MIGRATION_BACKUP_BEFORE_UPGRADE=false.
 
         Args:
             VERSION: the last migration to keep (001 or 001_initial), or zero for none
+            --yes: roll back even when it drops tables or columns (required without a terminal)
             --lock-timeout SECONDS: how long to wait for another process's migration lock
             --json: print the result as one line of JSON
 
         Example: pfdb rollback 001
         """
-        from .migrations import rollback
+        from .migrations import rollback, rollback_plan
 
         self._init()
-        result = rollback(None if version is None else str(version), lock_timeout=number("lock_timeout", lock_timeout))
+        target = None if version is None else str(version)
+        timeout = number("lock_timeout", lock_timeout)
+        confirmed = bool(yes)
+        if not yes:
+            plan = rollback_plan(target)
+            if plan.destructive:
+                if not sys.stdin.isatty():
+                    raise UsageError(f"pfdb rollback: {plan.summary}; refusing without --yes "
+                                     "because standard input is not a terminal", hint="add --yes")
+                print(f"Rolling back {', '.join(plan.undo)} drops, with their data:")
+                for item in (d for ds in plan.drops.values() for d in ds):
+                    print(f"  {item}")
+                answer = input("A backup is taken first. Roll back? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("rollback cancelled; nothing was changed")
+                    raise Exit(EXIT_FAILED)
+                confirmed = True
+        # Not confirmed: the API checks again, so nothing destructive slips through.
+        result = rollback(target, lock_timeout=timeout, destructive_ok=confirmed)
         if json:
             return _print_json(result.as_dict())
+        if result.backup is not None:
+            print(f"backup: {result.backup.path}")
         for name in result.rolled_back:
             print(f"rolled back: {name}")
         if not result.rolled_back:

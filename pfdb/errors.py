@@ -42,6 +42,10 @@ class UsageError(PfdbError):
     exit_code = EXIT_USAGE
 
 
+class UnsafePathError(UsageError):
+    """A command was asked to write over the live database, its own input, or a file it reads."""
+
+
 class DatabaseNotInitialisedError(PfdbError):
     """The proxy is used before ``init_database()`` bound it."""
 
@@ -102,6 +106,22 @@ class NotFoundError(PfdbError):
 
 class MigrationError(PfdbError):
     """A migration could not be created, applied or rolled back."""
+
+
+class DestructiveRollbackError(MigrationError):
+    """A rollback would drop tables or columns and the caller did not say that is intended.
+
+    ``migration`` is the first migration whose rollback drops something; ``drops`` lists
+    what every rollback asked for would drop (``"table products"``, ``"column products.notes"``).
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, *, migration: str = "",
+                 drops: tuple[str, ...] = ()):
+        super().__init__(message, hint)
+        self.migration = migration
+        self.drops = drops
 
 
 class MigrationLockTimeout(MigrationError):

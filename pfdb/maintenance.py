@@ -21,7 +21,8 @@ from typing import Any
 
 from . import _pg_tools, _sqlite_tools
 from .database import get_database, get_settings, require_sqlite_file
-from .errors import BackupError, RestoreError, UsageError
+from .errors import BackupError, RestoreError, UnsafePathError, UsageError
+from .paths import check_output, database_files, same_file
 
 FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
 DIR_MODE = 0o700
@@ -153,10 +154,7 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool
     target = Path(path).expanduser()
     if target.is_dir() or str(path).endswith(("/", os.sep)):
         return _reserve(target, stem, suffix), True
-    if url.backend == "sqlite" and not url.is_memory:
-        live = Path(url.path).expanduser().resolve()
-        if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
-            raise BackupError(f"the backup path {target} is the database itself", hint="choose another file")
+    check_output(target, what=f"the backup path {target}")
     try:
         make_private_dirs(target.parent)
     except OSError as exc:
@@ -244,12 +242,61 @@ def _require_file(source: Path) -> None:
         raise RestoreError(f"backup file {source} does not exist", hint="pass the path pfdb backup printed")
     if not source.is_file():
         raise RestoreError(f"{source} is not a file", hint="pass the path of one backup file")
+    if any(same_file(source, live) for live in database_files()):
+        raise UnsafePathError(f"{source} is the live database itself, not a backup of it",
+                              hint="pass a file written by pfdb backup")
+
+
+def _recognise(source: Path, history: list[str], tables: set[str]) -> None:
+    """Refuse a file that is not recognisably a pfdb backup, before anything is touched.
+
+    Its history must start at pfdb's first migration, and it must hold pfdb's tables: every
+    table the migrations it records create. A backup from newer code (migrations this code
+    lacks, reported as ``unknown``) may have dropped or added tables, so then one pfdb table
+    is enough; tables no migration here creates are allowed alongside pfdb's own.
+    """
+    from .migrations import HISTORY_TABLE, migration_names, schema_tables
+
+    names = migration_names()
+    refuse = "pass a file written by pfdb backup"
+    if not history:
+        raise RestoreError(f"{source} is not a pfdb backup: its {HISTORY_TABLE} table records no migration",
+                           hint=refuse)
+    if names and history[0] != names[0]:
+        raise RestoreError(f"{source} is not a pfdb backup: its migration history starts at {history[0]!r}, "
+                           f"pfdb's at {names[0]!r}", hint=refuse)
+    ours = schema_tables() & tables
+    if not ours:
+        others = sorted(tables - {HISTORY_TABLE})
+        raise RestoreError(f"{source} is not a pfdb backup: it holds none of pfdb's tables"
+                           + (f" (it has {', '.join(others[:5])})" if others else ""), hint=refuse)
+    if all(name in names for name in history):
+        missing = sorted(schema_tables(history) - tables)
+        if missing:
+            raise RestoreError(f"{source} is not a whole pfdb backup: it lacks the tables {', '.join(missing)} "
+                               f"that its migrations create", hint=refuse)
+
+
+def _inspect(source: Path) -> tuple[str | None, set[str]]:
+    """Prove ``source`` a whole pfdb backup for the bound backend; (last migration, tables). Read-only."""
+    url = get_settings().database_url
+    if url.backend == "sqlite":
+        migration = _sqlite_tools.inspect_backup(source)
+        history, tables = _sqlite_tools.contents(source)
+    else:
+        database = get_database()
+        with _connection(database):
+            migration, tables = _pg_tools.inspect_backup(source, url, database)
+            history = _pg_tools.history(source, url, database)
+    _recognise(source, history, tables)
+    return migration, tables
 
 
 def restore(path: str | os.PathLike) -> RestoreResult:
     """Replace the bound database's contents with a backup, all at once.
 
-    Nothing is touched until the file is proven whole and a pfdb backup of the right kind;
+    Nothing is touched until the file is proven whole and a pfdb backup of the right kind
+    (its history starts at pfdb's first migration and it holds pfdb's tables);
     then a safety backup of the current data is written (``result.safety_backup``) and the
     backup is restored: on SQLite through the backup API into the live database (one write
     transaction), on PostgreSQL with ``pg_restore --single-transaction``. Pending migrations
@@ -271,8 +318,8 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
     start = time.monotonic()
     dropped: tuple[str, ...] = ()
+    migration, dump_tables = _inspect(source)
     if url.backend == "sqlite":
-        migration = _sqlite_tools.inspect_backup(source)
         safety = backup(label="pre-restore-")
         # pfdb's own connection of this thread is closed so the restore's write lock is not
         # waiting on it; it reopens (and sees the restored data) on next use.
@@ -280,8 +327,6 @@ def restore(path: str | os.PathLike) -> RestoreResult:
             database.close()
         _sqlite_tools.restore(source, url.path, timeout=settings.pool_timeout)
     else:
-        with _connection(database):
-            migration, dump_tables = _pg_tools.inspect_backup(source, url, database)
         safety = backup(label="pre-restore-")
         with _connection(database):
             extra = _pg_tools.current_tables(database) - dump_tables
@@ -384,11 +429,6 @@ def check_backup(path: str | os.PathLike) -> str | None:
     Returns the last migration it contains; raises ``RestoreError`` naming what is wrong.
     Example: ``check_backup("backups/pfdb-20261126T143000Z.db")`` -> ``"001_initial"``
     """
-    url = get_settings().database_url
     source = Path(path).expanduser()
     _require_file(source)
-    if url.backend == "sqlite":
-        return _sqlite_tools.inspect_backup(source)
-    database = get_database()
-    with _connection(database):
-        return _pg_tools.inspect_backup(source, url, database)[0]
+    return _inspect(source)[0]

@@ -52,7 +52,8 @@ def test_migrate_rollback_cycle_keeps_data(run_cli, empty_url, backend):
     Product.create(sku="CLI-1", name="kept")
     code, out, _ = run_cli("--database-url", empty_url, "rollback", "001")
     assert code == 0 and "nothing to roll back: already at 001_initial" in out
-    code, out, _ = run_cli("--database-url", empty_url, "rollback", "zero")
+    code, out, _ = run_cli("--database-url", empty_url, "rollback", "zero", "--yes",
+                           env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"})
     assert code == 0 and "rolled back: 001_initial" in out
     code, out, _ = run_cli("--database-url", empty_url, "migrate", "--dry-run")
     assert code == 0 and 'CREATE TABLE IF NOT EXISTS "products"' in out and "nothing was changed" in out
@@ -65,7 +66,8 @@ def test_extra_arguments_are_refused_before_anything_runs(run_cli, database_url)
     assert code == 2 and "unexpected argument 'typo'" in err and out == ""
     code, _, err = run_cli("--database-url", database_url, "rollback", "--count", "2")
     assert code == 2 and "unknown option --count" in err
-    code, _, err = run_cli("--database-url", database_url, "rollback")  # still nothing undone above
+    code, _, err = run_cli("--database-url", database_url, "rollback", "--yes",  # still nothing undone above
+                           env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"})
     assert code == 0
 
 

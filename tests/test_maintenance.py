@@ -19,7 +19,7 @@ import pytest
 
 import pfdb
 from pfdb import Configuration, RestoreError, SystemLog, User, _pg_tools, _sqlite_tools, maintenance
-from pfdb.errors import BackupError
+from pfdb.errors import BackupError, UnsafePathError
 from pfdb.maintenance import backup, check_backup, info, optimize, restore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ def test_backup_path_can_be_a_file_or_a_folder(db, tmp_path):
 
 def test_backup_refuses_to_overwrite_the_database_itself(sqlite_url):
     pfdb.init_database(sqlite_url)
-    with pytest.raises(BackupError, match="is the database itself"):
+    with pytest.raises(UnsafePathError, match="is the database itself"):  # exit 2, like every path clash
         backup(sqlite_url.removeprefix("sqlite:///"))
 
 

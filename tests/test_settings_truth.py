@@ -47,8 +47,7 @@ def test_echo_leaves_an_application_s_own_logging_alone(sqlite_url, tmp_path):
 def test_no_command_applies_auto_upgrade_on_the_side(run_cli, empty_url, backend):
     pfdb.init_database(empty_url)
     migrations.migrate(backup=False)
-    migrations.rollback("zero", **({"destructive_ok": True} if "destructive_ok" in
-                                   migrations.rollback.__code__.co_varnames else {}))
+    migrations.rollback("zero", destructive_ok=True, backup=False)
     pfdb.close_database()
     env = {"MIGRATION_AUTO_UPGRADE": "true"}
     code, out, _ = run_cli("--database-url", empty_url, "migrate", "--dry-run", env=env)

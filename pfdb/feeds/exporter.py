@@ -31,6 +31,7 @@ from ..errors import FeedError, NotFoundError, UsageError
 from ..models import Category, Product, ProductImage
 from ..models.catalog import path_prefix
 from ..models.fields import UTC, utcnow
+from ..paths import check_output
 from .formats import CATEGORY, FEED_FIELDS, IMAGES, PFDB_COLUMNS
 
 PAGE_SIZE = 1000
@@ -188,6 +189,10 @@ def export_products(
         raise UsageError(f"unknown export format {format!r}", hint="use csv or jsonl")
     since = parse_since(changed_since) if changed_since not in (None, "") else None
     database = get_database()
+    if isinstance(output, (str, os.PathLike)) and str(output) != "-":
+        # `pfdb export shop.db` replaced the live database; standard input may be a file too.
+        check_output(Path(output).expanduser(), what=f"the export file {output}",
+                     inputs=[("standard input", sys.stdin)])
     opened = database.connect(reuse_if_open=True)
     try:
         with db_read_scope():  # one snapshot, and no wait behind an import's write lock

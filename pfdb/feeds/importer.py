@@ -32,6 +32,7 @@ from ..database import get_database, translated_errors
 from ..errors import DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
+from ..paths import check_output
 from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
@@ -655,6 +656,12 @@ def import_products(
     batch_size = _batch_size(batch_size)
     _check_encoding(encoding)
     database = get_database()
+    if rejects:
+        # Before anything is opened: --rejects over the database or the feed destroyed them.
+        feed_path = Path(source).expanduser() if isinstance(source, (str, Path)) and str(source) != "-" else source
+        check_output(Path(rejects), what=f"the rejects file {rejects}",
+                     inputs=[("the feed being imported", feed_path),
+                             ("the mapping file", Path(mapping) if isinstance(mapping, (str, Path)) else None)])
     if isinstance(mapping, (str, Path)):
         mapping = Mapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
