@@ -161,7 +161,7 @@ def test_raw_sql_that_drops_and_python_code_count_as_destructive(shop, mdir, sou
 
 
 # -- the CLI ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("args", [(), ("zero",), ("--no-yes",)])
+@pytest.mark.parametrize("args", [(), ("zero",), ("--lock-timeout", "5")])
 def test_cli_refuses_a_destructive_rollback_without_a_terminal(shop, run_cli, args):
     code, out, err = run_cli("--database-url", shop, "rollback", *args)
     assert code == 2, (out, err)
