@@ -202,3 +202,21 @@ def test_cli_exits_1_and_names_the_line_for_a_huge_price(db, database_url, tmp_p
                                     "message": "'1e30' is not a plain decimal number: write the digits out, "
                                                "without an exponent"}
     assert product("B").price == Decimal("2.00")
+
+
+def test_weights_in_shopify_and_google_feeds_use_the_grammar(db, tmp_path):
+    shopify = ("Handle,Title,Variant SKU,Variant Grams,Variant Price\n"
+               "h1,T,S-1,1e999999999,1\nh2,T,S-2,1_000,1\nh3,T,S-3,250,1\n")
+    result = import_products(write(tmp_path, "shopify.csv", shopify))  # Overflow aborted the import before
+    assert (result.format, result.created, result.rejected) == ("shopify", 1, 2)
+    assert rejects_by_line(result)[2] == ("Variant Grams", "'1e999999999' is not a plain decimal number: "
+                                                           "write the digits out, without an exponent")
+    assert product("S-3").weight == Decimal("0.250")
+    google = ("id\ttitle\tprice\tshipping_weight\n"
+              f"G-1\tHeavy\t1.00 USD\t{'9' * 30} kg\nG-2\tPricey\t{'9' * 40} USD\t1 kg\nG-3\tFine\t2 USD\t1 lb\n")
+    result = import_products(write(tmp_path, "google.tsv", google))  # InvalidOperation aborted it before
+    assert (result.format, result.created, result.rejected) == ("google", 1, 2)
+    got = rejects_by_line(result)
+    assert got[2][0] == "shipping_weight" and "out of range" in got[2][1]
+    assert got[3][0] == "price" and "out of range (0 to 9999999999.99)" in got[3][1]
+    assert product("G-3").weight == Decimal("0.454")
