@@ -13,3 +13,8 @@ def slugify(text: str, max_length: int = 200) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     slug = _NON_SLUG.sub("-", ascii_text.lower()).strip("-")
     return slug[:max_length].rstrip("-")
+
+
+#: Why text holding a NUL (``\x00``) is refused, by the models and the feed importer alike:
+#: PostgreSQL cannot store it in text (SQLite can), so a row must not depend on the backend.
+NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store; remove it"

@@ -16,12 +16,13 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..errors import FeedError, UsageError
 from ..models import Product
+from ..numbers import DecimalGrammar, NumberError
 from ..text import slugify
 from .reading import FeedInput
 
@@ -168,6 +169,11 @@ class PfdbFormat(FeedFormat):
             yield Record(line, values, obj)
 
 
+# A weight as a feed writes it, before conversion to kg (``WEIGHT`` then checks the result):
+# the number grammar with room to spare, so a 30-digit weight is refused instead of overflowing.
+_MEASURE = DecimalGrammar(20, 8, negative=True, rounding=True)
+
+
 # -- Shopify product CSV ------------------------------------------------------------------------
 _SHOPIFY_VARIANT_COLUMNS = ("variant sku", "variant price", "option1 value", "variant barcode")
 _SHOPIFY_PER_ROW = re.compile(r"^(variant |option\d value$|image (src|position|alt text)$)")
@@ -291,10 +297,11 @@ class ShopifyFormat(FeedFormat):
             grams = cell(cells, "variant grams")
             if grams:
                 try:
-                    if Decimal(grams) > 0:
-                        values["weight"] = (Decimal(grams) / 1000).quantize(Decimal("0.001"))
-                except InvalidOperation:
-                    errors.append(("Variant Grams", f"{grams!r} is not a number"))
+                    amount = _MEASURE.parse(grams)
+                    if amount > 0:
+                        values["weight"] = (amount / 1000).quantize(Decimal("0.001"))
+                except NumberError as exc:
+                    errors.append(("Variant Grams", str(exc)))
             attributes: dict[str, Any] = {}
             opts = {name or f"Option{n}": v for n, (name, v) in enumerate(zip(option_names, options, strict=True), 1)
                     if v and v != "Default Title"}
@@ -395,8 +402,11 @@ class GoogleMerchantFormat(FeedFormat):
             if weight:
                 match = _WEIGHT.match(weight)
                 if match:
-                    kg = Decimal(match[1]) * _TO_KG[(match[2] or "kg").lower()]
-                    values["weight"] = kg.quantize(Decimal("0.001"))
+                    try:
+                        kg = _MEASURE.parse(match[1]) * _TO_KG[(match[2] or "kg").lower()]
+                        values["weight"] = kg.quantize(Decimal("0.001"))
+                    except NumberError as exc:
+                        errors.append(("shipping_weight", str(exc)))
                 else:
                     errors.append(("shipping_weight", f"{weight!r} is not a weight such as '0.5 kg'"))
             attributes = {a: cell(a) for a in _GOOGLE_ATTRIBUTES if cell(a)}

@@ -309,8 +309,11 @@ class _Import:
         batch_size = self.batch_size
         batch: list[_Row] = []
         rows = line = 0
+        broken = self.feed.broken  # rows the reader rejected whole (over a limit, an unclosed quote)
         try:
             for record in self.format.records(self.feed):
+                if broken:
+                    rows += self._reject_broken(broken)
                 rows += 1
                 line = record.line
                 values, category, images, errors = clean(record)
@@ -333,9 +336,19 @@ class _Import:
                 if len(batch) >= batch_size:
                     yield batch, rows, line
                     batch = []
+            if broken:
+                rows += self._reject_broken(broken)
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:  # from reading the file
             raise unreadable(self.feed.name, exc, self.encoding, line + 1) from None
         yield batch, rows, line
+
+    def _reject_broken(self, broken: list) -> int:
+        """Reject the rows the reader could not read (``reading.BrokenRow``); how many there were."""
+        count = len(broken)
+        for row in broken:
+            self._reject(row.line, None, row.raw, [("-", row.message)])
+        broken.clear()
+        return count
 
     def _note(self, record: Record, sku: str) -> None:
         for column, message in record.notes:

@@ -14,22 +14,22 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal
 from hashlib import sha256
 from typing import Any
 
 from .._peewee import peewee as pw
-from ..errors import ValidationError
-from ..models import Product, ProductImage, to_money
-from ..models.catalog import PRODUCT_STATUSES
-from ..models.fields import JSONField
+from ..models import Product, ProductImage
+from ..models.catalog import MONEY, PRODUCT_STATUSES, WEIGHT
+from ..models.fields import JSONField, json_problem
+from ..numbers import DecimalGrammar, NumberError, parse_integer
+from ..text import NUL_REASON
 from .formats import CATEGORY, IMAGES, FeedFormat, Record
 from .upsert import db_converter, given_product_fields
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
-INT_RANGE = (-(2**31), 2**31 - 1)  # IntegerField is a 32-bit integer on PostgreSQL
 
 
 class Invalid(Exception):
@@ -64,6 +64,8 @@ def text_cleaner(max_length: int | None, *, identifier: bool = False) -> Cleaner
             return None
         if max_length and len(text) > max_length:
             raise Invalid(f"is longer than {max_length} characters ({len(text)})")
+        if "\x00" in text:
+            raise Invalid(NUL_REASON)
         return text
 
     return clean
@@ -72,91 +74,55 @@ def text_cleaner(max_length: int | None, *, identifier: bool = False) -> Cleaner
 def verbatim_text(raw: Any) -> str | None:
     """Long text (descriptions) kept exactly as written, HTML and newlines included."""
     text = _as_text(raw)
-    return text if text is not None and text.strip() else None
+    if text is None or not text.strip():
+        return None
+    if "\x00" in text:
+        raise Invalid(NUL_REASON)
+    return text
 
 
-# What nearly every feed price looks like; anything else goes through ``to_money`` itself.
-_PLAIN_MONEY = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?")
-CENT = Decimal("0.01")
+def number_cleaner(grammar: DecimalGrammar) -> Cleaner:
+    """A column's numbers by ``grammar`` (``pfdb.numbers``, the model's own rule).
+
+    Nearly every feed value matches ``grammar.fast`` (``19.99``), whose value is one
+    ``Decimal`` and a quantize; anything else goes through the full grammar for its reason.
+    """
+    fast, exponent, parse = grammar.fast.fullmatch, grammar.exponent, grammar.parse
+
+    def clean(raw: Any) -> Decimal | None:
+        if raw.__class__ is str:
+            text = raw.strip()
+            if fast(text):
+                return Decimal(text).quantize(exponent)
+        try:
+            return parse(raw)
+        except NumberError as exc:
+            raise Invalid(str(exc)) from None
+
+    return clean
 
 
 def money_cleaner(field: str) -> Cleaner:
-    def clean(raw: Any) -> Decimal | None:
-        if isinstance(raw, str):
-            raw = raw.strip()
-            if _PLAIN_MONEY.fullmatch(raw):  # non-negative, two places at most, below 1e10
-                return Decimal(raw).quantize(CENT)
-        if raw is None or raw == "":
-            return None
-        if isinstance(raw, bool):
-            raise Invalid(f"{raw!r} is not a number")
-        try:
-            return to_money(field, raw)
-        except ValidationError as exc:
-            raise Invalid(exc.message.split(": ", 1)[1]) from None
-
-    return clean
+    """Prices: ``MONEY``, exactly as ``to_money`` (``Product.validate()``) reads them."""
+    return number_cleaner(MONEY)
 
 
 def decimal_cleaner(field: pw.DecimalField) -> Cleaner:
-    """A non-negative number rounded to the column's decimal places (weights)."""
-    exp = Decimal(1).scaleb(-field.decimal_places)
-    limit = Decimal(10) ** (field.max_digits - field.decimal_places)
-
-    def clean(raw: Any) -> Decimal | None:
-        if isinstance(raw, bool):
-            raise Invalid(f"{raw!r} is not a number")
-        if isinstance(raw, float):
-            raw = repr(raw)
-        if isinstance(raw, str):
-            raw = raw.strip()
-            if not raw:
-                return None
-        if raw is None:
-            return None
-        try:
-            value = Decimal(raw) if not isinstance(raw, Decimal) else raw
-        except (InvalidOperation, ValueError, TypeError):
-            raise Invalid(f"{raw!r} is not a number") from None
-        if not value.is_finite():
-            raise Invalid(f"{raw!r} is not a number")
-        if value < 0:
-            raise Invalid("must not be negative")
-        value = value.quantize(exp, rounding=ROUND_HALF_UP)
-        if value >= limit:
-            raise Invalid(f"{value} is too large")
-        return value
-
-    return clean
+    """A non-negative number rounded to the column's decimal places (weights: the model's ``WEIGHT``)."""
+    if field is Product.weight:
+        return number_cleaner(WEIGHT)
+    return number_cleaner(DecimalGrammar(field.max_digits, field.decimal_places, rounding=True))
 
 
 def integer_cleaner(raw: Any) -> int | None:
-    if isinstance(raw, bool):
-        raise Invalid(f"{raw!r} is not a whole number")
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, float):
-        if not raw.is_integer():
-            raise Invalid(f"{raw!r} is not a whole number")
-        value = int(raw)
-    else:
-        text = _as_text(raw)
-        if text is None or not text.strip():
-            return None
-        text = text.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                number = Decimal(text)
-            except InvalidOperation:
-                raise Invalid(f"{text!r} is not a whole number") from None
-            if not number.is_finite() or number != number.to_integral_value():
-                raise Invalid(f"{text!r} is not a whole number") from None
-            value = int(number)
-    if not INT_RANGE[0] <= value <= INT_RANGE[1]:
-        raise Invalid(f"{value} is out of range")
-    return value
+    if raw.__class__ is str:
+        text = raw.strip()
+        if text.isdigit() and text.isascii() and len(text) < 10:  # "12": the common case, in range
+            return int(text)
+    try:
+        return parse_integer(raw)
+    except NumberError as exc:
+        raise Invalid(str(exc)) from None
 
 
 def boolean_cleaner(raw: Any) -> bool | None:
@@ -172,6 +138,10 @@ def boolean_cleaner(raw: Any) -> bool | None:
     raise Invalid(f"{raw!r} is not true or false")
 
 
+def _no_constant(name: str) -> Any:
+    raise Invalid(f"holds {name}, which is not JSON; use null or a string instead")
+
+
 def json_cleaner(raw: Any) -> dict | None:
     if raw is None or raw == "" or raw == {}:
         return None
@@ -180,11 +150,15 @@ def json_cleaner(raw: Any) -> dict | None:
         if not raw.strip():
             return None
         try:
-            value = json.loads(raw)
+            value = json.loads(raw, parse_constant=_no_constant)  # NaN, Infinity: Python's, not JSON
         except json.JSONDecodeError as exc:
             raise Invalid(f"is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
         raise Invalid("must be a JSON object such as {\"color\": \"red\"}")
+    if raw is value:  # a JSON Lines object: its reader took NaN
+        problem = json_problem(value)
+        if problem:
+            raise Invalid(problem)
     return value or None
 
 
@@ -284,12 +258,16 @@ def split_images(raw: Any, separator: str) -> list[tuple[str, str]] | None:
     if raw is None:
         return None
     if raw.__class__ is str:
+        if "\x00" in raw:
+            raise Invalid(f"an image URL {NUL_REASON}")
         items = raw.split(separator)
     elif isinstance(raw, list):
         items = raw
         for item in items:
             if not isinstance(item, str):
                 raise Invalid(f"{json.dumps(item)[:40]} is not a URL")
+            if "\x00" in item:
+                raise Invalid(f"an image URL {NUL_REASON}")
     else:
         raise Invalid("must be a list of URLs")
     urls = dict.fromkeys(map(str.strip, items))  # in order, each once
@@ -354,6 +332,12 @@ class RowCleaner:
             category = get(self.category_key)
             if isinstance(category, str):
                 category = category.strip() or None
+                if category is not None and "\x00" in category:
+                    errors = errors or []
+                    errors.append((self.format.column(CATEGORY), NUL_REASON))
+            elif isinstance(category, tuple) and any(isinstance(v, str) and "\x00" in v for v in category):
+                errors = errors or []  # a CategoryRef (Shopify, Google): its path or id
+                errors.append((self.format.column(CATEGORY), NUL_REASON))
         if self.has_images:
             try:
                 images = split_images(get(self.images_key), self.separator)

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 from .._peewee import peewee as pw
 from ..database import db
 from ..errors import DuplicateError, ValidationError
-from .fields import UTCDateTimeField, utcnow
+from ..text import NUL_REASON
+from .fields import JSONField, UTCDateTimeField, utcnow
 
 # SQLite: "UNIQUE constraint failed: products.sku"
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<cols>[\w., ]+)")
@@ -36,6 +37,7 @@ class BaseModel(pw.Model):
 
     def save(self, force_insert: bool = False, only: Any = None) -> int:
         self.validate()
+        refuse_nul(self)
         if self._pk is not None and not force_insert:
             self.updated_at = utcnow()
             if only is not None:
@@ -83,6 +85,15 @@ class BaseModel(pw.Model):
     def __str__(self) -> str:
         # peewee's metaclass builds each model's repr as "<Name: str(self)>"
         return ", ".join(f"{f}={getattr(self, f, None)!r}" for f in self.repr_fields)
+
+
+def refuse_nul(instance: pw.Model) -> None:
+    """``ValidationError`` for a text field holding ``\\x00``: SQLite stores it, PostgreSQL refuses it."""
+    for field in instance._meta.sorted_fields:
+        if isinstance(field, (pw.CharField, pw.TextField)) and not isinstance(field, JSONField):
+            value = instance.__data__.get(field.name)
+            if value.__class__ is str and "\x00" in value:
+                raise ValidationError(field.name, NUL_REASON)
 
 
 def require_text(field: str, value: Any, max_length: int | None = None, *, allow_empty: bool = False) -> str | None:

@@ -52,3 +52,26 @@ class JSONField(pw.TextField):
         if value is None or not isinstance(value, str):
             return value
         return json.loads(value)
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` is not standard JSON (a NaN or an infinity in it), or ``None`` when it is.
+
+    ``json.dumps`` writes ``float("nan")`` as a bare ``NaN`` that strict JSON readers (and
+    PostgreSQL's ``json`` type) refuse, so such a value is refused before it is stored.
+    """
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, float):
+            if item != item or item in (_INF, -_INF):
+                where = f" at {path}" if path else ""
+                return f"holds {json.dumps(item)}{where}, which is not JSON; use null or a string instead"
+        elif isinstance(item, dict):
+            stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
+    return None
+
+
+_INF = float("inf")
