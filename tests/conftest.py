@@ -1,4 +1,8 @@
-"""Fixtures: every test gets its own fresh database, SQLite in tmp_path or a new PostgreSQL database.
+"""Fixtures: every test starts from a clean, migrated database (docs/development-tests.md).
+
+SQLite: a copy of a migrated template file in tmp_path. PostgreSQL: one shared migrated
+database, put back into the template's state after each test (tests/shared_database.py), or a
+database of the test's own with ``@pytest.mark.fresh_database`` / ``fresh_database_url``.
 
 PostgreSQL comes from ``PFDB_TEST_POSTGRES_URL`` (default: the local server, user postgres).
 If it cannot be reached the PostgreSQL half is skipped with the reason, unless
@@ -13,9 +17,11 @@ import shutil
 import sys
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from shared_database import SharedDatabase
 
 import pfdb
 import pfdb.config
@@ -24,6 +30,8 @@ from pfdb import migrations
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("PFDB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("PFDB_REQUIRE_POSTGRES", "").strip().lower() in ("1", "true", "yes")
+# Every PostgreSQL test in a database of its own, as before the shared database (slow; to rule it out).
+ALL_FRESH = os.environ.get("PFDB_TEST_FRESH_DATABASES", "").strip().lower() in ("1", "true", "yes")
 
 # Tests never read a developer's environment or .env by accident.
 for _name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
@@ -113,9 +121,18 @@ class PostgresServer:
             leftovers.append(self._ready.get())
         while not self._drops.empty():
             leftovers.append(self._drops.get())
-        for name in leftovers:
-            self.drop(name)
+        # Each DROP DATABASE waits for a checkpoint (a second or two on a busy disk); dropped side
+        # by side they share checkpoints, so the session ends sooner.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._drop_apart, leftovers))
         self.conn.close()
+
+    def _drop_apart(self, name: str) -> None:
+        conn = self._connect()
+        try:
+            self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', conn)
+        finally:
+            conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -178,23 +195,74 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
     return f"sqlite:///{path}"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fresh_database: this test's PostgreSQL database is a copy of its own, "
+                                       "never the shared one (see docs/development-tests.md)")
+
+
+_shared: list[SharedDatabase] = []  # for the summary below
+
+
+@pytest.fixture(scope="session")
+def pg_shared(pg_server, pg_template):
+    """The one migrated PostgreSQL database that ordinary tests share, reset after each."""
+    shared = SharedDatabase(create=lambda: pg_server.copy_of_template(pg_template), discard=pg_server.release,
+                            url_of=pg_url)
+    _shared.append(shared)
+    yield shared
+    if shared.name:
+        pg_server.release(shared.name)  # dropped with the server's other leftovers
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the tests that changed the shared database's schema: each cost a fresh copy."""
+    replaced = [test for shared in _shared for test in shared.replaced_after]
+    if replaced:
+        terminalreporter.write_line(f"shared PostgreSQL database replaced after {len(replaced)} test(s) that changed "
+                                    "its schema (mark them @pytest.mark.fresh_database):")
+        for test in replaced:
+            terminalreporter.write_line(f"  {test}")
+
+
 @pytest.fixture
-def postgres_url(pg_server, pg_template, request) -> str:
-    """A fresh, migrated PostgreSQL database (for PostgreSQL-only behaviour)."""
+def fresh_postgres_url(pg_server, pg_template, request) -> str:
+    """A migrated PostgreSQL database of this test's own, dropped afterwards."""
     name = pg_server.copy_of_template(pg_template)
     request.addfinalizer(lambda: (pfdb.close_database(), pg_server.release(name)))
     return pg_url(name)
 
 
 @pytest.fixture
+def postgres_url(request) -> str:
+    """A clean, migrated PostgreSQL database (for PostgreSQL-only behaviour).
+
+    The shared database, put back into the template's state after the test (a changed schema
+    gets a fresh copy), or with ``@pytest.mark.fresh_database`` a database of the test's own.
+    """
+    if ALL_FRESH or request.node.get_closest_marker("fresh_database"):
+        return request.getfixturevalue("fresh_postgres_url")
+    shared = request.getfixturevalue("pg_shared")
+    name = shared.acquire()
+    # pfdb's pool goes first: its idle connections would otherwise be terminated mid-pool.
+    request.addfinalizer(lambda: (pfdb.close_database(), shared.reset(request.node.nodeid)))
+    return pg_url(name)
+
+
+@pytest.fixture
 def database_url(backend, request) -> str:
-    """The URL of a fresh database with the whole schema migrated, on each backend."""
+    """The URL of a clean database with the whole schema migrated, on each backend."""
     return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
 
 
 @pytest.fixture
+def fresh_database_url(backend, request) -> str:
+    """Like ``database_url``, but on PostgreSQL a database of this test's own (SQLite's always is)."""
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "fresh_postgres_url")
+
+
+@pytest.fixture
 def db(database_url):
-    """``pfdb.db`` bound to a fresh, migrated database."""
+    """``pfdb.db`` bound to a clean, migrated database."""
     pfdb.init_database(database_url)
     yield pfdb.db
 

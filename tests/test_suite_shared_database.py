@@ -1,0 +1,131 @@
+"""The shared PostgreSQL test database comes back exactly as migrated, whatever a test did to it.
+
+Each test here drives a ``SharedDatabase`` of its own (not the session's), so it can look at the
+database after the reset that ordinary tests never see.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+from conftest import pg_url
+from shared_database import SEQUENCES, SharedDatabase, fingerprint
+
+import pfdb
+from pfdb import Category, Configuration, Product, migrations
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def shared(pg_server, pg_template):
+    database = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
+    database.acquire()
+    yield database
+    pfdb.close_database()
+    if database.name:
+        pg_server.release(database.name)
+
+
+def state(name: str) -> tuple:
+    """Schema fingerprint, migration history, sequence positions and row count of a database."""
+    conn = psycopg2.connect(pg_url(name))
+    try:
+        with conn.cursor() as cur:
+            schema = fingerprint(cur)
+            cur.execute("SELECT id, name, migrated_at FROM migratehistory ORDER BY id")
+            history = cur.fetchall()
+            cur.execute(SEQUENCES)
+            sequences = cur.fetchall()
+            cur.execute("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM categories)"
+                        " + (SELECT count(*) FROM configuration)")
+            return schema, history, sequences, cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_rows_history_and_sequences_come_back_without_a_new_database(shared):
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    shoes = Category.create(name="Shoes", slug="shoes")
+    Product.create(sku="A-1", name="Boot", category=shoes)
+    Configuration.create(key="k", value="v")
+    pfdb.db.execute_sql("INSERT INTO migratehistory (name, migrated_at) VALUES ('999_fake', now())")
+    with pfdb.db.atomic() as txn:  # a sequence moves on even when its rows are rolled back
+        Product.create(sku="A-2", name="Gone")
+        txn.rollback()
+    assert state(name) != template
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.name == name and shared.replaced_after == []  # emptied, not replaced
+    assert state(name) == template
+    pfdb.init_database(pg_url(name))
+    assert Category.create(name="Again", slug="again").id == 1
+
+
+def test_a_session_left_open_with_locks_is_ended(shared):
+    """A connection the test opened itself, idle in a transaction holding a row lock, must not block TRUNCATE."""
+    template = state(shared.name)
+    pfdb.init_database(pg_url(shared.name))
+    Configuration.create(key="k", value="v")
+    pfdb.close_database()
+    left_open = psycopg2.connect(pg_url(shared.name))
+    with left_open.cursor() as cur:
+        cur.execute("SELECT * FROM configuration FOR UPDATE")
+        cur.execute("LOCK TABLE products IN ACCESS SHARE MODE")
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == [] and state(shared.name) == template
+    with pytest.raises(psycopg2.Error):  # terminated by the reset
+        left_open.cursor().execute("SELECT 1")
+    left_open.close()
+
+
+SCHEMA_CHANGES = {
+    "drop a table": ['DROP TABLE "system_logs"'],
+    "create a table": ["CREATE TABLE notes (id serial PRIMARY KEY)"],
+    "add a column": ["ALTER TABLE products ADD COLUMN extra text"],
+    "add an index": ["CREATE INDEX products_name_extra ON products (name)"],
+    "alter a sequence": ["ALTER SEQUENCE products_id_seq INCREMENT BY 10"],
+    "database setting": ["DO $$ BEGIN EXECUTE format('ALTER DATABASE %%I SET work_mem = ''8MB''', current_database());"
+                         " END $$"],
+}
+
+
+@pytest.mark.parametrize("statements", SCHEMA_CHANGES.values(), ids=SCHEMA_CHANGES.keys())
+def test_a_changed_schema_gets_a_fresh_copy(shared, statements):
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    for statement in statements:
+        pfdb.db.execute_sql(statement)
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == ["this test"] and shared.name != name
+    assert state(shared.name) == template
+
+
+def test_a_rolled_back_migration_gets_a_fresh_copy(shared):
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    migrations.rollback("zero")
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == ["this test"] and shared.name != name
+    assert state(shared.name) == template
+
+
+def test_a_dropped_shared_database_is_replaced(shared, pg_server):
+    pg_server.drop(shared.name)
+    shared.reset("this test")
+    assert shared.replaced_after == ["this test"]
+    assert state(shared.name)[3] == 0
