@@ -45,17 +45,18 @@ def pg_url(dbname: str) -> str:
 
 
 class PostgresServer:
-    """Creates and drops the per-test databases through autocommit admin connections.
+    """Creates and drops test databases through autocommit admin connections.
 
-    CREATE DATABASE … TEMPLATE costs most of a second here (it flushes the copy to disk),
-    so a background thread keeps a couple of copies of the migrated template ready and
-    drops used databases, while the tests run.
+    CREATE DATABASE … TEMPLATE costs up to half a second here and DROP DATABASE waits for a
+    checkpoint (one to two seconds on a busy disk), so for the tests that need a database of
+    their own a background thread keeps a copy of the migrated template ready and drops used
+    databases, while the tests run. Ordinary tests share one database (``pg_shared``).
     """
 
     def __init__(self):
         self.conn = self._connect()
         self.created: list[str] = []
-        self._ready: queue.Queue[str] = queue.Queue(maxsize=2)
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=1)  # few tests need one now: each unused is a DROP
         self._drops: queue.Queue[str] = queue.Queue()
         self._template: str | None = None
         self._stop = threading.Event()
@@ -206,8 +207,9 @@ _shared: list[SharedDatabase] = []  # for the summary below
 @pytest.fixture(scope="session")
 def pg_shared(pg_server, pg_template):
     """The one migrated PostgreSQL database that ordinary tests share, reset after each."""
-    shared = SharedDatabase(create=lambda: pg_server.copy_of_template(pg_template), discard=pg_server.release,
-                            url_of=pg_url)
+    # Created in the foreground: the background copier (and the copies it keeps ready, each a
+    # DROP DATABASE at the end) only starts when a test asks for a database of its own.
+    shared = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
     _shared.append(shared)
     yield shared
     if shared.name:
