@@ -85,38 +85,64 @@ class PostgresServer:
     def release(self, name: str) -> None:
         """Drop a used database in the background."""
         self._drops.put(name)
+        self._start_worker()
 
     def copy_of_template(self, template: str) -> str:
+        """A migrated copy: the one kept ready, else one made now (never waiting behind the drops)."""
+        self._template = template
+        self._start_worker()
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            return self.create(template)
+
+    def _start_worker(self) -> None:
         if self._worker is None:
-            self._template = template
             self._worker = threading.Thread(target=self._prepare, daemon=True)
             self._worker.start()
-        return self._ready.get(timeout=120)
 
     def _prepare(self) -> None:
         conn = self._connect()
         while not self._stop.is_set():
-            while not self._drops.empty():
-                self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
+            if not self._drop_released():
+                break  # close() drops what is left, and reports the error
+            if self._template is None or self._ready.full():
+                self._stop.wait(0.1)
+                continue
             try:
                 name = self.create(self._template, conn)
-            except Exception:  # the main thread times out on the queue and reports
+            except Exception:  # copy_of_template makes its own copies then, and reports any error
                 break
-            while not self._stop.is_set():
-                try:
-                    self._ready.put(name, timeout=0.2)
-                    break
-                except queue.Full:
-                    while not self._drops.empty():
-                        self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
-            else:
-                self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', conn)
+            self._ready.put(name)  # only this thread fills the queue, and it was not full
         conn.close()
+
+    def _drop_released(self) -> bool:
+        """Drop what the tests released, side by side: concurrent DROP DATABASEs share checkpoints."""
+        names = []
+        while not self._drops.empty():
+            names.append(self._drops.get())
+        if not names:
+            return True
+        failed = []
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for name, error in zip(names, pool.map(self._try_drop, names), strict=True):
+                if error:
+                    failed.append(name)
+        for name in failed:
+            self._drops.put(name)
+        return not failed
+
+    def _try_drop(self, name: str) -> Exception | None:
+        try:
+            self._drop_apart(name)
+        except Exception as exc:
+            return exc
+        return None
 
     def close(self) -> None:
         self._stop.set()
         if self._worker is not None:
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=60)
         leftovers = list(self.created)
         while not self._ready.empty():
             leftovers.append(self._ready.get())
