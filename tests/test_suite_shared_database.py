@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 from conftest import pg_url
-from shared_database import SEQUENCES, SharedDatabase, fingerprint
+from shared_database import SEQUENCES, SharedDatabase, children_first, fingerprint
 
 import pfdb
 from pfdb import Category, Configuration, Product, migrations
@@ -68,6 +68,7 @@ def test_rows_history_and_sequences_come_back_without_a_new_database(shared):
     shared.reset("this test")
 
     assert shared.name == name and shared.replaced_after == []  # emptied, not replaced
+    assert not shared._truncate_only  # pfdb's schema has no triggers: emptied by DELETE
     assert state(name) == template
     pfdb.init_database(pg_url(name))
     assert Category.create(name="Again", slug="again").id == 1
@@ -146,3 +147,54 @@ def test_a_vanished_shared_database_is_replaced(shared, pg_server):
     shared.reset("this test")
 
     assert shared.replaced_after == ["this test"] and state(shared.name) == template
+
+
+def test_delete_order_puts_referencing_tables_first():
+    keys = [(("s", "images"), ("s", "products")), (("s", "products"), ("s", "categories")),
+            (("s", "categories"), ("s", "categories"))]
+    tables = [("s", "categories"), ("s", "images"), ("s", "products"), ("s", "users")]
+    order = children_first(tables, keys)
+    assert sorted(order) == sorted(tables)
+    assert order.index(("s", "images")) < order.index(("s", "products")) < order.index(("s", "categories"))
+    cycle = [(("s", "a"), ("s", "b")), (("s", "b"), ("s", "a"))]
+    assert sorted(children_first([("s", "a"), ("s", "b")], cycle)) == [("s", "a"), ("s", "b")]
+
+
+CYCLE = """
+CREATE TABLE ring_a (id int PRIMARY KEY, b_id int);
+CREATE TABLE ring_b (id int PRIMARY KEY, a_id int REFERENCES ring_a ON DELETE RESTRICT);
+ALTER TABLE ring_a ADD FOREIGN KEY (b_id) REFERENCES ring_b ON DELETE RESTRICT;
+"""
+
+
+def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
+    """Two tables referencing each other with RESTRICT: every DELETE fails, TRUNCATE … CASCADE takes over."""
+    def create() -> str:
+        name = pg_server.create(pg_template)
+        conn = psycopg2.connect(pg_url(name))
+        with conn, conn.cursor() as cur:
+            cur.execute(CYCLE)
+        conn.close()
+        return name
+
+    database = SharedDatabase(create=create, discard=pg_server.release, url_of=pg_url)
+    try:
+        database.acquire()
+        template = state(database.name)
+        conn = psycopg2.connect(pg_url(database.name))
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO ring_a VALUES (1, NULL); INSERT INTO ring_b VALUES (1, 1);"
+                        " UPDATE ring_a SET b_id = 1")
+        conn.close()
+
+        database.reset("this test")
+
+        assert database.replaced_after == [] and state(database.name) == template
+        conn = psycopg2.connect(pg_url(database.name))
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM ring_a) + (SELECT count(*) FROM ring_b)")
+            assert cur.fetchone()[0] == 0
+        conn.close()
+    finally:
+        if database.name:
+            pg_server.release(database.name)
