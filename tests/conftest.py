@@ -17,6 +17,7 @@ import shutil
 import sys
 import threading
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -227,29 +228,15 @@ def pytest_configure(config):
                                        "never the shared one (see docs/development-tests.md)")
 
 
-_shared: list[SharedDatabase] = []  # for the summary below
-
-
 @pytest.fixture(scope="session")
 def pg_shared(pg_server, pg_template):
     """The one migrated PostgreSQL database that ordinary tests share, reset after each."""
     # Created in the foreground: the background copier (and the copies it keeps ready, each a
     # DROP DATABASE at the end) only starts when a test asks for a database of its own.
     shared = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
-    _shared.append(shared)
     yield shared
     if shared.name:
         pg_server.release(shared.name)  # dropped with the server's other leftovers
-
-
-def pytest_terminal_summary(terminalreporter):
-    """Name the tests that changed the shared database's schema: each cost a fresh copy."""
-    replaced = [test for shared in _shared for test in shared.replaced_after]
-    if replaced:
-        terminalreporter.write_line(f"shared PostgreSQL database replaced after {len(replaced)} test(s) that changed "
-                                    "its schema (mark them @pytest.mark.fresh_database):")
-        for test in replaced:
-            terminalreporter.write_line(f"  {test}")
 
 
 @pytest.fixture
@@ -271,8 +258,15 @@ def postgres_url(request) -> str:
         return request.getfixturevalue("fresh_postgres_url")
     shared = request.getfixturevalue("pg_shared")
     name = shared.acquire()
-    # pfdb's pool goes first: its idle connections would otherwise be terminated mid-pool.
-    request.addfinalizer(lambda: (pfdb.close_database(), shared.reset(request.node.nodeid)))
+
+    def reset() -> None:
+        pfdb.close_database()  # pfdb's pool goes first: its idle connections would be terminated mid-pool
+        if not shared.reset(request.node.nodeid):
+            # A warning reaches the summary under pytest-xdist too, and names the test.
+            warnings.warn("this test changed the shared PostgreSQL database's schema, which cost a fresh copy: "
+                          "mark it @pytest.mark.fresh_database", pytest.PytestWarning, stacklevel=1)
+
+    request.addfinalizer(reset)
     return pg_url(name)
 
 

@@ -148,7 +148,7 @@ class SharedDatabase:
     def __init__(self, create: Callable[[], str], discard: Callable[[str], None], url_of: Callable[[str], str]):
         self._create, self._discard, self._url_of = create, discard, url_of
         self.name: str | None = None
-        self.replaced_after: list[str] = []  # tests that left a schema that had to be replaced (for the summary)
+        self.replaced_after: list[str] = []  # tests after which the database had to be replaced
         self._fingerprint = ""
         self._tables: list[tuple[str, str]] = []  # (schema, table)
         self._seeds: dict[tuple[str, str], bytes] = {}  # the template's rows, per table that has any
@@ -190,17 +190,18 @@ class SharedDatabase:
         finally:
             conn.close()
 
-    def reset(self, test: str = "") -> None:
-        """Put the shared database back into the template's state, or replace it by a fresh copy."""
+    def reset(self, test: str = "") -> bool:
+        """Put the shared database back into the template's state (True), or replace it by a fresh copy (False)."""
         if self.name is None:
-            return
+            return True
         try:
             if self._reset():
-                return
+                return True
         except psycopg2.Error:
             pass  # a lock that did not come free, a database a test dropped: start from a fresh copy
         self.replaced_after.append(test)
         self.replace()
+        return False
 
     def replace(self) -> None:
         """Drop the shared database (in the background) and take a fresh copy of the template."""
