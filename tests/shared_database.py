@@ -197,8 +197,8 @@ class SharedDatabase:
         try:
             if self._reset():
                 return True
-        except psycopg2.Error:
-            pass  # a lock that did not come free, a database a test dropped: start from a fresh copy
+        except Exception:  # a lock that did not come free, a dropped database: never hand it out half-reset
+            pass
         self.replaced_after.append(test)
         self.replace()
         return False
@@ -228,8 +228,8 @@ class SharedDatabase:
                 cur.execute("SET LOCAL synchronous_commit = off")
                 if dirty:
                     self._empty(conn, cur, dirty)
-                    for table in dirty:
-                        if table in self._seeds:
+                    for table in reversed(self._delete_order):  # parents first, for their keys
+                        if table in dirty and table in self._seeds:
                             copy = sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(*table))
                             cur.copy_expert(copy.as_string(cur), io.BytesIO(self._seeds[table]))
                 self._reset_sequences(cur)
