@@ -1,4 +1,8 @@
-"""Fixtures: every test gets its own fresh database, SQLite in tmp_path or a new PostgreSQL database.
+"""Fixtures: every test starts from a clean, migrated database (docs/development-tests.md).
+
+SQLite: a copy of a migrated template file in tmp_path. PostgreSQL: one shared migrated
+database, put back into the template's state after each test (tests/shared_database.py), or a
+database of the test's own with ``@pytest.mark.fresh_database`` / ``fresh_database_url``.
 
 PostgreSQL comes from ``PFDB_TEST_POSTGRES_URL`` (default: the local server, user postgres).
 If it cannot be reached the PostgreSQL half is skipped with the reason, unless
@@ -13,9 +17,12 @@ import shutil
 import sys
 import threading
 import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from shared_database import SharedDatabase
 
 import pfdb
 import pfdb.config
@@ -24,6 +31,8 @@ from pfdb import migrations
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("PFDB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("PFDB_REQUIRE_POSTGRES", "").strip().lower() in ("1", "true", "yes")
+# Every PostgreSQL test in a database of its own, as before the shared database (slow; to rule it out).
+ALL_FRESH = os.environ.get("PFDB_TEST_FRESH_DATABASES", "").strip().lower() in ("1", "true", "yes")
 
 # Tests never read a developer's environment or .env by accident.
 for _name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
@@ -37,17 +46,18 @@ def pg_url(dbname: str) -> str:
 
 
 class PostgresServer:
-    """Creates and drops the per-test databases through autocommit admin connections.
+    """Creates and drops test databases through autocommit admin connections.
 
-    CREATE DATABASE … TEMPLATE costs most of a second here (it flushes the copy to disk),
-    so a background thread keeps a couple of copies of the migrated template ready and
-    drops used databases, while the tests run.
+    CREATE DATABASE … TEMPLATE costs up to half a second here and DROP DATABASE waits for a
+    checkpoint (one to two seconds on a busy disk), so for the tests that need a database of
+    their own a background thread keeps a copy of the migrated template ready and drops used
+    databases, while the tests run. Ordinary tests share one database (``pg_shared``).
     """
 
     def __init__(self):
         self.conn = self._connect()
         self.created: list[str] = []
-        self._ready: queue.Queue[str] = queue.Queue(maxsize=2)
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=1)  # few tests need one now: each unused is a DROP
         self._drops: queue.Queue[str] = queue.Queue()
         self._template: str | None = None
         self._stop = threading.Event()
@@ -76,46 +86,81 @@ class PostgresServer:
     def release(self, name: str) -> None:
         """Drop a used database in the background."""
         self._drops.put(name)
+        self._start_worker()
 
     def copy_of_template(self, template: str) -> str:
+        """A migrated copy: the one kept ready, else one made now (never waiting behind the drops)."""
+        self._template = template
+        self._start_worker()
+        try:
+            return self._ready.get_nowait()
+        except queue.Empty:
+            return self.create(template)
+
+    def _start_worker(self) -> None:
         if self._worker is None:
-            self._template = template
             self._worker = threading.Thread(target=self._prepare, daemon=True)
             self._worker.start()
-        return self._ready.get(timeout=120)
 
     def _prepare(self) -> None:
         conn = self._connect()
         while not self._stop.is_set():
-            while not self._drops.empty():
-                self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
+            if not self._drop_released():
+                break  # close() drops what is left, and reports the error
+            if self._template is None or self._ready.full():
+                self._stop.wait(0.1)
+                continue
             try:
                 name = self.create(self._template, conn)
-            except Exception:  # the main thread times out on the queue and reports
+            except Exception:  # copy_of_template makes its own copies then, and reports any error
                 break
-            while not self._stop.is_set():
-                try:
-                    self._ready.put(name, timeout=0.2)
-                    break
-                except queue.Full:
-                    while not self._drops.empty():
-                        self.execute(f'DROP DATABASE IF EXISTS "{self._drops.get()}" WITH (FORCE)', conn)
-            else:
-                self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', conn)
+            self._ready.put(name)  # only this thread fills the queue, and it was not full
         conn.close()
+
+    def _drop_released(self) -> bool:
+        """Drop what the tests released, side by side: concurrent DROP DATABASEs share checkpoints."""
+        names = []
+        while not self._drops.empty():
+            names.append(self._drops.get())
+        if not names:
+            return True
+        failed = []
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for name, error in zip(names, pool.map(self._try_drop, names), strict=True):
+                if error:
+                    failed.append(name)
+        for name in failed:
+            self._drops.put(name)
+        return not failed
+
+    def _try_drop(self, name: str) -> Exception | None:
+        try:
+            self._drop_apart(name)
+        except Exception as exc:
+            return exc
+        return None
 
     def close(self) -> None:
         self._stop.set()
         if self._worker is not None:
-            self._worker.join(timeout=30)
+            self._worker.join(timeout=60)
         leftovers = list(self.created)
         while not self._ready.empty():
             leftovers.append(self._ready.get())
         while not self._drops.empty():
             leftovers.append(self._drops.get())
-        for name in leftovers:
-            self.drop(name)
+        # Each DROP DATABASE waits for a checkpoint (a second or two on a busy disk); dropped side
+        # by side they share checkpoints, so the session ends sooner.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(self._drop_apart, leftovers))
         self.conn.close()
+
+    def _drop_apart(self, name: str) -> None:
+        conn = self._connect()
+        try:
+            self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', conn)
+        finally:
+            conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -178,23 +223,68 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
     return f"sqlite:///{path}"
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fresh_database: this test's PostgreSQL database is a copy of its own, "
+                                       "never the shared one (see docs/development-tests.md)")
+
+
+@pytest.fixture(scope="session")
+def pg_shared(pg_server, pg_template):
+    """The one migrated PostgreSQL database that ordinary tests share, reset after each."""
+    # Created in the foreground: the background copier (and the copies it keeps ready, each a
+    # DROP DATABASE at the end) only starts when a test asks for a database of its own.
+    shared = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
+    yield shared
+    if shared.name:
+        pg_server.release(shared.name)  # dropped with the server's other leftovers
+
+
 @pytest.fixture
-def postgres_url(pg_server, pg_template, request) -> str:
-    """A fresh, migrated PostgreSQL database (for PostgreSQL-only behaviour)."""
+def fresh_postgres_url(pg_server, pg_template, request) -> str:
+    """A migrated PostgreSQL database of this test's own, dropped afterwards."""
     name = pg_server.copy_of_template(pg_template)
     request.addfinalizer(lambda: (pfdb.close_database(), pg_server.release(name)))
     return pg_url(name)
 
 
 @pytest.fixture
+def postgres_url(request) -> str:
+    """A clean, migrated PostgreSQL database (for PostgreSQL-only behaviour).
+
+    The shared database, put back into the template's state after the test (a changed schema
+    gets a fresh copy), or with ``@pytest.mark.fresh_database`` a database of the test's own.
+    """
+    if ALL_FRESH or request.node.get_closest_marker("fresh_database"):
+        return request.getfixturevalue("fresh_postgres_url")
+    shared = request.getfixturevalue("pg_shared")
+    name = shared.acquire()
+
+    def reset() -> None:
+        pfdb.close_database()  # pfdb's pool goes first: its idle connections would be terminated mid-pool
+        if not shared.reset(request.node.nodeid):
+            # A warning reaches the summary under pytest-xdist too, and names the test.
+            warnings.warn("this test changed the shared PostgreSQL database's schema, which cost a fresh copy: "
+                          "mark it @pytest.mark.fresh_database", pytest.PytestWarning, stacklevel=1)
+
+    request.addfinalizer(reset)
+    return pg_url(name)
+
+
+@pytest.fixture
 def database_url(backend, request) -> str:
-    """The URL of a fresh database with the whole schema migrated, on each backend."""
+    """The URL of a clean database with the whole schema migrated, on each backend."""
     return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
 
 
 @pytest.fixture
+def fresh_database_url(backend, request) -> str:
+    """Like ``database_url``, but on PostgreSQL a database of this test's own (SQLite's always is)."""
+    return request.getfixturevalue("sqlite_url" if backend == "sqlite" else "fresh_postgres_url")
+
+
+@pytest.fixture
 def db(database_url):
-    """``pfdb.db`` bound to a fresh, migrated database."""
+    """``pfdb.db`` bound to a clean, migrated database."""
     pfdb.init_database(database_url)
     yield pfdb.db
 

@@ -61,6 +61,7 @@ def test_migrate_rollback_cycle_keeps_data(run_cli, empty_url, backend):
     assert "products" not in pfdb.db.get_tables()
 
 
+@pytest.mark.fresh_database  # changes the schema
 def test_extra_arguments_are_refused_before_anything_runs(run_cli, database_url):
     code, out, err = run_cli("--database-url", database_url, "rollback", "001", "typo")
     assert code == 2 and "unexpected argument 'typo'" in err and out == ""

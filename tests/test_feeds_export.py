@@ -35,7 +35,7 @@ def other_url(backend, tmp_path, request):
 
     server = request.getfixturevalue("pg_server")
     name = server.create(template=request.getfixturevalue("pg_template"))
-    request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+    request.addfinalizer(lambda: (pfdb.close_database(), server.release(name)))
     return pg_url(name)
 
 

@@ -49,7 +49,7 @@ def reference(backend, tmp_path, request, feed):
 
         server = request.getfixturevalue("pg_server")
         name = server.create(template=request.getfixturevalue("pg_template"))
-        request.addfinalizer(lambda: (pfdb.close_database(), server.drop(name)))
+        request.addfinalizer(lambda: (pfdb.close_database(), server.release(name)))
         url = pg_url(name)
     pfdb.init_database(url)
     import_products(feed, batch_size=BATCH)

@@ -110,6 +110,7 @@ def test_its_own_writes_are_not_logged_again(db):
     assert not any("INSERT INTO" in message and "system_logs" in message for _, message in stored)
 
 
+@pytest.mark.fresh_database  # changes the schema
 def test_survives_a_dropped_table_and_reports_once(db, logger, capsys):
     handler = SystemLogHandler(batch_size=1)
     logger.addHandler(handler)

@@ -348,6 +348,7 @@ def two_migrations(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.mark.fresh_database  # changes the schema
 def test_migrate_takes_a_backup_only_when_something_is_pending(db, two_migrations, run_cli, database_url, tmp_path):
     add_rows(2)
     code, out, err = run_cli("--database-url", database_url, "migrate")
@@ -364,6 +365,7 @@ def test_migrate_takes_a_backup_only_when_something_is_pending(db, two_migration
     assert sorted(folder.iterdir()) == before
 
 
+@pytest.mark.fresh_database  # changes the schema
 def test_restoring_an_older_backup_reports_pending_migrations(db, two_migrations, run_cli, database_url, monkeypatch):
     add_rows(2)
     old = backup()
@@ -382,6 +384,7 @@ def test_restoring_an_older_backup_reports_pending_migrations(db, two_migrations
     assert result.migrated == ("002_extra_notes",) and result.pending == ()
 
 
+@pytest.mark.fresh_database  # changes the schema
 def test_restoring_a_backup_from_newer_code_warns(db, two_migrations, run_cli, database_url, monkeypatch):
     pfdb.migrations.migrate(backup=False)
     newer = backup()

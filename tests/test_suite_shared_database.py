@@ -1,0 +1,200 @@
+"""The shared PostgreSQL test database comes back exactly as migrated, whatever a test did to it.
+
+The tests here drive a ``SharedDatabase`` of this module's own (not the session's), so they can
+look at the database after the reset that ordinary tests never see.
+"""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+from conftest import pg_url
+from shared_database import SEQUENCES, SharedDatabase, children_first, fingerprint
+
+import pfdb
+from pfdb import Category, Configuration, Product, migrations
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def module_shared(pg_server, pg_template):
+    # One for the module: every database made here is a DROP DATABASE, so a checkpoint, later.
+    database = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
+    database.acquire()
+    yield database
+    pg_server.release(database.name)
+
+
+@pytest.fixture
+def shared(module_shared):
+    module_shared.replaced_after.clear()
+    yield module_shared
+    pfdb.close_database()
+    module_shared.reset("after the test")  # the next test starts clean whatever this one did
+
+
+def state(name: str) -> tuple:
+    """Schema fingerprint, migration history, sequence positions and row count of a database."""
+    conn = psycopg2.connect(pg_url(name))
+    try:
+        with conn.cursor() as cur:
+            schema = fingerprint(cur)
+            cur.execute("SELECT id, name, migrated_at FROM migratehistory ORDER BY id")
+            history = cur.fetchall()
+            cur.execute(SEQUENCES)
+            sequences = cur.fetchall()
+            cur.execute("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM categories)"
+                        " + (SELECT count(*) FROM configuration)")
+            return schema, history, sequences, cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_rows_history_and_sequences_come_back_without_a_new_database(shared):
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    shoes = Category.create(name="Shoes", slug="shoes")
+    Product.create(sku="A-1", name="Boot", category=shoes)
+    Configuration.create(key="k", value="v")
+    pfdb.db.execute_sql("INSERT INTO migratehistory (name, migrated_at) VALUES ('999_fake', now())")
+    with pfdb.db.atomic() as txn:  # a sequence moves on even when its rows are rolled back
+        Product.create(sku="A-2", name="Gone")
+        txn.rollback()
+    assert state(name) != template
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.name == name and shared.replaced_after == []  # emptied, not replaced
+    assert not shared._truncate_only  # pfdb's schema has no triggers: emptied by DELETE
+    assert state(name) == template
+    pfdb.init_database(pg_url(name))
+    assert Category.create(name="Again", slug="again").id == 1
+
+
+def test_a_session_left_open_with_locks_is_ended(shared):
+    """A connection the test opened itself, idle in a transaction holding a row lock, must not block TRUNCATE."""
+    template = state(shared.name)
+    pfdb.init_database(pg_url(shared.name))
+    Configuration.create(key="k", value="v")
+    pfdb.close_database()
+    left_open = psycopg2.connect(pg_url(shared.name))
+    with left_open.cursor() as cur:
+        cur.execute("SELECT * FROM configuration FOR UPDATE")
+        cur.execute("LOCK TABLE products IN ACCESS SHARE MODE")
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == [] and state(shared.name) == template
+    with pytest.raises(psycopg2.Error):  # terminated by the reset
+        left_open.cursor().execute("SELECT 1")
+    left_open.close()
+
+
+SCHEMA_CHANGES = {
+    "drop a table": 'DROP TABLE "system_logs"',
+    "create a table": "CREATE TABLE notes (id serial PRIMARY KEY)",
+    "add a column": "ALTER TABLE products ADD COLUMN extra text",
+    "change a default": "ALTER TABLE products ALTER COLUMN name SET DEFAULT 'x'",
+    "add an index": "CREATE INDEX products_name_extra ON products (name)",
+    "drop a constraint": "ALTER TABLE products DROP CONSTRAINT products_category_id_fkey",
+    "alter a sequence": "ALTER SEQUENCE products_id_seq INCREMENT BY 10",
+    "create a function": "CREATE FUNCTION one() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "create a view": "CREATE VIEW cheap AS SELECT id FROM products",
+    "create a type": "CREATE TYPE mood AS ENUM ('ok')",
+    "create a schema": "CREATE SCHEMA other",
+    "database setting": "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = ''8MB''', current_database());"
+                        " END $$",
+}
+
+
+@pytest.mark.parametrize("statement", SCHEMA_CHANGES.values(), ids=SCHEMA_CHANGES.keys())
+def test_the_fingerprint_sees_each_kind_of_schema_change(shared, statement):
+    """Each change is made in a transaction that is then rolled back: no database is spent on it."""
+    conn = psycopg2.connect(pg_url(shared.name))
+    try:
+        with conn.cursor() as cur:
+            before = fingerprint(cur)
+            cur.execute(statement)
+            changed = fingerprint(cur)
+            conn.rollback()
+            assert changed != before and fingerprint(cur) == before
+    finally:
+        conn.close()
+
+
+def test_a_changed_schema_gets_a_fresh_copy(shared):
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    migrations.rollback("zero")
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == ["this test"] and shared.name != name
+    assert state(shared.name) == template
+
+
+def test_a_vanished_shared_database_is_replaced(shared, pg_server):
+    template = state(shared.name)
+    gone = f"{shared.name}_gone"  # renamed rather than dropped: no checkpoint to wait for
+    pg_server.execute(f'ALTER DATABASE "{shared.name}" RENAME TO "{gone}"')
+    pg_server.release(gone)
+
+    shared.reset("this test")
+
+    assert shared.replaced_after == ["this test"] and state(shared.name) == template
+
+
+def test_delete_order_puts_referencing_tables_first():
+    keys = [(("s", "images"), ("s", "products")), (("s", "products"), ("s", "categories")),
+            (("s", "categories"), ("s", "categories"))]
+    tables = [("s", "categories"), ("s", "images"), ("s", "products"), ("s", "users")]
+    order = children_first(tables, keys)
+    assert sorted(order) == sorted(tables)
+    assert order.index(("s", "images")) < order.index(("s", "products")) < order.index(("s", "categories"))
+    cycle = [(("s", "a"), ("s", "b")), (("s", "b"), ("s", "a"))]
+    assert sorted(children_first([("s", "a"), ("s", "b")], cycle)) == [("s", "a"), ("s", "b")]
+
+
+CYCLE = """
+CREATE TABLE ring_a (id int PRIMARY KEY, b_id int);
+CREATE TABLE ring_b (id int PRIMARY KEY, a_id int REFERENCES ring_a ON DELETE RESTRICT);
+ALTER TABLE ring_a ADD FOREIGN KEY (b_id) REFERENCES ring_b ON DELETE RESTRICT;
+"""
+
+
+def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
+    """Two tables referencing each other with RESTRICT: every DELETE fails, TRUNCATE … CASCADE takes over."""
+    def create() -> str:
+        name = pg_server.create(pg_template)
+        conn = psycopg2.connect(pg_url(name))
+        with conn, conn.cursor() as cur:
+            cur.execute(CYCLE)
+        conn.close()
+        return name
+
+    database = SharedDatabase(create=create, discard=pg_server.release, url_of=pg_url)
+    try:
+        database.acquire()
+        template = state(database.name)
+        conn = psycopg2.connect(pg_url(database.name))
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO ring_a VALUES (1, NULL); INSERT INTO ring_b VALUES (1, 1);"
+                        " UPDATE ring_a SET b_id = 1")
+        conn.close()
+
+        database.reset("this test")
+
+        assert database.replaced_after == [] and state(database.name) == template
+        conn = psycopg2.connect(pg_url(database.name))
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT (SELECT count(*) FROM ring_a) + (SELECT count(*) FROM ring_b)")
+            assert cur.fetchone()[0] == 0
+        conn.close()
+    finally:
+        if database.name:
+            pg_server.release(database.name)
