@@ -1,4 +1,4 @@
-"""Fixtures: every test starts from a clean, migrated database (docs/development-tests.md).
+"""Fixtures: every test starts from a clean, migrated database (docs/testing.md).
 
 SQLite: a copy of a migrated template file in tmp_path. PostgreSQL: one shared migrated
 database, put back into the template's state after each test (tests/shared_database.py), or a
@@ -225,7 +225,7 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "fresh_database: this test's PostgreSQL database is a copy of its own, "
-                                       "never the shared one (see docs/development-tests.md)")
+                                       "never the shared one (see docs/testing.md)")
 
 
 @pytest.fixture(scope="session")
