@@ -20,6 +20,7 @@ from .database import (
 from .errors import (
     BackupError,
     ConfigError,
+    ConnectionLostError,
     DatabaseNotInitialisedError,
     DatabaseUnavailableError,
     DuplicateError,
@@ -54,6 +55,7 @@ __all__ = [
     "Category",
     "ConfigError",
     "Configuration",
+    "ConnectionLostError",
     "DatabaseNotInitialisedError",
     "DatabaseUnavailableError",
     "DuplicateError",

@@ -54,6 +54,10 @@ class PoolExhaustedError(DatabaseUnavailableError):
     """Every pooled connection stayed checked out past the pool timeout."""
 
 
+class ConnectionLostError(DatabaseUnavailableError):
+    """The server closed a connection in use (restart, terminated backend); the work in flight is undone."""
+
+
 class ValidationError(PfdbError, ValueError):
     """A model value is invalid; ``field`` names it. Raised before any write."""
 
