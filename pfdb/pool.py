@@ -8,10 +8,10 @@ the database-wide lock while it connects. This pool owns those rules instead:
 * at most ``max_connections`` open at once (``pool_size`` + overflow); at most ``max_idle``
   (``pool_size``) kept idle, the rest closed when they come back;
 * ``timeout`` is how long a check-out waits for a free slot; 0 means do not wait;
-* a connection the server dropped (terminated backend, restart) is discarded, on check-out,
-  on return, and when the thread that holds it uses it again outside a transaction, so the
-  next scope gets a fresh one; a statement that fails because the connection died raises
-  ``ConnectionLostError`` rather than psycopg2's ``connection already closed``;
+* a connection the server dropped (terminated backend, restart) is discarded: on check-out,
+  on return, when a scope starts on a connection the thread holds, and after a statement
+  reported the loss; the next scope gets a fresh one. A statement that fails because the
+  connection died raises ``ConnectionLostError`` (once), not ``connection already closed``;
 * ``prepare_connection`` (once, when a connection is made) and ``reset_connection`` (each
   time one comes back) are the hooks for per-connection state, such as a tenant's
   ``search_path``. Several instances (one per server) share nothing.
@@ -208,8 +208,10 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
 
     def cursor(self, named_cursor: Any = None) -> Any:
         # A thread that keeps its connection between statements (scripts, the CLI) gets a
-        # fresh one when the server dropped it, as long as no transaction is lost by that.
-        if not self._state.closed and not self.in_transaction() and not is_alive(self._state.conn):
+        # fresh one once a statement has reported the loss (ConnectionLostError), and only
+        # outside a transaction. Not before: a silent swap would lose session state (the
+        # importer's temporary tables) without a word.
+        if not self._state.closed and self._state.conn.closed and not self.in_transaction():
             self._discard_current()
         return super().cursor(named_cursor)
 
