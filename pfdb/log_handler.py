@@ -160,8 +160,8 @@ class SystemLogHandler(logging.Handler):
             self._drain_inline()
             return
         with self._cond:
-            if not self._queue:
-                return
+            if self._done >= self._queued:
+                return  # nothing queued and no write in flight
             seq = self._queued
             self._wake = True
             self._cond.notify_all()
@@ -175,16 +175,13 @@ class SystemLogHandler(logging.Handler):
             self.flush()
             with self._cond:
                 self._closing = True
-                left = len(self._queue)
-                if self._writer is None or not self._writer.is_alive():
-                    self._queue.clear()
-                    self.dropped += left
+                written = self._done >= self._queued
                 self._cond.notify_all()
             writer = self._writer
-            if writer is not None and writer is not threading.current_thread():
-                writer.join(self.flush_timeout if left else 1.0)
+            if writer is not None and writer is not threading.current_thread() and writer.is_alive():
+                writer.join(1.0 if written else 0)  # a stuck writer is not waited for twice
             with self._cond:
-                self.dropped += len(self._queue)  # a stuck writer never took these
+                self.dropped += len(self._queue)  # never taken by the writer
                 self._queue.clear()
         finally:
             super().close()
