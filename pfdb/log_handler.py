@@ -106,6 +106,7 @@ class SystemLogHandler(logging.Handler):
         self._busy_since: float | None = None  # when the write in flight began
         self._last_write = time.monotonic()
         self._writer: threading.Thread | None = None
+        self._held: Any = None  # the database whose connection the writer thread keeps open
         self._pid = os.getpid()
 
     # -- logging.Handler --------------------------------------------------------------------
@@ -204,22 +205,45 @@ class SystemLogHandler(logging.Handler):
 
     def _run(self) -> None:
         while True:
+            items = None
             with self._cond:
-                while not (self._queue and (self._wake or self._closing or self._interval_due())):
-                    if self._closing and not self._queue:
-                        return
-                    wait = None if not self._queue else self._last_write + self.flush_interval - time.monotonic()
-                    self._cond.wait(wait)
-                items = [self._queue.popleft() for _ in range(min(len(self._queue), _TAKE))]
-                if not self._queue:
-                    self._wake = False
-                self._busy_since = time.monotonic()
-            self._write([row for _, row in items], keep_open=bool(self._queue))
+                while True:
+                    now = time.monotonic()
+                    if self._queue and (self._wake or self._closing or now - self._last_write >= self.flush_interval):
+                        items = [self._queue.popleft() for _ in range(min(len(self._queue), _TAKE))]
+                        self._wake = bool(self._queue) and self._wake
+                        self._busy_since = now
+                        break
+                    if not self._queue and (self._closing or (self._held is not None
+                                                              and now - self._last_write >= _IDLE_CLOSE)):
+                        break
+                    timeouts = []
+                    if self._queue:
+                        timeouts.append(self._last_write + self.flush_interval - now)
+                    if self._held is not None:
+                        timeouts.append(self._last_write + _IDLE_CLOSE - now)
+                    self._cond.wait(max(0.0, min(timeouts)) if timeouts else None)
+                stop = items is None and self._closing
+            if items is None:
+                self._release()  # idle: give the connection back (SQLite: close it)
+                if stop:
+                    return
+                continue
+            self._write([row for _, row in items])
             with self._cond:
                 self._busy_since = None
                 self._last_write = time.monotonic()
                 self._done = max(self._done, items[-1][0])
                 self._cond.notify_all()
+
+    def _release(self) -> None:
+        """Close the writer's connection (on the writer's thread: connections are per thread)."""
+        database, self._held = self._held, None
+        if database is not None and not database.is_closed() and not database.in_transaction():
+            try:
+                database.close()
+            except Exception:  # a broken connection: nothing left to give back
+                pass
 
     def _interval_due(self) -> bool:
         return time.monotonic() - self._last_write >= self.flush_interval
@@ -248,7 +272,7 @@ class SystemLogHandler(logging.Handler):
             self._done = self._queued
             self._last_write = time.monotonic()
         if rows:
-            self._write(rows, keep_open=True)
+            self._write(rows, inline=True)
 
     # -- internals --------------------------------------------------------------------------
     def _row(self, record: logging.LogRecord) -> dict[str, Any]:
@@ -282,13 +306,20 @@ class SystemLogHandler(logging.Handler):
             "updated_at": created,
         }
 
-    def _write(self, rows: list[dict[str, Any]], keep_open: bool = False) -> None:
+    def _write(self, rows: list[dict[str, Any]], inline: bool = False) -> None:
+        """One write transaction. The writer keeps its connection for the next batch (connecting
+        costs milliseconds on SQLite); inline, a connection opened here is closed again."""
         self._local.writing = True
         database = db.obj
+        opened = False
         try:
             if database is None:
                 raise RuntimeError("pfdb.init_database() has not been called (or the database was closed)")
+            if not inline and self._held is not None and self._held is not database:
+                self._release()  # the application re-initialised pfdb since the last batch
             opened = database.connect(reuse_if_open=True)
+            if not inline:
+                self._held = database
             try:
                 # A write transaction from the start: on SQLite a deferred BEGIN that later
                 # wants the write lock fails at once instead of waiting for it.
@@ -296,15 +327,12 @@ class SystemLogHandler(logging.Handler):
                 with database.atomic(**lock):
                     _insert(database, rows)
             finally:
-                if opened and not keep_open and not database.is_closed() and not database.in_transaction():
-                    database.close()  # hand a pooled connection back; keep one the app opened
+                if inline and opened and not database.is_closed() and not database.in_transaction():
+                    database.close()  # keep a connection the application opened
             self._failing = False
         except Exception as exc:
-            if database is not None and not database.is_closed() and not database.in_transaction():
-                try:
-                    database.close()  # a broken connection goes back to be discarded
-                except Exception:
-                    pass
+            if not inline:
+                self._release()  # a broken connection goes back to be discarded
             with self._cond:
                 self.dropped += len(rows)
             if not self._failing:
@@ -338,6 +366,7 @@ _COLUMNS = ("level", "logger", "message", "module", "function", "line", "excepti
 # (SQLite before 3.32 allowed only 999).
 _CHUNK = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(_COLUMNS)
 _TAKE = 5000  # rows per write transaction at most: a long backlog is written in bounded steps
+_IDLE_CLOSE = 1.0  # seconds the writer keeps its connection after its last write
 
 
 def _insert(database: Any, rows: list[dict[str, Any]]) -> None:
