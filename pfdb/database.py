@@ -278,14 +278,11 @@ session_scope = db_session_scope
 
 
 def database_health_check(timeout: float | None = None) -> dict[str, Any]:
-    """Probe the database with ``SELECT 1``; never raises, and answers within ``timeout`` seconds.
+    """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
     (``current`` and ``pending``), ``pool`` (PostgreSQL) and, when unhealthy, ``error``.
-    On PostgreSQL the probe runs in a helper thread so that a server which accepts
-    connections and never answers cannot hold the caller: ``timeout`` defaults to
-    ``DATABASE_CONNECT_TIMEOUT`` (10 s when that is 0).
     """
     report: dict[str, Any] = {"status": "unhealthy", "connection_test": False}
     try:
@@ -300,6 +297,9 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     if url.backend == "sqlite":  # a file: nothing to wait for, and :memory: lives in this thread only
         _probe(database, url, report, start)
         return report
+    # On PostgreSQL the probe runs in a helper thread, so a server that accepts connections
+    # and never answers cannot hold the caller: the answer comes within ``timeout`` seconds
+    # (default DATABASE_CONNECT_TIMEOUT, or 10 s when that is 0).
     bound = timeout if timeout is not None else (settings.connect_timeout or 10.0)
     probe_report = dict(report)
     try:
