@@ -54,10 +54,6 @@ class PoolExhaustedError(DatabaseUnavailableError):
     """Every pooled connection stayed checked out past the pool timeout."""
 
 
-class ConnectionLostError(DatabaseUnavailableError):
-    """The server closed a connection in use (restart, terminated backend); the work in flight is undone."""
-
-
 class ValidationError(PfdbError, ValueError):
     """A model value is invalid; ``field`` names it. Raised before any write."""
 
@@ -98,3 +94,7 @@ class RestoreError(PfdbError):
 
 class FeedError(PfdbError):
     """A feed file cannot be read at all (as opposed to single bad rows)."""
+
+
+class ConnectionLostError(DatabaseUnavailableError):
+    """The server closed a connection in use (restart, terminated backend); the work in flight is undone."""
