@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import DatabaseURL
+from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
 
 HISTORY_TABLE = "migratehistory"
@@ -49,8 +49,7 @@ def tool_env(url: DatabaseURL, *, lock_timeout: float | None = None) -> dict[str
 
 
 def _mask(text: str, url: DatabaseURL) -> str:
-    text = text.strip()
-    return text.replace(url.password, "***") if url.password else text
+    return mask_secrets(text.strip(), url)
 
 
 def _major(version_text: str) -> int | None:
@@ -168,7 +167,8 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
                                hint="use an earlier backup") from None
         raise RestoreError(f"{path} is not a pg_dump custom-format archive ({exc.message})",
                            hint="pass a file written by pfdb backup (pg_dump -Fc)") from None
-    tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE \S+ (\S+) ", toc, flags=re.MULTILINE))
+    # "TABLE public products owner"; not "TABLE DATA public products owner" (that named "public")
+    tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE (?!DATA )\S+ (\S+) ", toc, flags=re.MULTILINE))
     if HISTORY_TABLE not in tables:
         raise RestoreError(f"{path} is a PostgreSQL dump but not of a pfdb database: it has no {HISTORY_TABLE} table",
                            hint="pass a file written by pfdb backup")
@@ -181,6 +181,15 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
                            hint="use an earlier backup") from None
     names = _history_rows(path, url, pg_restore, RestoreError)
     return (names[-1] if names else None), tables
+
+
+def history(path: Path, url: DatabaseURL, database: Any) -> list[str]:
+    """The migration names a dump's history holds, oldest first (read from the archive, nothing restored)."""
+    try:
+        return _history_rows(path, url, find_tool("pg_restore", server_major(database), RestoreError), RestoreError)
+    except (ValueError, IndexError) as exc:  # a history table without pfdb's id and name columns
+        raise RestoreError(f"{path} is not a pfdb backup: its {HISTORY_TABLE} table is not pfdb's ({exc})",
+                           hint="pass a file written by pfdb backup") from exc
 
 
 def current_tables(database: Any) -> set[str]:

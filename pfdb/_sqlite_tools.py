@@ -50,7 +50,10 @@ def backup(db_path: str, target: Path, *, timeout: float, progress: Progress | N
     block writers). Without it, a write by another process between two steps would make
     SQLite restart the copy, forever under a steady write load.
     """
-    source = sqlite3.connect(db_path, timeout=timeout, isolation_level=None)
+    from .database import open_sqlite
+
+    # Read-only, so a backup of a database on a read-only disk works (to a writable place).
+    source = open_sqlite(db_path, read_only=True, timeout=timeout)
     dest = sqlite3.connect(str(target), isolation_level=None)
     try:
         source.execute("BEGIN")
@@ -111,6 +114,22 @@ def inspect_backup(path: Path) -> str | None:
             conn.close()
     except sqlite3.DatabaseError as exc:
         raise RestoreError(f"{path} is damaged or not a database: {exc}", hint="use an earlier backup") from exc
+
+
+def contents(path: Path) -> tuple[list[str], set[str]]:
+    """A backup's migration history (oldest first) and its tables: what restore recognises pfdb by."""
+    try:
+        conn = _read_only(path)
+        try:
+            history = [row[0] for row in conn.execute(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id')]
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            return history, tables
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise RestoreError(f"{path} is not a pfdb backup: its {HISTORY_TABLE} table cannot be read ({exc})",
+                           hint="pass a file written by pfdb backup") from exc
 
 
 def restore(backup_path: Path, db_path: str, *, timeout: float) -> None:

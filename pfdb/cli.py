@@ -18,13 +18,23 @@ from typing import Any
 
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PfdbError, UsageError
 
-GLOBAL_FLAGS = ("--debug", "--database-url")
 # Commands whose name is not a valid method name: `pfdb import` runs PfdbCLI.import_products.
 ALIASES = {"import": "import_products"}
+# Only these create a missing database; every other command says there is none (pfdb init).
+CREATING_COMMANDS = frozenset({"init", "migrate"})
+# These only read the database: a SQLite file is opened read-only, so they work on a read-only disk.
+READING_COMMANDS = frozenset({"status", "info", "export", "health", "logs", "backup", "check", "wait"})
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+    """One JSON document on one line: what scripts and ``jq`` read best."""
+    print(json.dumps(data, default=str, ensure_ascii=False))
+
+
+def _print_changes(changes: Any) -> None:
+    """Each change in full (a change is often several lines of peewee-migrate code)."""
+    for change in changes:
+        print("  " + change.rstrip().replace("\n", "\n  "))
 
 
 class Exit(Exception):
@@ -37,21 +47,29 @@ class Exit(Exception):
 class PfdbCLI:
     """pfdb: the database of a product-feed integration system (SQLite or PostgreSQL).
 
-    Global options: --database-url URL (default: $DATABASE_URL, else sqlite:///pfdb.db),
-    --debug (tracebacks). Every command is a Python function too: see the README.
+    One method per command; ``cli_spec`` reads each method's signature and ``Args:`` block
+    to parse its arguments and write its help, and Fire dispatches the call.
     """
 
     def __init__(self, database_url: str | None = None):
         self._database_url = database_url
 
     def _init(self, **overrides: Any):
+        """Bind the database for a command. ``MIGRATION_AUTO_UPGRADE`` is an application's
+        start-up policy: no command applies it on the side (``migrate --dry-run`` would)."""
         from .database import init_database
 
-        return init_database(self._database_url, **overrides)
+        overrides.setdefault("migration_auto_upgrade", False)
+        command = getattr(self, "_command", None)
+        return init_database(self._database_url, create=command in CREATING_COMMANDS,
+                             read_only=command in READING_COMMANDS, **overrides)
 
     # -- migration lifecycle --------------------------------------------------------------
     def init(self, json: bool = False):
         """Create the database if needed and apply every migration; safe to run again.
+
+        Args:
+            --json: print the result as one line of JSON
 
         Example: pfdb init
         """
@@ -70,8 +88,11 @@ class PfdbCLI:
     def status(self, json: bool = False, exit_code: bool = False, drift: bool = True):
         """Applied migrations with their times, pending ones, and model drift.
 
-        --exit-code exits 1 when migrations are pending (for deploy scripts); --no-drift
-        skips the model comparison.
+        Args:
+            --json: print the result as one line of JSON
+            --exit-code: exit 1 when migrations are pending (for deploy scripts)
+            --no-drift: skip comparing the models with the migrations
+
         Example: pfdb status --exit-code
         """
         from .migrations import status
@@ -90,7 +111,9 @@ class PfdbCLI:
             for name in result.unknown:
                 print(f"  [?] {name}  (applied, but no migration file)")
             if result.drift:
-                print(f"drift: the models differ from the migrations in {len(result.drift)} ways; run pfdb check")
+                print(f"drift: the models differ from the migrations ({len(result.drift)} "
+                      f"change{'s' if len(result.drift) != 1 else ''}); run pfdb create-migration:")
+                _print_changes(result.drift)
             elif result.drift is not None:
                 print("drift: none")
         if exit_code and result.pending:
@@ -100,8 +123,15 @@ class PfdbCLI:
                 wait: bool = False, timeout: float = 30.0, lock_timeout: float = 600.0, json: bool = False):
         """Apply pending migrations (up to --target), each in its own transaction.
 
-        --fake records them without running them; --dry-run prints the SQL and changes
-        nothing; --wait first waits up to --timeout seconds for the server.
+        Args:
+            --target VERSION: stop after this migration (002 or 002_add_weight)
+            --fake: record the migrations as applied without running them
+            --dry-run: print the SQL they would run and change nothing
+            --wait: first wait up to --timeout seconds for the database to answer
+            --timeout SECONDS: how long --wait waits
+            --lock-timeout SECONDS: how long to wait for another process's migration lock
+            --json: print the result as one line of JSON
+
         Example: pfdb migrate --target 002
         """
         from .migrations import migrate
@@ -120,7 +150,8 @@ class PfdbCLI:
         if dry_run:
             for statement in result.sql:
                 print(f"{statement.rstrip(';')};")
-            print(f"-- dry run: {len(result.applied)} migration(s) would be applied; nothing was changed")
+            names = f" ({', '.join(result.applied)})" if result.applied else ""
+            print(f"-- dry run: {len(result.applied)} migration(s) would be applied{names}; nothing was changed")
         elif not result.applied:
             print("nothing to migrate: the database is up to date")
         else:
@@ -128,23 +159,60 @@ class PfdbCLI:
             for name in result.applied:
                 print(f"{verb}: {name}")
 
-    def rollback(self, version: str | None = None, lock_timeout: float = 600.0):
+    def rollback(self, version: str | None = None, yes: bool = False, lock_timeout: float = 600.0,
+                 json: bool = False):
         """Undo the last migration, everything after VERSION, or all of them (zero).
+
+        A rollback that drops tables or columns shows what it drops and asks on a terminal;
+        a backup is taken first unless MIGRATION_BACKUP_BEFORE_UPGRADE=false.
+
+        Args:
+            VERSION: the last migration to keep (001 or 001_initial), or zero for none
+            --yes: roll back even when it drops tables or columns (required without a terminal)
+            --lock-timeout SECONDS: how long to wait for another process's migration lock
+            --json: print the result as one line of JSON
 
         Example: pfdb rollback 001
         """
-        from .migrations import rollback
+        from .migrations import rollback, rollback_plan
 
         self._init()
-        result = rollback(None if version is None else str(version), lock_timeout=number("lock_timeout", lock_timeout))
+        target = None if version is None else str(version)
+        timeout = number("lock_timeout", lock_timeout)
+        confirmed = bool(yes)
+        if not yes:
+            plan = rollback_plan(target)
+            if plan.destructive:
+                if not sys.stdin.isatty():
+                    raise UsageError(f"pfdb rollback: {plan.summary}; refusing without --yes "
+                                     "because standard input is not a terminal", hint="add --yes")
+                print(f"Rolling back {', '.join(plan.undo)} drops, with their data:")
+                for item in (d for ds in plan.drops.values() for d in ds):
+                    print(f"  {item}")
+                answer = input("A backup is taken first. Roll back? [y/N] ")
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("rollback cancelled; nothing was changed")
+                    raise Exit(EXIT_FAILED)
+                confirmed = True
+        # Not confirmed: the API checks again, so nothing destructive slips through.
+        result = rollback(target, lock_timeout=timeout, destructive_ok=confirmed)
+        if json:
+            return _print_json(result.as_dict())
+        if result.backup is not None:
+            print(f"backup: {result.backup.path}")
         for name in result.rolled_back:
             print(f"rolled back: {name}")
         if not result.rolled_back:
             print(f"nothing to roll back: already at {result.current}")
         print(f"current: {result.current or 'zero (no migration applied)'}")
 
-    def create_migration(self, description: str, empty: bool = False):
-        """Write the next numbered migration from the model changes (--empty: a template).
+    def create_migration(self, description: str, empty: bool = False, json: bool = False):
+        """Write the next numbered migration from the model changes.
+
+        Args:
+            DESCRIPTION: what the migration does, e.g. "add product weight" (names the file)
+            --empty: write a template to fill in instead of the model changes
+            --json: print the result as one line of JSON
 
         Example: pfdb create-migration "add product weight"
         """
@@ -152,15 +220,19 @@ class PfdbCLI:
 
         self._init()
         result = create(str(description), auto=not empty)
+        if json:
+            return _print_json(result.as_dict())
         if result.path is None:
             print("no changes: the models match the migrations; nothing written")
             return
         print(f"created {result.path}")
-        for change in result.changes:
-            print(f"  {change.splitlines()[0]}")
+        _print_changes(result.changes)
 
     def check(self, json: bool = False):
         """Exit 1 when the models have changed without a migration (for CI).
+
+        Args:
+            --json: print the result as one line of JSON
 
         Example: pfdb check
         """
@@ -172,15 +244,18 @@ class PfdbCLI:
             _print_json(result.as_dict())
         elif result.has_drift:
             print("the models differ from the migrations; run pfdb create-migration:")
-            for change in result.changes:
-                print(f"  {change.splitlines()[0]}")
+            _print_changes(result.changes)
         else:
             print("no drift: the models match the migrations")
         if result.has_drift:
             raise Exit(EXIT_FAILED)
 
-    def wait(self, timeout: float = 30.0):
+    def wait(self, timeout: float = 30.0, json: bool = False):
         """Wait until the database answers; exit 1 after --timeout seconds.
+
+        Args:
+            --timeout SECONDS: give up after this long
+            --json: print the result as one line of JSON
 
         Example: pfdb wait --timeout 60
         """
@@ -188,6 +263,8 @@ class PfdbCLI:
 
         self._init()
         result = wait_for_database(timeout=number("timeout", timeout))
+        if json:
+            return _print_json({"up": True, "attempts": result["attempts"], "seconds": round(result["seconds"], 3)})
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
 
     # -- operations: backup, restore, info, optimize, health, create-admin, logs ------------
@@ -216,8 +293,13 @@ class PfdbCLI:
     def backup(self, backup_path: str = "", json: bool = False):
         """Write a consistent backup while the database stays in use (mode 0600).
 
-        SQLite: SQLite's online backup API; PostgreSQL: pg_dump -Fc. --backup-path is a file
-        or a folder (default: backups/ beside the SQLite file, or in the working directory).
+        SQLite: SQLite's online backup API; PostgreSQL: pg_dump -Fc.
+
+        Args:
+            --backup-path PATH: a file, or a folder to name one in (default: backups/ beside the SQLite
+                file, or in the working directory)
+            --json: print the result as one line of JSON
+
         Example: pfdb backup --backup-path /var/backups/pfdb/
         """
         from .maintenance import backup, human_size
@@ -236,7 +318,13 @@ class PfdbCLI:
     def restore(self, path: str, yes: bool = False, json: bool = False):
         """Replace the database's data with a backup, after checking it and saving a safety copy.
 
-        Asks for confirmation on a terminal; --yes skips it (required when stdin is not a terminal).
+        Asks for confirmation on a terminal.
+
+        Args:
+            PATH: the backup file (what pfdb backup printed)
+            --yes: do not ask (required when standard input is not a terminal)
+            --json: print the result as one line of JSON
+
         Example: pfdb restore backups/pfdb-20261126T143000Z.db --yes
         """
         from .database import get_settings
@@ -270,6 +358,9 @@ class PfdbCLI:
     def info(self, json: bool = False):
         """Backend, version, sizes, settings in force, row counts, migrations and pool.
 
+        Args:
+            --json: print the result as one line of JSON
+
         Example: pfdb info --json
         """
         from .maintenance import human_size, info
@@ -287,7 +378,8 @@ class PfdbCLI:
         print("settings:   " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
         m = result.migrations
         print(f"migrations: {m['current'] or 'none'} ({'up to date' if m['up_to_date'] else 'pending: ' + ', '.join(m['pending'])})")
-        print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
+        if result.pool:
+            print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
         print("tables:")
         width = max((len(t) for t in result.tables), default=0)
         for table, count in result.tables.items():
@@ -295,6 +387,9 @@ class PfdbCLI:
 
     def optimize(self, json: bool = False):
         """SQLite: ANALYZE, PRAGMA optimize, VACUUM, WAL checkpoint; PostgreSQL: VACUUM (ANALYZE).
+
+        Args:
+            --json: print the result as one line of JSON
 
         Example: pfdb optimize
         """
@@ -311,6 +406,9 @@ class PfdbCLI:
     def health(self, json: bool = False):
         """Probe the database; exit 0 when healthy, 1 when not (for container health checks).
 
+        Args:
+            --json: print the report as one line of JSON
+
         Example: pfdb health --json
         """
         from .database import database_health_check
@@ -326,7 +424,7 @@ class PfdbCLI:
                 print(f"latency:    {report['latency_ms']} ms")
             if report.get("server_version"):
                 print(f"version:    {report['server_version']}")
-            if "pool" in report:
+            if report.get("pool"):
                 print("pool:       " + ", ".join(f"{k}={v}" for k, v in report["pool"].items()))
             migrations = report.get("migrations") or {}
             if "pending" in migrations:
@@ -339,10 +437,17 @@ class PfdbCLI:
 
     def create_admin(self, email: str, password: str | None = None, password_stdin: bool = False,
                      update: bool = False, json: bool = False):
-        """Create an administrator (--update: reset an existing user's password and make it admin).
+        """Create an administrator, or with --update reset a user's password and make it admin.
 
         The password is asked twice on a terminal, or read as one line with --password-stdin.
-        A PASSWORD argument works but stays in the shell history.
+
+        Args:
+            EMAIL: the administrator's email address (the login)
+            PASSWORD: works, but stays in the shell history: prefer the prompt or --password-stdin
+            --password-stdin: read the password as one line from standard input
+            --update: reset an existing user's password and make the user an administrator
+            --json: print the result as one line of JSON
+
         Example: pfdb create-admin admin@example.com --password-stdin < password.txt
         """
         from .admin import create_admin
@@ -372,16 +477,25 @@ class PfdbCLI:
         print(f"{'created' if result.created else 'updated'} administrator {result.email} (id {result.id})")
 
     def logs(self, level: str = "", limit: int = 10, json: bool = False):
-        """The newest entries of the system log; --level ERROR shows ERROR and CRITICAL.
+        """The newest entries of the system log.
+
+        Args:
+            --level LEVEL: only this level and above (DEBUG, INFO, WARNING, ERROR, CRITICAL)
+            --limit N: how many entries
+            --json: print the entries as one line of JSON
 
         Example: pfdb logs --level ERROR --limit 20
         """
-        from .log_handler import recent_logs
+        from .log_handler import LOG_LEVELS, recent_logs
 
         try:
             count = int(limit)
         except (TypeError, ValueError):
             raise UsageError(f"--limit must be a whole number, got {limit!r}") from None
+        if count < 1:
+            raise UsageError(f"--limit must be at least 1, got {count}")
+        if level and str(level).upper() not in LOG_LEVELS:
+            raise UsageError(f"--level must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
         self._init()
         result = recent_logs(str(level) if level else None, count)
         if json:
@@ -401,8 +515,13 @@ class PfdbCLI:
         """Import a category tree: Google taxonomy lines ("1604 - Apparel > Clothing") or "A > B" paths.
 
         Safe to run again: unchanged categories are not touched; one with the same id but a
-        new name or parent is updated in place, its subtree following. FILE may be gzipped,
-        or - for stdin. --dry-run counts what would change and writes nothing.
+        new name or parent is updated in place, its subtree following.
+
+        Args:
+            FILE: the taxonomy file (may be gzipped), or - for standard input
+            --dry-run: count what would change and write nothing
+            --json: print the result as one line of JSON
+
         Example: pfdb import-categories taxonomy-with-ids.en-US.txt
         """
         from .categories import import_categories
@@ -424,14 +543,22 @@ class PfdbCLI:
                         encoding: str = "utf-8-sig", json: bool = False):
         """Import a product feed: pfdb CSV/JSON Lines, Shopify, Google Merchant or Google Retail.
 
-        FILE may be gzipped, or - for stdin; the format is detected from the header unless
-        --format is given, and --mapping FILE (JSON or INI) maps any other layout's columns.
         New SKUs are created; known ones change only in the fields the feed carries, and
         only when something differs (those are marked for Shopify re-sync). Bad rows are
-        listed by line, column and reason while the good ones import; --rejects FILE keeps
-        them (original columns plus the reason) to fix and re-feed. --strict writes nothing
-        if any row is bad; --dry-run validates and counts, writes nothing. Exits 1 when
-        rows were rejected.
+        listed by line, column and reason while the good ones import. Exits 1 when rows
+        were rejected.
+
+        Args:
+            FILE: the feed (may be gzipped), or - for standard input
+            --format NAME: auto (detect from the header), pfdb, shopify, google (Merchant Center) or google-retail
+            --mapping FILE: a JSON or INI file mapping another layout's columns to pfdb's
+            --dry-run: validate and count, write nothing
+            --strict: write nothing if any row is bad
+            --rejects FILE: keep the bad rows (original columns plus the reason) to fix and re-feed
+            --batch-size N: rows per transaction
+            --encoding NAME: the file's text encoding
+            --json: print the result as one line of JSON
+
         Example: pfdb import supplier.csv.gz --rejects rejects.csv
         """
         import signal
@@ -451,7 +578,7 @@ class PfdbCLI:
             previous = None
         try:
             result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
-                                     strict=strict, rejects=str(rejects) or None, batch_size=int(batch_size),
+                                     strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
                                      encoding=str(encoding), progress=bar)
         finally:
             if bar is not None:
@@ -488,10 +615,15 @@ class PfdbCLI:
                json: bool = False):
         """Export products, with category paths and image lists, as pfdb CSV or JSON Lines.
 
-        OUTPUT is a file (.gz is compressed, .jsonl picks JSON Lines), or standard output
-        when omitted or -. --category SLUG (or "A > B") includes its whole subtree;
-        --changed-since takes a time (2024-05-01T12:00Z) or an age (24h, 7d). The file
-        imports back with pfdb import.
+        The file imports back with pfdb import.
+
+        Args:
+            OUTPUT: a file (.gz is compressed, .jsonl picks JSON Lines); standard output when omitted or -
+            --format NAME: csv or jsonl (default: from OUTPUT's name, else csv)
+            --category SLUG: only this category and its whole subtree (a slug, or a path "A > B")
+            --changed-since WHEN: only products changed since a time (2024-05-01T12:00Z) or an age (24h, 7d)
+            --json: print the summary as one line of JSON (on standard error when exporting to standard output)
+
         Example: pfdb export catalogue.csv --category shirts
         """
         from json import dumps
@@ -511,73 +643,72 @@ class PfdbCLI:
                 bar.close()
         report = sys.stderr if to_stdout else sys.stdout  # never mix the summary into exported data
         if json:
-            print(dumps(result.as_dict(), indent=2, ensure_ascii=False), file=report)
+            print(dumps(result.as_dict(), default=str, ensure_ascii=False), file=report)
         else:
             print(f"exported {result.products} products ({result.images} images) to {result.output}", file=report)
 
     # (products anchor: insert product feed commands above this line)
 
+    # -- moving data between databases -------------------------------------------------------
+    def copy(self, source_url: str, target_url: str, replace: bool = False, json: bool = False):
+        """Copy every pfdb table and row to another database, on either backend, verified.
 
-# -- argument checking --------------------------------------------------------------------
-def _commands() -> dict[str, Any]:
-    return {name: fn for name, fn in inspect.getmembers(PfdbCLI, inspect.isfunction) if not name.startswith("_")}
+        The source stays in use and is read as one snapshot; the target is migrated to the
+        source's version, filled in one transaction and checked table by table (row counts
+        and checksums) before it is committed: a failure leaves it as it was.
 
+        Args:
+            SOURCE_URL: the database to copy (sqlite:///shop.db, postgresql://…)
+            TARGET_URL: where to copy it; a missing SQLite file or PostgreSQL database is created
+            --replace: replace a target that holds pfdb data (it is backed up first)
+            --json: print the result as one line of JSON
 
-def _is_positional(param: inspect.Parameter) -> bool:
-    """Only required arguments and optional ones defaulting to None may stand without a flag."""
-    return param.default is inspect.Parameter.empty or param.default is None
+        Example: pfdb copy sqlite:///shop.db postgresql://app@db:5432/shop
+        """
+        from .transfer import copy_database
 
+        bar: dict[str, Any] = {}
 
-def _normalise_arguments(command: str, fn: Any, args: list[str]) -> list[str]:
-    """Check ``args`` against the method's signature before anything runs; return them for Fire.
+        def progress(table: str, done: int, total: int) -> None:
+            if not sys.stderr.isatty() or json:
+                return
+            if bar.get("table") != table:
+                if bar.get("bar") is not None:
+                    bar["bar"].close()
+                from tqdm import tqdm
 
-    Unknown flags and extra positionals are refused; ``--no-flag`` becomes ``--flag=False``.
-    """
-    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
-    by_flag = {p.name.replace("_", "-"): p for p in params} | {p.name: p for p in params}
-    positionals = [p for p in params if _is_positional(p)]
-    used: set[str] = set()
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--") and len(arg) > 2:
-            name, has_value, value = arg[2:].partition("=")
-            param = by_flag.get(name)
-            if param is None and name.startswith("no") and isinstance(getattr(by_flag.get(name[2:].lstrip("-")), "default", None), bool):
-                param = by_flag[name[2:].lstrip("-")]
-                out.append(f"--{param.name}=False")
-                used.add(param.name)
-                i += 1
-                continue
-            if param is None:
-                known = ", ".join(f"--{p.name.replace('_', '-')}" for p in params) or "none"
-                raise UsageError(f"pfdb {command}: unknown option --{name}", hint=f"options: {known}")
-            used.add(param.name)
-            if isinstance(param.default, bool):
-                out.append(f"--{param.name}={value}" if has_value else f"--{param.name}")
-            elif has_value:
-                out.append(f"--{param.name}={value}")
-            elif i + 1 < len(args):
-                i += 1
-                out.extend([f"--{param.name}", args[i]])
-            else:
-                raise UsageError(f"pfdb {command}: option --{name} needs a value")
-            i += 1
-            continue
-        if arg.startswith("-") and arg != "-" and not arg[1:].replace(".", "").isdigit():
-            raise UsageError(f"pfdb {command}: unknown option {arg}")
-        remaining = [p for p in positionals if p.name not in used]
-        if not remaining:
-            raise UsageError(f"pfdb {command}: unexpected argument {arg!r}", hint=f"see pfdb {command} --help")
-        used.add(remaining[0].name)
-        # Passed by name, so Fire cannot mistake it for another parameter.
-        out.append(f"--{remaining[0].name}={arg}")
-        i += 1
-    missing = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in used]
-    if missing:
-        raise UsageError(f"pfdb {command}: missing argument {missing[0].upper()}", hint=f"see pfdb {command} --help")
-    return out
+                bar.update(table=table, bar=tqdm(total=total, unit="rows", desc=table, leave=False))
+            bar["bar"].update(done - bar["bar"].n)
+
+        try:
+            result = copy_database(str(source_url), str(target_url), replace=replace, progress=progress)
+        finally:
+            if bar.get("bar") is not None:
+                bar["bar"].close()
+        if json:
+            return _print_json(result.as_dict())
+        width = max((len(t.table) for t in result.tables), default=0)
+        for t in result.tables:
+            print(f"  {t.table:<{width}}  {t.rows:>10,} rows  checksum {t.checksum}  {'ok' if t.ok else 'DIFFERS'}")
+        if result.backup:
+            print(f"backup of the replaced target: {result.backup}")
+        print(f"copied {result.rows:,} rows from {result.source} to {result.target} "
+              f"(migration {result.migration}) in {result.seconds:.2f} s; verified")
+
+    # -- the shell ----------------------------------------------------------------------------
+    def completion(self, shell: str):
+        """Print a completion script for bash or zsh (commands and their options).
+
+        No --json: the output is a shell script.
+
+        Args:
+            SHELL: bash or zsh
+
+        Example: pfdb completion bash > /etc/bash_completion.d/pfdb
+        """
+        from .cli_spec import completion_script
+
+        print(completion_script(str(shell).strip().lower(), list(command_specs().values())), end="")
 
 
 class _AsyncioStandIn(types.ModuleType):
@@ -616,18 +747,17 @@ def _import_fire() -> Any:
     return fire
 
 
-def _verbatim(fn: Any) -> None:
-    """Have Fire hand every non-flag value to ``fn`` exactly as typed.
+def _dispatch_metadata(command: Any) -> dict[str, Any]:
+    """Fire's per-call argument parsers for ``command``: each value as ``cli_spec`` converted it.
 
-    Fire reads values as Python literals first: a password ``abc#def`` arrives as ``abc``,
-    ``1e3`` as ``1000.0`` and ``None`` as None. This sets Fire's documented per-argument
-    parser (what ``fire.decorators.SetParseFns`` does) on the method for the call only,
-    so help output stays free of it; commands convert numbers themselves (``number()``).
+    pfdb has already checked and converted every value (``cli_spec.parse``); Fire would read
+    them again as Python literals (a password ``abc#def`` as ``abc``, ``1e3`` as 1000.0).
+    These parsers, Fire's documented ``SetParseFns`` metadata, hand Fire the text as typed
+    for Fire to pass on, then the method gets the value ``cli_spec`` made of it.
     """
-    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
-    named = {p.name: str for p in params if not isinstance(p.default, bool)}
-    fn.FIRE_METADATA = {"ACCEPTS_POSITIONAL_ARGS": True,
-                        "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": named}}
+    named = {a.param: (lambda text, a=a: a.convert(a.shown, text)) for a in command.arguments if not a.is_switch}
+    named.update({a.param: (lambda text: text == "True") for a in command.arguments if a.is_switch})
+    return {"ACCEPTS_POSITIONAL_ARGS": True, "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": named}}
 
 
 def number(name: str, value: Any) -> float:
@@ -641,26 +771,45 @@ def number(name: str, value: Any) -> float:
     return result
 
 
-def _help(target: Any, name: str) -> str:
-    from fire import helptext, trace
+def _method_names() -> dict[str, str]:
+    """Command name as typed -> PfdbCLI method name, in help order."""
+    shown = {target: alias for alias, target in ALIASES.items()}
+    return {shown.get(name, name.replace("_", "-")): name for name, fn in vars(PfdbCLI).items()
+            if inspect.isfunction(fn) and not name.startswith("_")}
 
-    text = helptext.HelpText(target, trace=trace.FireTrace(target, name=name))
-    for command in _commands():  # Fire lists methods by their Python names
-        text = text.replace(command, command.replace("_", "-")) if "_" in command else text
-    for alias, target in ALIASES.items():
-        text = text.replace(target.replace("_", "-"), alias)
-    return text
+
+def command_spec(name: str) -> Any:
+    """The ``cli_spec.Command`` of one command (None when there is no such command).
+
+    Only the command being run is built: the start-up of ``pfdb status`` pays for one.
+    """
+    from .cli_spec import command_from_method
+
+    method = _method_names().get(name)
+    return None if method is None else command_from_method(name, getattr(PfdbCLI, method))
+
+
+def command_specs() -> dict[str, Any]:
+    """Every command's ``cli_spec.Command``, by the name people type, in help order."""
+    return {name: command_spec(name) for name in _method_names()}
 
 
 def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    options: dict[str, Any] = {"debug": os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")}
+    from .config import debug_enabled
+
+    options: dict[str, Any] = {"debug": debug_enabled()}
     rest: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--":  # everything after it belongs to the command
+            rest.extend(argv[i:])
+            break
         if arg == "--debug":
             options["debug"] = True
-        elif arg.startswith("--database-url"):
+        elif arg == "--version":
+            options["version"] = True
+        elif arg == "--database-url" or arg.startswith("--database-url="):
             if "=" in arg:
                 options["database_url"] = arg.split("=", 1)[1]
             elif i + 1 < len(argv):
@@ -677,31 +826,48 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     """Run one pfdb command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("PFDB_DEBUG", "").lower() in ("1", "true", "yes")
+    from .config import debug_enabled
+
     try:
+        debug = "--debug" in argv or debug_enabled()
+    except PfdbError as exc:  # PFDB_DEBUG=banana: a configuration error like any other
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    try:
+        from . import cli_spec
+
         options, args = _split_globals(argv)
-        cli = PfdbCLI(options.get("database_url"))
-        commands = _commands()
-        if not args or args[0] in ("-h", "--help", "help"):
-            print(_help(cli, "pfdb"))
+        if (not args and not options.get("version")) or (args and args[0] in ("-h", "--help", "help")):
+            summary = inspect.cleandoc(PfdbCLI.__doc__ or "").splitlines()[0]
+            print(cli_spec.main_help(summary, list(command_specs().values())))
             return EXIT_OK
-        command = ALIASES.get(args[0], args[0]).replace("-", "_")
-        if command not in commands:
-            shown = {target: alias for alias, target in ALIASES.items()}
-            names = ", ".join(sorted(shown.get(c, c.replace("_", "-")) for c in commands))
-            raise UsageError(f"unknown command {args[0]!r}", hint=f"commands: {names}")
+        if options.get("version"):
+            from . import __version__
+
+            print(f"pfdb {__version__}")
+            return EXIT_OK
+        spec = command_spec(args[0])
+        if spec is None:
+            what = "option" if args[0].startswith("-") else "command"
+            names = list(_method_names())
+            raise UsageError(f"unknown {what} {args[0]!r}{cli_spec.suggest(args[0], names)}",
+                             hint=f"commands: {', '.join(names)}")
         rest = args[1:]
         if "--help" in rest or "-h" in rest:
-            print(_help(getattr(cli, command), f"pfdb {args[0]}"))
+            print(cli_spec.command_help(spec))
             return EXIT_OK
-        fire_args = _normalise_arguments(args[0], commands[command], rest)
+        values = cli_spec.parse(spec, rest)
+        cli = PfdbCLI(options.get("database_url"))
+        cli._command = spec.method
         fire = _import_fire()
 
-        _verbatim(commands[command])
+        method = getattr(PfdbCLI, spec.method)
+        method.FIRE_METADATA = _dispatch_metadata(spec)
+        fire_args = [f"--{name}={value}" for name, value in values.items()]
         try:
-            fire.Fire(cli, command=[command, *fire_args], name="pfdb")
+            fire.Fire(cli, command=[spec.method, *fire_args], name="pfdb")
         finally:
-            del commands[command].FIRE_METADATA
+            del method.FIRE_METADATA
         return EXIT_OK
     except Exit as verdict:
         return verdict.code

@@ -7,8 +7,10 @@ both, which is how ``init_database(url, pool_size=…)`` embeds pfdb without tou
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -51,22 +53,91 @@ class DatabaseURL:
             return "memory" if self.is_memory else Path(self.path or "").stem
         return self.database or "postgres"
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret this URL carries: the userinfo password and secret-named options."""
+        found = [self.password] if self.password else []
+        found += [v for k, v in self.options.items() if v and is_secret_name(k)]
+        return tuple(found)
+
     def __str__(self) -> str:
         return self.masked
 
+    def __repr__(self) -> str:  # the generated one would print options such as ?password=…
+        return f"DatabaseURL({self.masked!r})"
+
+
+# A name "says" it is secret when one of its words holds one of these: password, sslpassword,
+# api_secret, access_token, api_key, sslkey, x-api-key. Words split at anything not a letter
+# or digit, so "keywords" or "monkey_count" are not secret, "apikey" and "sslkey" are.
+_SECRET_WORD = re.compile(r"pass(word|wd|phrase)|secret|token|credential|key$")
+
+
+def is_secret_name(name: str) -> bool:
+    """True when a setting, URL option or configuration key names a secret.
+
+    The one rule for URL options (``?password=``, ``?sslpassword=``), configuration keys
+    (``shopify.api_secret``, ``smtp.password``, ``*token*``, ``*api_key*``) and anything else
+    that decides whether a value may be shown.
+    """
+    return any(_SECRET_WORD.search(word) for word in re.split(r"[^a-z0-9]+", str(name).lower()) if word)
+
+
+def _mask_query(query: str) -> str:
+    """``a=1&password=x`` -> ``a=1&password=***``, keeping every other byte as written."""
+    out = []
+    for item in query.split("&"):
+        key, eq, _ = item.partition("=")
+        out.append(f"{key}={MASK}" if eq and is_secret_name(unquote(key)) else item)
+    return "&".join(out)
+
 
 def mask_url(url: str) -> str:
-    """Replace the password of a database URL with ``***``: the only form pfdb ever shows."""
+    """The only form of a database URL pfdb ever shows: every secret replaced with ``***``.
+
+    Masks the userinfo password (``user:***@host``) and the value of every query option whose
+    name says it is secret (``?password=***``, ``?sslpassword=***``, ``?api_token=***``).
+    """
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparsable DATABASE_URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc
-    userinfo, _, hostinfo = netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return parts._replace(netloc=f"{user}:{MASK}@{hostinfo}").geturl()
+    # String surgery, not urlunsplit: that would turn sqlite:///x.db into sqlite:/x.db.
+    head, sep, query = url.partition("?")
+    if password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        head = head.replace(parts.netloc, f"{user}:{MASK}@{hostinfo}", 1)
+    if sep:
+        query, hash_sign, fragment = query.partition("#")
+        query = _mask_query(query) + hash_sign + fragment
+    return head + sep + query
+
+
+def mask_secrets(text: str, url: DatabaseURL | str | None = None, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the URL shown masked and every secret of ``url`` (and ``secrets``) as ``***``.
+
+    For anything that quotes a driver or tool: connection errors, ``pg_dump`` output, the log
+    handler's complaint. Longer secrets are replaced first, so one that contains another
+    is not left half-shown.
+    """
+    text = str(text)
+    if url is not None:
+        parsed = url if isinstance(url, DatabaseURL) else None
+        if parsed is None:
+            try:
+                parsed = parse_database_url(str(url))
+            except Exception:
+                parsed = None
+        raw = parsed.raw if parsed is not None else str(url)
+        if raw:
+            text = text.replace(raw, mask_url(raw))
+        if parsed is not None:
+            secrets = (*secrets, *parsed.secrets)
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
 
 
 def parse_database_url(url: str) -> DatabaseURL:
@@ -91,6 +162,11 @@ def parse_database_url(url: str) -> DatabaseURL:
                 "DATABASE_URL has no database file name",
                 hint="use sqlite:///path/to.db (three slashes) or sqlite:///:memory:",
             )
+        if path.endswith(("/", os.sep)):  # SQLite would create a file named after the folder
+            raise ConfigError(
+                f"DATABASE_URL names a folder, not a database file: {path}",
+                hint=f"name the file, e.g. sqlite:///{path}pfdb.db",
+            )
         return DatabaseURL(backend="sqlite", path=path, raw=url)
 
     try:
@@ -107,6 +183,8 @@ def parse_database_url(url: str) -> DatabaseURL:
             f"DATABASE_URL has no database name: {mask_url(url)}",
             hint="use postgresql://user:pass@host:5432/db",
         )
+    options = dict(parse_qsl(parts.query))
+    _check_postgres_options(options, url)
     return DatabaseURL(
         backend="postgresql",
         database=database,
@@ -114,28 +192,63 @@ def parse_database_url(url: str) -> DatabaseURL:
         password=unquote(parts.password) if parts.password is not None else None,
         host=parts.hostname,
         port=port,
-        options=dict(parse_qsl(parts.query)),
+        options=options,
         raw=url,
     )
 
 
-def _parse_int(name: str, raw: str, minimum: int = 0) -> int:
+def _check_postgres_options(options: Mapping[str, str], url: str) -> None:
+    """Refuse a URL option libpq does not know, before anything connects.
+
+    psycopg2's ``parse_dsn`` asks libpq itself (no connection is made), so the accepted
+    names are exactly the driver's: ``sslmode``, ``connect_timeout``, ``application_name``, …
+    """
+    if not options:
+        return
+    try:
+        from psycopg2.extensions import make_dsn
+    except ImportError:  # pragma: no cover - psycopg2-binary is a dependency; connect will say
+        return
+    for key, value in options.items():
+        try:
+            make_dsn(**{key: value})
+        except Exception:
+            raise ConfigError(
+                f"DATABASE_URL has an option PostgreSQL does not accept: {key!r} in {mask_url(url)}",
+                hint="options are libpq connection parameters such as sslmode, connect_timeout, application_name",
+            ) from None
+
+
+# PostgreSQL's own ceiling on connections (MAX_BACKENDS, 2^18 - 1): a pool larger than this
+# can never be filled, so a value above it is a typo, not a wish.
+MAX_CONNECTIONS = 262143
+# SQLite's busy_timeout is a C int of milliseconds: 2^31 - 1 ms is about 24.8 days.
+MAX_SECONDS = 2147483
+
+
+def _parse_int(name: str, raw: str, minimum: int = 0, maximum: int = MAX_CONNECTIONS) -> int:
     try:
         value = int(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}", hint=f"e.g. {name}=10") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}", hint=f"e.g. {name}=10")
+    if value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}", hint=f"e.g. {name}=10")
     return value
 
 
 def _parse_seconds(name: str, raw: Any) -> float:
+    """Seconds from 0 to ``MAX_SECONDS``; nan and inf are refused (they turn into nonsense timeouts)."""
     try:
         value = float(str(raw).strip())
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}", hint=f"e.g. {name}=30") from None
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}", hint=f"e.g. {name}=30")
+    if not math.isfinite(value) or value > MAX_SECONDS:
+        raise ConfigError(f"{name} must be a finite number of seconds from 0 to {MAX_SECONDS}, got {raw!r}",
+                          hint=f"e.g. {name}=30")
     return value
 
 
@@ -152,6 +265,12 @@ def parse_bool(name: str, raw: Any) -> bool:
     if text in _FALSE:
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}", hint="use true/false, yes/no, on/off or 1/0")
+
+
+def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """``PFDB_DEBUG`` (tracebacks for errors), parsed like every other boolean setting."""
+    env = os.environ if environ is None else environ
+    return parse_bool("PFDB_DEBUG", env.get("PFDB_DEBUG", ""))
 
 
 @dataclass(frozen=True)

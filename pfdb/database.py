@@ -7,8 +7,11 @@ process can be re-pointed (tests, a switch of URL) without re-importing anything
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import sqlite3
 import sys
 import threading
 import time
@@ -19,11 +22,16 @@ from typing import Any
 
 from ._peewee import enable_psycopg2
 from ._peewee import peewee as pw
-from .config import DatabaseURL, Settings, load_settings
+from .config import DatabaseURL, Settings, load_settings, mask_secrets
 from .errors import (
     ConfigError,
+    DatabaseBusyError,
+    DatabaseNotFoundError,
     DatabaseNotInitialisedError,
     DatabaseUnavailableError,
+    DiskFullError,
+    PfdbError,
+    ReadOnlyDatabaseError,
 )
 
 log = logging.getLogger("pfdb")
@@ -40,30 +48,178 @@ _PERMANENT = (
     ("password authentication failed", "check the password in DATABASE_URL"),
     ("no password supplied", "put the password in DATABASE_URL"),
     ("role \"", "check the user name in DATABASE_URL, or create that role on the server"),
-    ("database \"", "run pfdb init to create the database, or check its name in DATABASE_URL"),
+    ("database \"", "create it with pfdb init, or correct the name in DATABASE_URL"),
     ("no pg_hba.conf entry", "the server refuses this user or host: see its pg_hba.conf"),
 )
 
 
 def _unavailable(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailableError:
     """The one connect error: masked, one line, and ``retryable`` False when waiting cannot help."""
-    text = str(exc).strip()
-    reason = text.splitlines()[0] if text else type(exc).__name__
-    if url.password:
-        reason = reason.replace(url.password, "***")
+    reason = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
     hint = "check DATABASE_URL and that the database server is running"
     retryable = True
-    for needle, fix in _PERMANENT:
-        if needle in reason and (not needle.endswith('"') or "does not exist" in reason):
-            hint, retryable = fix, False
-            break
+    if url.backend == "sqlite":  # no server to blame: the file or its folder is the problem
+        hint = "check DATABASE_URL and that the file and its folder exist and may be read (and written, to write)"
+    else:
+        for needle, fix in _PERMANENT:
+            if needle in reason and (not needle.endswith('"') or "does not exist" in reason):
+                hint, retryable = fix, False
+                break
     error = DatabaseUnavailableError(f"cannot connect to {url.masked}: {reason}", hint=hint)
     error.retryable = retryable
     return error
 
 
+# -- SQLite files: created owner-only, never invented, opened read-only when asked -------------
+FILE_MODE = 0o600  # the database holds password hashes: owner only, like backups (SQLite
+# gives the -wal and -shm files the mode of the database file)
+
+
+def _sqlite_file(url: DatabaseURL) -> Path:
+    path = Path(url.path).expanduser()
+    if path.is_dir():  # sqlite3 would fail with 'unable to open database file'
+        raise ConfigError(f"DATABASE_URL names a folder, not a database file: {path}",
+                          hint=f"name the file, e.g. sqlite:///{path / 'pfdb.db'}")
+    return path
+
+
+def require_sqlite_file(url: DatabaseURL) -> Path:
+    """The SQLite file of ``url``, or ``DatabaseNotFoundError`` saying to run ``pfdb init``."""
+    path = _sqlite_file(url)
+    if not path.exists():
+        raise DatabaseNotFoundError(f"there is no SQLite database at {path}",
+                                    hint="create it with pfdb init (or correct DATABASE_URL / --database-url)")
+    return path
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """Raise ``DiskFullError``/``ReadOnlyDatabaseError`` for a driver's full-disk or read-only error.
+
+    For code that writes through the driver's own cursor (the feed importer's bulk upsert),
+    which peewee's ``execute_sql`` never sees.
+    """
+    try:
+        yield
+    except PfdbError:
+        raise
+    except Exception as exc:
+        settings = _settings
+        translated = _sqlite_error(settings.database_url, exc) if settings is not None else None
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+_READS_WORK = "read commands (status, info, export, backup) and init_database(url, read_only=True) work as they are"
+
+
+def _check_writable(path: Path) -> None:
+    """A write command on a file or folder it may only read: say which, before SQLite fails midway."""
+    folder = path.resolve().parent
+    if not os.access(path, os.W_OK):
+        raise ReadOnlyDatabaseError(f"the SQLite database {path} is read-only (its permissions or a read-only disk)",
+                                    hint=f"this command writes: run it where the file is writable; {_READS_WORK}")
+    companions_exist = all(Path(f"{path}{s}").exists() for s in ("-wal", "-shm"))
+    if not os.access(folder, os.W_OK) and not companions_exist:
+        raise ReadOnlyDatabaseError(f"the folder {folder} of the SQLite database is read-only; "
+                                    f"SQLite must create {path.name}-wal and {path.name}-shm beside it to write",
+                                    hint=f"this command writes: make the folder writable; {_READS_WORK}")
+
+
+def create_sqlite_file(path: Path) -> bool:
+    """Create an empty database file with mode 0600 (an empty file is a valid empty database).
+
+    SQLite would create it 0644 under the usual umask; creating it here first makes the
+    file, and the -wal and -shm files SQLite copies its mode to, owner-only.
+    Returns False when the file already existed.
+    """
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+    except FileExistsError:
+        return False
+    return True
+
+
+_NO_SHM = ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT")
+
+
+def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, create: bool = False,
+                **params: Any) -> sqlite3.Connection:
+    """Open a SQLite file with the sqlite3 defaults peewee uses (autocommit, ``timeout``).
+
+    Read-only opens use SQLite's ``mode=ro`` when the file or its folder cannot be written.
+    A WAL database opened that way needs its -shm file, which SQLite cannot create on a
+    read-only folder: if no -wal file is there (every commit is in the main file, as after
+    a clean close) the file is opened ``immutable=1``, which reads it without any lock or
+    -shm; with a -wal left over (a crash, or a writer elsewhere) that would ignore
+    committed data, so that case is an error saying what to do.
+    Otherwise (writable) a read-only open is a normal one: the caller sets ``query_only``.
+    """
+    path = Path(path)
+    uri = path.resolve().as_uri()
+    if not read_only:
+        return sqlite3.connect(f"{uri}?mode={'rwc' if create else 'rw'}", uri=True, timeout=timeout,
+                               isolation_level=None, **params)
+    writable = os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
+    if writable:
+        return sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=timeout, isolation_level=None, **params)
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, isolation_level=None, **params)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opening is lazy: read now
+        return conn
+    except sqlite3.OperationalError as exc:
+        # A read-only disk says CANTOPEN; a folder this user may not write, READONLY_DIRECTORY.
+        if getattr(exc, "sqlite_errorname", "") not in _NO_SHM and "unable to open" not in str(exc):
+            raise
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ReadOnlyDatabaseError(
+                f"cannot read {path}: its {wal.name} holds commits not yet in the main file, and SQLite "
+                f"cannot create {path.name}-shm in the read-only folder to read them",
+                hint="open it once where it is writable (any pfdb write, e.g. pfdb optimize) to fold the WAL in",
+            ) from exc
+    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, isolation_level=None, **params)
+
+
+def _sqlite_error(url: DatabaseURL, exc: BaseException) -> PfdbError | None:
+    """A pfdb error for driver failures a person can act on: a full disk, a read-only file."""
+    text = str(exc)
+    if url.backend == "postgresql":
+        if "No space left on device" in text or "could not extend file" in text:  # SQLSTATE 53100
+            return DiskFullError(f"the disk of the PostgreSQL server of {url.masked} is full "
+                                 f"({text.strip().splitlines()[0]}); the transaction in progress was rolled back",
+                                 hint="free disk space on the server, then run it again")
+        return None
+    where = "memory" if url.is_memory else str(Path(url.path).expanduser())
+    if "database or disk is full" in text:
+        return DiskFullError(f"the disk holding {where} is full (SQLite: database or disk is full); "
+                             f"the transaction in progress was rolled back",
+                             hint="free disk space, then run it again")
+    if "readonly database" in text:
+        return ReadOnlyDatabaseError(f"cannot write to {where}: the file or its folder is read-only ({text})",
+                                     hint="run write commands where the database is writable")
+    return None
+
+
+_SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_SNAPSHOT, …) keep it in the low byte
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY, raw from sqlite3 or wrapped by peewee (whose first argument is the original)."""
+    for candidate in (exc, *exc.args[:1]):
+        code = getattr(candidate, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF == _SQLITE_BUSY
+    return "database is locked" in str(exc)
+
+
 class SqliteDatabase(pw.SqliteDatabase):
-    """SQLite that says which file it could not open instead of 'unable to open database file'."""
+    """SQLite that says which file it could not open instead of 'unable to open database file',
+    and turns a busy timeout that ran out into ``DatabaseBusyError`` (Python API and CLI alike)."""
+
+    # "rwc": create the file (0600) when missing; "rw": it must exist; "ro": read only.
+    pfdb_mode = "rwc"
 
     def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
         self.pfdb_url = url
@@ -71,10 +227,127 @@ class SqliteDatabase(pw.SqliteDatabase):
         super().__init__(url.path, **kwargs)
 
     def _connect(self):
+        start = time.monotonic()
+        if self.pfdb_url.is_memory:
+            try:
+                return super()._connect()
+            except Exception as exc:
+                raise _unavailable(self.pfdb_url, exc) from exc
+        mode = self.pfdb_mode
+        if mode == "rwc":
+            path = _sqlite_file(self.pfdb_url)
+            try:
+                create_sqlite_file(path)
+            except OSError as exc:  # a read-only disk or folder, a missing folder
+                error = ReadOnlyDatabaseError if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) \
+                    else DatabaseUnavailableError
+                raise error(f"cannot create the SQLite database {path}: {exc.strerror}",
+                            hint="point DATABASE_URL at a writable folder") from exc
+        else:
+            path = require_sqlite_file(self.pfdb_url)
+        if mode != "ro":
+            _check_writable(path)
         try:
-            return super()._connect()
+            conn = open_sqlite(path, read_only=mode == "ro", timeout=self._timeout, create=mode == "rwc",
+                               **self.connect_params)
+        except PfdbError:
+            raise
         except Exception as exc:  # sqlite3.OperationalError: unable to open database file
+            if _is_busy(exc):  # a connection pragma met another process's lock
+                raise self._busy(time.monotonic() - start, "opening the database") from exc
             raise _unavailable(self.pfdb_url, exc) from exc
+        try:
+            self._add_conn_hooks(conn)
+        except Exception as exc:
+            conn.close()
+            raise (_sqlite_error(self.pfdb_url, exc) or _unavailable(self.pfdb_url, exc)) from exc
+        return conn
+
+    def _set_pragmas(self, conn):
+        pragmas = self._pragmas
+        if self.pfdb_mode == "ro":  # a reader changes no journal mode and refuses every write
+            pragmas = [(k, v) for k, v in pragmas if k != "journal_mode"] + [("query_only", 1)]
+        cursor = conn.cursor()
+        for pragma, value in pragmas:
+            cursor.execute(f"PRAGMA {pragma} = {value};")
+        cursor.close()
+
+    def rollback(self):
+        # After SQLITE_FULL or an I/O error SQLite may have rolled the transaction back
+        # itself; a second ROLLBACK would fail with 'cannot rollback - no transaction is
+        # active' and hide the error that matters.
+        if not self.is_closed() and not self._sqlite_in_transaction():
+            return None
+        return super().rollback()
+
+    def _sqlite_in_transaction(self) -> bool:
+        conn = self._state.conn
+        return conn is None or conn.in_transaction
+
+    # Every statement that can meet another connection's lock passes one of these three; each
+    # also turns a full disk or a read-only file into the pfdb error that says so.
+    def execute_sql(self, sql, params=None):
+        if sql.startswith("ROLLBACK TO SAVEPOINT") and not self._sqlite_in_transaction():
+            return None  # SQLite already rolled the whole transaction back (see rollback)
+        start = time.monotonic()
+        try:
+            return super().execute_sql(sql, params)
+        except pw.OperationalError as exc:
+            translated = self._translate(exc, start)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def begin(self, lock_type=None):
+        start = time.monotonic()
+        try:
+            return super().begin(lock_type)
+        except pw.OperationalError as exc:
+            translated = self._translate(exc, start)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def commit(self):
+        start = time.monotonic()
+        try:
+            return super().commit()
+        except pw.OperationalError as exc:
+            translated = self._translate(exc, start)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _translate(self, exc: pw.OperationalError, start: float) -> PfdbError | None:
+        if _is_busy(exc):
+            return self._busy(time.monotonic() - start)
+        return _sqlite_error(self.pfdb_url, exc)
+
+    def _busy(self, waited: float, during: str = "") -> DatabaseBusyError:
+        timeout = self.pfdb_settings.pool_timeout
+        held = f"{waited:.1f}" if waited >= 0.1 else f"{waited:.3f}"
+        if during:
+            return DatabaseBusyError(
+                f"another process held a lock on {self.pfdb_url.masked} for {held} s while {during} "
+                f"(busy timeout {timeout:g} s)",
+                hint="retry when the other writer is done, or raise DATABASE_POOL_TIMEOUT",
+                waited=waited,
+            )
+        if waited < min(timeout, 1.0) / 2:
+            # SQLite gave up without waiting: a transaction that began as a read cannot wait
+            # for the write lock (SQLITE_BUSY_SNAPSHOT); only BEGIN IMMEDIATE can.
+            return DatabaseBusyError(
+                "another writer holds the database write lock and this transaction, "
+                "begun DEFERRED and already reading, cannot wait for it",
+                hint="write in db_session_scope() or an outermost db.atomic(): they take the lock when they begin",
+                waited=waited,
+            )
+        return DatabaseBusyError(
+            f"another writer held the database write lock for {held} s (busy timeout {timeout:g} s); "
+            "nothing of this transaction was written",
+            hint="retry when the other writer is done, or raise DATABASE_POOL_TIMEOUT",
+            waited=waited,
+        )
 
     def __repr__(self) -> str:
         return f"<pfdb SqliteDatabase {self.pfdb_url.masked}>"
@@ -124,12 +397,12 @@ def _connect_timeout(settings: Settings) -> int:
 _PG_CLASS = None
 
 
-def build_database(settings: Settings) -> pw.Database:
-    """A peewee database for ``settings``, not yet connected."""
+def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
+    """A peewee database for ``settings``, not yet connected (``create``: may make its folder)."""
     global _PG_CLASS
     url = settings.database_url
     if url.backend == "sqlite":
-        if not url.is_memory:
+        if not url.is_memory and create:
             parent = Path(url.path).expanduser().resolve().parent
             try:
                 parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +423,12 @@ def build_database(settings: Settings) -> pw.Database:
         }
         if url.is_memory:
             pragmas.pop("journal_mode")
-        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout)
+        # Every outermost transaction (atomic(), db_session_scope) begins IMMEDIATE: it takes
+        # the write lock first and waits for it on the busy timeout. A deferred BEGIN reads,
+        # then fails at once when it tries to write after another writer committed (SQLite
+        # cannot wait there without a deadlock). Readers use db_read_scope(): BEGIN DEFERRED.
+        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout,
+                              lock_type="IMMEDIATE")
 
     if _PG_CLASS is None:
         _PG_CLASS = _pooled_postgres_class()
@@ -191,18 +469,28 @@ def _configure_echo(enabled: bool) -> None:
         return
     _echo_previous_level = logger.level
     logger.setLevel(logging.DEBUG)
-    if not logging.getLogger().hasHandlers() and not logger.handlers:
+    # peewee's logger carries a NullHandler of its own: only a handler that writes somewhere
+    # (on it, or on the root logger) means the application already chose where SQL goes.
+    writers = [h for h in (*logger.handlers, *logging.getLogger().handlers) if not isinstance(h, logging.NullHandler)]
+    if not writers:
         _echo_handler = logging.StreamHandler(sys.stderr)
         _echo_handler.setFormatter(logging.Formatter("%(asctime)s peewee %(message)s"))
         logger.addHandler(_echo_handler)
 
 
-def init_database(url: str | None = None, **overrides: Any) -> pw.Database:
+def init_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
+                  **overrides: Any) -> pw.Database:
     """Bind ``pfdb.db`` to the database of ``url`` (default: ``DATABASE_URL`` or ``pfdb.db``).
 
     Overrides take settings by name (``pool_size=5``, ``echo=True``). Re-initialising
     closes the previous database and its pool first. With ``MIGRATION_AUTO_UPGRADE``
     pending migrations are applied before this returns.
+
+    SQLite: ``create=False`` never makes a file (a missing one is ``DatabaseNotFoundError``
+    on first use, and a read-only one is ``ReadOnlyDatabaseError``); the CLI uses it for
+    every command but ``init`` and ``migrate``. ``read_only=True`` opens the file read-only
+    (``mode=ro`` when it cannot be written), so reads work on a read-only disk; it implies
+    ``create=False``. A file pfdb creates is mode 0600, and so are its -wal and -shm.
 
     Example: ``init_database("sqlite:///shop.db")``
     """
@@ -210,7 +498,9 @@ def init_database(url: str | None = None, **overrides: Any) -> pw.Database:
     settings = load_settings(url, **overrides)
     with _lock:
         close_database()
-        database = build_database(settings)
+        database = build_database(settings, create=create and not read_only)
+        if isinstance(database, SqliteDatabase):
+            database.pfdb_mode = "ro" if read_only else "rwc" if create else "rw"
         db.initialize(database)
         _settings = settings
     _configure_echo(settings.echo)
@@ -263,6 +553,10 @@ def db_session_scope() -> Iterator[pw.Database]:
 
     Opens a connection if the thread has none and gives it back (to the pool) afterwards;
     inside another scope it becomes a savepoint. Yields the bound database.
+    On SQLite it takes the write lock when it begins (``BEGIN IMMEDIATE``), waiting up to
+    the busy timeout, so read-then-write blocks never fail half-way; blocks that only read
+    belong in ``db_read_scope()``. On PostgreSQL lock rows you read to change with
+    ``for_update(query)``.
     """
     database = get_database()
     opened = database.connect(reuse_if_open=True)
@@ -277,14 +571,62 @@ def db_session_scope() -> Iterator[pw.Database]:
 session_scope = db_session_scope
 
 
+@contextmanager
+def db_read_scope() -> Iterator[pw.Database]:
+    """Run a block that only reads in one consistent snapshot, never queueing behind writers.
+
+    SQLite: a deferred ``BEGIN`` with ``PRAGMA query_only`` on (a write raises instead of
+    failing later to upgrade the lock). PostgreSQL: ``REPEATABLE READ, READ ONLY``. Inside
+    another scope it is a savepoint of that scope. Yields the bound database.
+
+    Example: ``with db_read_scope(): n = Product.select().count()``
+    """
+    database = get_database()
+    opened = database.connect(reuse_if_open=True)
+    try:
+        if database.in_transaction():
+            with database.atomic():
+                yield database
+            return
+        sqlite = isinstance(database, pw.SqliteDatabase)
+        if sqlite:
+            database.execute_sql("PRAGMA query_only = 1")
+        try:
+            with database.atomic("DEFERRED") if sqlite else database.atomic():
+                if not sqlite:  # must be the transaction's first statement
+                    database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield database
+        finally:
+            if sqlite and not database.is_closed():
+                database.execute_sql("PRAGMA query_only = 0")
+    finally:
+        if opened and not database.is_closed() and not database.in_transaction():
+            database.close()
+
+
+def for_update(query: pw.Select) -> pw.Select:
+    """Lock the rows a write scope reads in order to change them, on either backend.
+
+    PostgreSQL: ``SELECT … FOR UPDATE`` (without it two read-modify-write scopes lose an
+    update). SQLite: the query unchanged; ``db_session_scope`` already holds the write lock.
+
+    Example: ``row = for_update(Counter.select().where(Counter.id == 1)).get()``
+    """
+    return query.for_update() if get_database().for_update else query
+
+
 def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
-    (``current`` and ``pending``), ``pool`` (PostgreSQL) and, when unhealthy, ``error``.
+    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None) and ``error`` (None
+    when healthy).
     """
-    report: dict[str, Any] = {"status": "unhealthy", "connection_test": False}
+    # Every key is always there (None when it does not apply): scripts read it as a schema.
+    report: dict[str, Any] = {"status": "unhealthy", "connection_test": False, "backend": None, "database": None,
+                              "latency_ms": None, "server_version": None, "migrations": None, "pool": None,
+                              "error": None}
     try:
         settings = get_settings()
         database = get_database()
@@ -324,9 +666,7 @@ def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], star
             if opened and not database.in_transaction():
                 database.close()
     except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if url.password:
-            message = message.replace(url.password, "***")
+        message = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2), error=message)
         return
     report.update(
@@ -442,7 +782,7 @@ def wait_for_database(timeout: float = 30.0, interval: float = 0.5) -> dict[str,
                 call_within(max(deadline - time.monotonic(), 0.05), _ping, database)
             return {"attempts": attempts, "seconds": time.monotonic() - start}
         except DatabaseUnavailableError as exc:
-            if not getattr(exc, "retryable", True):
+            if isinstance(exc, DatabaseNotFoundError) or not getattr(exc, "retryable", True):
                 raise
             reason, hint = exc.message, exc.hint
         except TimeoutError:

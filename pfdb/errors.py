@@ -42,6 +42,10 @@ class UsageError(PfdbError):
     exit_code = EXIT_USAGE
 
 
+class UnsafePathError(UsageError):
+    """A command was asked to write over the live database, its own input, or a file it reads."""
+
+
 class DatabaseNotInitialisedError(PfdbError):
     """The proxy is used before ``init_database()`` bound it."""
 
@@ -50,8 +54,32 @@ class DatabaseUnavailableError(PfdbError):
     """The database cannot be reached or opened."""
 
 
+class DatabaseNotFoundError(DatabaseUnavailableError):
+    """There is no database at the configured place, and this command does not create one."""
+
+
+class ReadOnlyDatabaseError(DatabaseUnavailableError):
+    """A write needs a file or folder this process may only read (permissions, read-only disk)."""
+
+
+class DiskFullError(PfdbError):
+    """The disk (or SQLite's page limit) ran out of space; the failed transaction was rolled back."""
+
+
 class PoolExhaustedError(DatabaseUnavailableError):
     """Every pooled connection stayed checked out past the pool timeout."""
+
+
+class DatabaseBusyError(PfdbError):
+    """Another writer held SQLite's write lock for the whole busy timeout.
+
+    The database is fine and nothing of this transaction was written; it can be retried.
+    ``waited`` is how long this one waited, in seconds.
+    """
+
+    def __init__(self, message: str, hint: str | None = None, waited: float = 0.0):
+        super().__init__(message, hint)
+        self.waited = waited
 
 
 class ValidationError(PfdbError, ValueError):
@@ -80,6 +108,22 @@ class MigrationError(PfdbError):
     """A migration could not be created, applied or rolled back."""
 
 
+class DestructiveRollbackError(MigrationError):
+    """A rollback would drop tables or columns and the caller did not say that is intended.
+
+    ``migration`` is the first migration whose rollback drops something; ``drops`` lists
+    what every rollback asked for would drop (``"table products"``, ``"column products.notes"``).
+    """
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, hint: str | None = None, *, migration: str = "",
+                 drops: tuple[str, ...] = ()):
+        super().__init__(message, hint)
+        self.migration = migration
+        self.drops = drops
+
+
 class MigrationLockTimeout(MigrationError):
     """Another process held the migration lock for longer than the timeout."""
 
@@ -90,6 +134,10 @@ class BackupError(PfdbError):
 
 class RestoreError(PfdbError):
     """A backup could not be restored; the current database is untouched."""
+
+
+class CopyError(PfdbError):
+    """A database could not be copied; the target is as it was before."""
 
 
 class FeedError(PfdbError):

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._peewee import peewee as pw
+from .config import mask_secrets
 from .database import db
 from .models.system import LOG_LEVELS, SystemLog
 
@@ -338,9 +339,7 @@ class SystemLogHandler(logging.Handler):
             if not self._failing:
                 self._failing = True
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                url = getattr(database, "pfdb_url", None)
-                if url is not None and url.password:
-                    reason = reason.replace(url.password, "***")
+                reason = mask_secrets(reason, getattr(database, "pfdb_url", None))
                 try:
                     sys.stderr.write(f"pfdb: the system log cannot write to the database ({reason}); "
                                      f"log records are dropped until it can\n")

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _pg_tools, _sqlite_tools
-from .database import get_database, get_settings
-from .errors import BackupError, RestoreError, UsageError
+from .database import get_database, get_settings, require_sqlite_file
+from .errors import BackupError, RestoreError, UnsafePathError, UsageError
+from .paths import check_output, database_files, same_file
 
 FILE_MODE = 0o600  # a backup holds every password hash and setting: owner only
 DIR_MODE = 0o700
@@ -72,14 +73,14 @@ class InfoResult:
     settings: dict[str, Any]  # pragmas in force, or PostgreSQL settings
     tables: dict[str, int]  # table -> row count
     migrations: dict[str, Any]
-    pool: dict[str, Any]
+    pool: dict[str, Any] | None  # PostgreSQL's pool settings and usage; None on SQLite
     path: str | None = None  # SQLite file
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "database": self.database, "path": self.path,
                 "server_version": self.server_version, "size": self.size, "wal_size": self.wal_size,
                 "settings": dict(self.settings), "tables": dict(self.tables), "migrations": dict(self.migrations),
-                "pool": dict(self.pool)}
+                "pool": dict(self.pool) if self.pool is not None else None}
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,31 @@ def _stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
+def make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents, each 0700 whatever the umask.
+
+    ``Path.mkdir(parents=True, mode=…)`` gives the parents the umask's mode (0777 under
+    ``umask 000``) and the leaf ``mode & ~umask``; folders that hold backups are owner-only.
+    Folders that already exist are left as they are.
+    """
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.is_dir():
+            break
+        missing.append(candidate)
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # another process made it a moment ago: theirs, leave its mode
+        os.chmod(path, DIR_MODE)
+
+
 def _reserve(folder: Path, stem: str, suffix: str) -> Path:
     """Claim a new file name atomically (O_EXCL): two backups in one second never collide."""
-    folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    make_private_dirs(folder)
     for n in range(1000):
         candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
         try:
@@ -131,12 +154,9 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool
     target = Path(path).expanduser()
     if target.is_dir() or str(path).endswith(("/", os.sep)):
         return _reserve(target, stem, suffix), True
-    if url.backend == "sqlite" and not url.is_memory:
-        live = Path(url.path).expanduser().resolve()
-        if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
-            raise BackupError(f"the backup path {target} is the database itself", hint="choose another file")
+    check_output(target, what=f"the backup path {target}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        make_private_dirs(target.parent)
     except OSError as exc:
         raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
@@ -172,6 +192,8 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     database = get_database()
     if url.is_memory:
         raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+    if url.backend == "sqlite":
+        require_sqlite_file(url)  # before any folder is made for a backup of nothing
     start = time.monotonic()
     try:
         target, reserved = _target(path, label)
@@ -220,12 +242,61 @@ def _require_file(source: Path) -> None:
         raise RestoreError(f"backup file {source} does not exist", hint="pass the path pfdb backup printed")
     if not source.is_file():
         raise RestoreError(f"{source} is not a file", hint="pass the path of one backup file")
+    if any(same_file(source, live) for live in database_files()):
+        raise UnsafePathError(f"{source} is the live database itself, not a backup of it",
+                              hint="pass a file written by pfdb backup")
+
+
+def _recognise(source: Path, history: list[str], tables: set[str]) -> None:
+    """Refuse a file that is not recognisably a pfdb backup, before anything is touched.
+
+    Its history must start at pfdb's first migration, and it must hold pfdb's tables: every
+    table the migrations it records create. A backup from newer code (migrations this code
+    lacks, reported as ``unknown``) may have dropped or added tables, so then one pfdb table
+    is enough; tables no migration here creates are allowed alongside pfdb's own.
+    """
+    from .migrations import HISTORY_TABLE, migration_names, schema_tables
+
+    names = migration_names()
+    refuse = "pass a file written by pfdb backup"
+    if not history:
+        raise RestoreError(f"{source} is not a pfdb backup: its {HISTORY_TABLE} table records no migration",
+                           hint=refuse)
+    if names and history[0] != names[0]:
+        raise RestoreError(f"{source} is not a pfdb backup: its migration history starts at {history[0]!r}, "
+                           f"pfdb's at {names[0]!r}", hint=refuse)
+    ours = schema_tables() & tables
+    if not ours:
+        others = sorted(tables - {HISTORY_TABLE})
+        raise RestoreError(f"{source} is not a pfdb backup: it holds none of pfdb's tables"
+                           + (f" (it has {', '.join(others[:5])})" if others else ""), hint=refuse)
+    if all(name in names for name in history):
+        missing = sorted(schema_tables(history) - tables)
+        if missing:
+            raise RestoreError(f"{source} is not a whole pfdb backup: it lacks the tables {', '.join(missing)} "
+                               f"that its migrations create", hint=refuse)
+
+
+def _inspect(source: Path) -> tuple[str | None, set[str]]:
+    """Prove ``source`` a whole pfdb backup for the bound backend; (last migration, tables). Read-only."""
+    url = get_settings().database_url
+    if url.backend == "sqlite":
+        migration = _sqlite_tools.inspect_backup(source)
+        history, tables = _sqlite_tools.contents(source)
+    else:
+        database = get_database()
+        with _connection(database):
+            migration, tables = _pg_tools.inspect_backup(source, url, database)
+            history = _pg_tools.history(source, url, database)
+    _recognise(source, history, tables)
+    return migration, tables
 
 
 def restore(path: str | os.PathLike) -> RestoreResult:
     """Replace the bound database's contents with a backup, all at once.
 
-    Nothing is touched until the file is proven whole and a pfdb backup of the right kind;
+    Nothing is touched until the file is proven whole and a pfdb backup of the right kind
+    (its history starts at pfdb's first migration and it holds pfdb's tables);
     then a safety backup of the current data is written (``result.safety_backup``) and the
     backup is restored: on SQLite through the backup API into the live database (one write
     transaction), on PostgreSQL with ``pg_restore --single-transaction``. Pending migrations
@@ -247,8 +318,8 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
     start = time.monotonic()
     dropped: tuple[str, ...] = ()
+    migration, dump_tables = _inspect(source)
     if url.backend == "sqlite":
-        migration = _sqlite_tools.inspect_backup(source)
         safety = backup(label="pre-restore-")
         # pfdb's own connection of this thread is closed so the restore's write lock is not
         # waiting on it; it reopens (and sees the restored data) on next use.
@@ -256,8 +327,6 @@ def restore(path: str | os.PathLike) -> RestoreResult:
             database.close()
         _sqlite_tools.restore(source, url.path, timeout=settings.pool_timeout)
     else:
-        with _connection(database):
-            migration, dump_tables = _pg_tools.inspect_backup(source, url, database)
         safety = backup(label="pre-restore-")
         with _connection(database):
             extra = _pg_tools.current_tables(database) - dump_tables
@@ -310,11 +379,13 @@ def info() -> InfoResult:
     state = status()
     migrations = {"current": state.current, "applied": [m.name for m in state.applied],
                   "pending": list(state.pending), "up_to_date": state.up_to_date}
-    pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
-            "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
-            "pool_recycle": settings.pool_recycle}
-    if hasattr(database, "pool_usage"):
-        pool.update(database.pool_usage())
+    pool = None  # SQLite has no pool: its busy timeout is among the settings (busy_timeout)
+    if url.backend == "postgresql":
+        pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
+                "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
+                "pool_recycle": settings.pool_recycle}
+        if hasattr(database, "pool_usage"):
+            pool.update(database.pool_usage())
     return InfoResult(backend=url.backend, database=url.masked, path=details.get("path"),
                       server_version=str(details["server_version"]), size=size, wal_size=wal,
                       settings=details["settings"], tables=details["tables"], migrations=migrations, pool=pool)
@@ -358,11 +429,6 @@ def check_backup(path: str | os.PathLike) -> str | None:
     Returns the last migration it contains; raises ``RestoreError`` naming what is wrong.
     Example: ``check_backup("backups/pfdb-20261126T143000Z.db")`` -> ``"001_initial"``
     """
-    url = get_settings().database_url
     source = Path(path).expanduser()
     _require_file(source)
-    if url.backend == "sqlite":
-        return _sqlite_tools.inspect_backup(source)
-    database = get_database()
-    with _connection(database):
-        return _pg_tools.inspect_backup(source, url, database)[0]
+    return _inspect(source)[0]

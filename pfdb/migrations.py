@@ -26,7 +26,7 @@ from typing import Any
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .database import backend, get_database, get_settings
-from .errors import MigrationError, MigrationLockTimeout
+from .errors import DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
 
@@ -84,21 +84,46 @@ class MigrateResult:
     backup: Any = None  # BackupResult when a backup was taken first
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run}
-        if self.dry_run:
-            out["sql"] = list(self.sql)
-        if self.backup is not None:
-            out["backup"] = self.backup.as_dict()
-        return out
+        """The same keys every time (``sql`` empty unless a dry run, ``backup`` None unless taken)."""
+        return {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run, "sql": list(self.sql),
+                "backup": self.backup.as_dict() if self.backup is not None else None}
 
 
 @dataclass(frozen=True)
 class RollbackResult:
     rolled_back: tuple[str, ...]
     current: str | None
+    backup: Any = None  # BackupResult when a backup was taken first
+    drops: tuple[str, ...] = ()  # what the rollbacks dropped: "table products", "column products.notes"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rolled_back": list(self.rolled_back), "current": self.current}
+        """The same keys every time (``backup`` None unless one was taken)."""
+        return {"rolled_back": list(self.rolled_back), "current": self.current, "drops": list(self.drops),
+                "backup": self.backup.as_dict() if self.backup is not None else None}
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """What ``rollback(target)`` would undo, newest first, and what that would drop."""
+
+    undo: tuple[str, ...]
+    current: str | None  # the last migration left applied
+    drops: dict[str, tuple[str, ...]]  # migration -> what its rollback drops; only those that drop
+
+    @property
+    def destructive(self) -> bool:
+        return bool(self.drops)
+
+    @property
+    def summary(self) -> str:
+        """One line: ``001_initial would drop table system_logs, … and 6 more``."""
+        every = [d for ds in self.drops.values() for d in ds]
+        shown = ", ".join(every[:3]) + (f" and {len(every) - 3} more" if len(every) > 3 else "")
+        return f"{', '.join(self.drops)} would drop {shown}" if every else f"{', '.join(self.undo)} drops nothing"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"undo": list(self.undo), "current": self.current, "destructive": self.destructive,
+                "drops": {name: list(d) for name, d in self.drops.items()}}
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,23 @@ def migrations_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise MigrationError("the migrations folder is missing", hint="reinstall pfdb")
+
+
+def writable_migrations_dir() -> Path:
+    """Where ``create()`` writes: ``$PFDB_MIGRATIONS_DIR``, else a checkout's ``migrations/``.
+
+    An installed pfdb reads its migrations from inside site-packages; a new migration written
+    there would be lost on the next upgrade and never reach version control, so it is refused.
+    """
+    if os.environ.get("PFDB_MIGRATIONS_DIR"):
+        return migrations_dir()
+    checkout = Path(__file__).resolve().parent.parent / "migrations"
+    if checkout.is_dir():
+        return checkout
+    raise MigrationError(
+        f"pfdb is installed as a package: its migrations are in {migrations_dir()}, where a new one would be lost",
+        hint="set PFDB_MIGRATIONS_DIR to your project's migrations folder (a copy of pfdb's), or work in a checkout",
+    )
 
 
 def migration_names(directory: Path | None = None) -> list[str]:
@@ -320,6 +362,17 @@ def _migrator_for(database: pw.Database, names: Sequence[str], directory: Path):
     return migrator
 
 
+def schema_tables(names: Sequence[str] | None = None) -> set[str]:
+    """The tables the migrations ``names`` (default: every migration file) leave behind.
+
+    What restore checks a backup against: its tables must be pfdb's. Tables a migration
+    makes with raw SQL are not seen here (peewee-migrate only models ``create_model``).
+    """
+    directory = migrations_dir()
+    names = migration_names(directory) if names is None else list(names)
+    return {model._meta.table_name for model in _migrator_for(get_database(), names, directory).orm}
+
+
 def _diff(database: pw.Database, directory: Path, *, reverse: bool = False) -> list[str]:
     _patch_peewee_migrate()
     from peewee_migrate.auto import diff_many
@@ -378,7 +431,7 @@ def _step(database: pw.Database, timeout: float) -> Iterator[None]:
         try:
             txn = database.atomic("IMMEDIATE")
             txn.__enter__()
-        except pw.OperationalError as exc:
+        except (pw.OperationalError, DatabaseBusyError) as exc:
             raise MigrationLockTimeout(
                 f"another process held the database write lock for more than {timeout:g} s",
                 hint="wait for the other migration to finish, or raise --lock-timeout",
@@ -586,24 +639,118 @@ def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateRe
     return MigrateResult(applied=tuple(applied), dry_run=True, sql=tuple(statements))
 
 
-def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> RollbackResult:
+# Operations of a rollback that throw data away: playhouse's drop_table and drop_column
+# (what remove_model and remove_fields record), and raw SQL that drops or empties.
+_DROPPING_SQL = re.compile(r"\b(DROP\s+(TABLE|COLUMN)|TRUNCATE|DELETE\s+FROM)\b", re.IGNORECASE)
+
+
+def _describe_drops(ops: Sequence[Any]) -> list[str]:
+    """What the recorded operations of one rollback would drop, in words."""
+    from playhouse.migrate import Operation
+
+    drops: list[str] = []
+    for op in ops:
+        if isinstance(op, Operation):
+            fn = getattr(op.fn, "__name__", "")
+            if fn == "drop_table":
+                drops.append(f"table {op.args[0]}")
+            elif fn == "drop_column":
+                drops.append(f"column {op.args[0]}.{op.args[1]}")
+            elif fn == "sql" and op.args and _DROPPING_SQL.search(str(op.args[0])):
+                drops.append(f"SQL: {' '.join(str(op.args[0]).split())[:80]}")
+        elif isinstance(op, pw.SQL):  # what migrator.sql() records on some peewee-migrate versions
+            if _DROPPING_SQL.search(op.sql):
+                drops.append(f"SQL: {' '.join(op.sql.split())[:80]}")
+        elif getattr(op, "__name__", "") != "create_table":
+            # migrator.run(fn): Python code that cannot be looked into, so assume the worst.
+            drops.append(f"whatever {_run_target(op)} run by migrator.run() does")
+    return drops
+
+
+def _run_target(op: Any) -> str:
+    """The function name behind peewee-migrate's ``lambda: func(*args, **kwargs)``."""
+    code, cells = getattr(op, "__code__", None), getattr(op, "__closure__", None) or ()
+    try:
+        func = dict(zip(code.co_freevars, (c.cell_contents for c in cells), strict=False)).get("func")
+    except (AttributeError, ValueError):
+        func = None
+    return getattr(func, "__name__", None) or getattr(op, "__name__", "a function")
+
+
+def _rollback_drops(database: pw.Database, done: list[str], undo: Sequence[str], directory: Path) -> dict[str, tuple[str, ...]]:
+    """For each migration to undo, what its ``rollback`` would drop (replayed with ``fake=True``)."""
+    found: dict[str, tuple[str, ...]] = {}
+    twin = _offline_twin(database)
+    for name in undo:
+        fn = _load(name, directory).get("rollback")
+        if fn is None:
+            continue
+        migrator = _migrator_for(database, done[: done.index(name) + 1], directory)
+        try:
+            fn(migrator, twin, fake=True)
+        except Exception as exc:
+            raise MigrationError(f"cannot tell what the rollback of {name} does: {type(exc).__name__}: {exc}",
+                                 hint="fix its rollback(); nothing was changed") from exc
+        drops = _describe_drops(migrator.__ops__)
+        if drops:
+            found[name] = tuple(drops)
+    return found
+
+
+def _plan(database: pw.Database, target: str | None, names: list[str], directory: Path) -> RollbackPlan:
+    done = [m.name for m in _history(database)]
+    if not done:
+        raise MigrationError("there is nothing to roll back: no migration is applied")
+    keep = _keep_after_rollback(target, names, done)
+    undo = list(reversed(done[len(keep):]))
+    missing = [n for n in undo if n not in names]
+    if missing:
+        raise MigrationError(f"cannot roll back {missing[0]}: its file is missing from {directory}")
+    return RollbackPlan(undo=tuple(undo), current=keep[-1] if keep else None,
+                        drops=_rollback_drops(database, done, undo, directory))
+
+
+def rollback_plan(target: str | None = None) -> RollbackPlan:
+    """What ``rollback(target)`` would undo and drop, changing nothing (what ``pfdb rollback`` shows before asking).
+
+    Example: ``rollback_plan("zero").drops["001_initial"]`` -> ``("table system_logs", …)``
+    """
+    database = get_database()
+    directory = migrations_dir()
+    with _connection(database):
+        return _plan(database, target, migration_names(directory), directory)
+
+
+def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+             destructive_ok: bool = False, backup: bool | None = None) -> RollbackResult:
     """Undo migrations: the last one, everything after ``target`` (``"001"``), or all (``"zero"``).
 
     Each is undone in its own transaction; an unknown or not-applied target undoes nothing.
+    A rollback that drops a table or column (see ``rollback_plan``) is refused with
+    ``DestructiveRollbackError`` unless ``destructive_ok=True``. With ``backup`` (default:
+    ``MIGRATION_BACKUP_BEFORE_UPGRADE``) a backup is taken first, as ``migrate()`` does.
 
-    Example: ``rollback("001")``
+    Example: ``rollback("001")``, ``rollback("zero", destructive_ok=True)``
     """
     database = get_database()
     directory = migrations_dir()
     names = migration_names(directory)
+    if backup is None:
+        backup = get_settings().migration_backup_before_upgrade
+    backup_result = None
     with _connection(database):
+        plan = _plan(database, target, names, directory)
+        if plan.drops and not destructive_ok:
+            raise DestructiveRollbackError(
+                f"rolling back {plan.summary}",
+                hint="pass destructive_ok=True (pfdb rollback --yes) to confirm; a backup is taken first",
+                migration=next(iter(plan.drops)), drops=tuple(d for ds in plan.drops.values() for d in ds))
         done = [m.name for m in _history(database)]
-        if not done:
-            raise MigrationError("there is nothing to roll back: no migration is applied")
-        keep = _keep_after_rollback(target, names, done)
-        missing = [n for n in done[len(keep):] if n not in names]
-        if missing:
-            raise MigrationError(f"cannot roll back {missing[0]}: its file is missing from {directory}")
+        keep = done[: len(done) - len(plan.undo)]
+        if plan.undo and backup and not get_settings().database_url.is_memory and _has_data(database):
+            from .maintenance import backup as take_backup
+
+            backup_result = take_backup(label="pre-rollback-")
         undone: list[str] = []
         migrator, state = None, None
         with _run_lock(database, lock_timeout):
@@ -613,12 +760,17 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
                     if len(done) <= len(keep) or done[: len(keep)] != keep:
                         break
                     name = done[-1]
+                    if name not in plan.undo:  # applied by another process since the plan: not confirmed
+                        raise MigrationError(f"{name} was applied while rolling back; it was left as it is",
+                                             hint="run the rollback again to see what it would drop")
                     if state != done:
                         migrator, state = _migrator_for(database, done, directory), list(done)
                     _run_step(name, _load(name, directory), migrator, database, down=True)
                     state.pop()
                 undone.append(name)
-    return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None)
+    drops = tuple(d for name in undone for d in plan.drops.get(name, ()))
+    return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result,
+                          drops=drops)
 
 
 def _keep_after_rollback(target: str | None, names: list[str], done: list[str]) -> list[str]:
@@ -677,7 +829,7 @@ def create(description: str, *, auto: bool = True, directory: Path | str | None 
             f"migration description {description!r} has no letters or digits",
             hint='describe the change, e.g. pfdb create-migration "add product weight"',
         )
-    target_dir = Path(directory) if directory else migrations_dir()
+    target_dir = Path(directory) if directory else writable_migrations_dir()
     database = get_database()
     names = migration_names(target_dir)
     number = max((int(n[:3]) for n in names), default=0) + 1
@@ -730,9 +882,10 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
 
     settings = load_settings(url, **overrides)
     created = ensure_database_exists(settings)
-    init_database(url, **overrides)
-    result = migrate()
-    state = status()
+    database = init_database(url, **overrides)
+    with _connection(database):  # one connection: a :memory: database lives only as long as it
+        result = migrate()
+        state = status()
     return InitResult(
         database=settings.database_url.masked,
         backend=settings.database_url.backend,

@@ -68,7 +68,7 @@ def test_usage_errors_and_help(db, database_url, run_cli):
     code, _, err = run_cli("--database-url", database_url, "import", "missing.csv")
     assert code == 1 and err.startswith("error: feed file missing.csv does not exist")
     code, out, _ = run_cli("--help")
-    assert code == 0 and "    import\n" in out and "    export\n" in out and "import-products" not in out
+    assert code == 0 and "\n  import  " in out and "\n  export  " in out and "import-products" not in out
     code, out, _ = run_cli("import", "--help")
     assert code == 0 and "Example: pfdb import" in out
     code, _, err = run_cli("imprt")

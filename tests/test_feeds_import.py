@@ -19,7 +19,7 @@ from feeds_samples import (
     write,
 )
 
-from pfdb.errors import FeedError
+from pfdb.errors import FeedError, UsageError
 from pfdb.feeds import import_products
 from pfdb.feeds.formats import generated_sku
 from pfdb.models import Category, Job, Product, ProductImage, SyncHistory
@@ -408,7 +408,7 @@ def test_feed_errors_name_the_file(db, tmp_path):
     latin = import_products(write(tmp_path, "latin.csv", "sku,name\nX-1,Café\n", encoding="latin-1"),
                             encoding="latin-1")
     assert latin.created == 1 and product("X-1").name == "Café"
-    with pytest.raises(FeedError, match="unknown feed format"):
+    with pytest.raises(UsageError, match="unknown feed format"):  # a bad argument: exit 2
         import_products(write(tmp_path, "f.csv", PFDB_CSV), format="xml")
 
 

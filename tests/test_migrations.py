@@ -103,7 +103,7 @@ def test_initial_creates_the_whole_schema_and_reports_no_drift(fresh):
 
 def test_rollback_of_initial_removes_everything(fresh):
     migrate()
-    result = rollback("zero")
+    result = rollback("zero", destructive_ok=True, backup=False)
     assert result.rolled_back == ("001_initial",) and result.current is None
     assert tables() <= {"migratehistory"}
     assert applied() == []
@@ -117,14 +117,14 @@ def test_migrate_rollback_to_001_and_again_keeps_data(fresh, mdir):
     assert "notes" in columns("products") and "suppliers" in tables()
     Product.create(sku="KEEP", name="survives", price="9.99")
 
-    assert rollback("001").rolled_back == ("002_add_notes",)
+    assert rollback("001", destructive_ok=True, backup=False).rolled_back == ("002_add_notes",)
     assert "notes" not in columns("products") and "suppliers" not in tables()
     assert applied() == ["001_initial"]
     assert Product.get(Product.sku == "KEEP").price == Decimal("9.99")
 
     assert migrate().applied == ("002_add_notes",)
     assert Product.get(Product.sku == "KEEP").name == "survives"
-    assert rollback().rolled_back == ("002_add_notes",)  # no target: the last one
+    assert rollback(destructive_ok=True, backup=False).rolled_back == ("002_add_notes",)  # no target: the last one
 
 
 def test_migrate_up_to_a_target(fresh, mdir):
@@ -177,7 +177,7 @@ def test_validation_hook_passing_and_rollback_hook(fresh, mdir):
     '''))
     assert migrate().applied == ("001_initial", "002_add_notes")
     with pytest.raises(MigrationError, match="validate_rollback of 002_add_notes returned False"):
-        rollback()
+        rollback(destructive_ok=True, backup=False)
     assert "notes" in columns("products") and applied() == ["001_initial", "002_add_notes"]
 
 
@@ -194,7 +194,7 @@ def test_rollback_to_a_migration_that_is_not_applied(fresh, mdir):
     migrate("001")
     with pytest.raises(MigrationError, match="002_add_notes is not applied"):
         rollback("002")
-    rollback("zero")
+    rollback("zero", destructive_ok=True, backup=False)
     with pytest.raises(MigrationError, match="nothing to roll back"):
         rollback("zero")
     assert applied() == []
@@ -271,7 +271,7 @@ def test_check_detects_a_model_change_and_create_writes_a_runnable_migration(fre
     assert migrate().applied == ("002_add_product_net_weight_kg",)  # runs as written
     assert "weight_net" in columns("products") and not check().has_drift
     Product.create(sku="W", name="weighed", weight_net=Decimal("1.250"))
-    assert rollback().rolled_back == ("002_add_product_net_weight_kg",)  # and rolls back as written
+    assert rollback(destructive_ok=True, backup=False).rolled_back == ("002_add_product_net_weight_kg",)  # as written
     assert "weight_net" not in columns("products")
 
 
@@ -284,7 +284,7 @@ def test_new_composite_index_creates_no_churn(fresh, mdir):
         migrate()
         assert "products_brand_status" in {i.name for i in pfdb.db.get_indexes("products")}
         assert check().changes == ()  # nothing dropped and re-added
-        rollback()
+        rollback(backup=False)
         assert "products_brand_status" not in {i.name for i in pfdb.db.get_indexes("products")}
     finally:
         Product._meta.indexes.remove((("brand", "status"), False))
@@ -302,7 +302,7 @@ def test_empty_migration_template_runs(fresh, mdir):
     assert result.path.name == "002_backfill_handles.py"
     assert "def migrate(" in result.path.read_text() and "validate_migrate" in result.path.read_text()
     assert migrate().applied == ("001_initial", "002_backfill_handles")
-    assert rollback().rolled_back == ("002_backfill_handles",)
+    assert rollback(backup=False).rolled_back == ("002_backfill_handles",)
 
 
 @pytest.mark.parametrize("description", ["", "   ", "!!!"])
@@ -357,7 +357,7 @@ def test_lock_timeout_gives_a_clear_error(postgres_url):
     holder.cursor().execute("SELECT pg_advisory_lock(%s)", (migrations._PG_LOCK_KEY,))
     try:
         with pytest.raises(migrations.MigrationLockTimeout, match="held the migration lock for more than 0.3 s"):
-            rollback(lock_timeout=0.3)
+            rollback(lock_timeout=0.3, destructive_ok=True, backup=False)
     finally:
         holder.close()
     assert applied() == ["001_initial"]

@@ -141,7 +141,8 @@ def test_wait_fails_at_once_on_errors_that_never_go_away(pg_server, run_cli):
     role = base.replace("://postgres@", "://no_such_role_pfdb@")
     cases = [
         (f"{role}/postgres", 'role "no_such_role_pfdb" does not exist', "check the user name in DATABASE_URL"),
-        (f"{base}/pfdb_no_such_database", 'database "pfdb_no_such_database" does not exist', "run pfdb init"),
+        (f"{base}/pfdb_no_such_database", 'database "pfdb_no_such_database" does not exist',
+         "create it with pfdb init"),
     ]
     for url, reason, hint in cases:
         pfdb.init_database(url)

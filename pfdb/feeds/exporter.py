@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from .._peewee import peewee as pw
-from ..database import get_database
+from ..database import db_read_scope, get_database
 from ..errors import FeedError, NotFoundError, UsageError
 from ..models import Category, Product, ProductImage
 from ..models.catalog import path_prefix
 from ..models.fields import UTC, utcnow
+from ..paths import check_output
 from .formats import CATEGORY, FEED_FIELDS, IMAGES, PFDB_COLUMNS
 
 PAGE_SIZE = 1000
@@ -188,11 +189,13 @@ def export_products(
         raise UsageError(f"unknown export format {format!r}", hint="use csv or jsonl")
     since = parse_since(changed_since) if changed_since not in (None, "") else None
     database = get_database()
+    if isinstance(output, (str, os.PathLike)) and str(output) != "-":
+        # `pfdb export shop.db` replaced the live database; standard input may be a file too.
+        check_output(Path(output).expanduser(), what=f"the export file {output}",
+                     inputs=[("standard input", sys.stdin)])
     opened = database.connect(reuse_if_open=True)
     try:
-        with database.atomic():
-            if isinstance(database, pw.PostgresqlDatabase) and database.transaction_depth() == 1:
-                database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with db_read_scope():  # one snapshot, and no wait behind an import's write lock
             paths = category_paths()
             where = []
             root = None

@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..errors import FeedError
+from ..errors import FeedError, UsageError
 from ..models import Product
 from ..text import slugify
 from .reading import FeedInput
@@ -688,6 +688,6 @@ def make_format(feed: FeedInput, name: str | None = None, mapping: Mapping | str
     if key == "auto":
         key = detect_format(feed)
     if key not in FORMAT_NAMES:
-        raise FeedError(f"unknown feed format {name!r}", hint=f"formats: auto, {', '.join(FORMAT_NAMES)}")
+        raise UsageError(f"unknown feed format {name!r} (--format)", hint=f"formats: auto, {', '.join(FORMAT_NAMES)}")
     return {"pfdb": PfdbFormat, "shopify": ShopifyFormat, "google": GoogleMerchantFormat,
             "google-retail": GoogleRetailFormat}[key](feed)

@@ -28,10 +28,11 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import get_database
-from ..errors import ConnectionLostError, FeedError, PfdbError, UsageError, ValidationError
+from ..database import get_database, translated_errors
+from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
+from ..paths import check_output
 from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
@@ -242,6 +243,10 @@ class _Import:
                 self._abort("lost the connection to the server")
                 raise ConnectionLostError(f"lost the connection to the server after {self.rows} rows; "
                                           f"re-run to continue") from exc
+            except DiskFullError as exc:
+                error = self._disk_full(exc)
+                self._abort(str(error))
+                raise error from exc
             except PfdbError as exc:
                 self._abort(str(exc))
                 raise
@@ -261,6 +266,15 @@ class _Import:
                 self.rejects_file.close()
             if opened and not database.is_closed() and not database.in_transaction():
                 database.close()
+
+    def _disk_full(self, exc: DiskFullError) -> DiskFullError:
+        """The full-disk error with what the operator needs next: where it stopped, what is kept."""
+        whole = not (self.dry_run or self.strict)  # those run in one transaction: nothing kept
+        kept = self.created + self.updated + self.unchanged if whole else 0
+        detail = (f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else "")
+        return DiskFullError(f"import of {self.feed.name} stopped near line {self.line}: {exc.message}; "
+                             f"{kept} rows were committed in whole batches{detail}",
+                             hint="free disk space and run the same import again: it continues where it stopped")
 
     def _finish_writer(self) -> None:
         try:
@@ -355,7 +369,7 @@ class _Import:
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
         self.writer.batch_commits = not self.database.in_transaction()
-        with self.database.atomic():
+        with translated_errors(), self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]
         self.updated += counts[1]
@@ -594,6 +608,29 @@ def _image_changes(wanted: list[tuple[str, str]], stored: Any, now: Any):
     return inserts, updates, deletes
 
 
+def _batch_size(value: Any) -> int:
+    """``batch_size`` as given from Python or the command line, or a ``UsageError`` naming it."""
+    try:
+        size = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise UsageError(f"batch size (--batch-size) must be a whole number of at least 1, got {value!r}",
+                         hint="e.g. --batch-size 2000") from None
+    if size < 1:
+        raise UsageError(f"batch size (--batch-size) must be at least 1, got {value}", hint="e.g. --batch-size 2000")
+    return size
+
+
+def _check_encoding(encoding: str) -> None:
+    """An unknown codec is a usage error before anything opens, not a LookupError mid-read."""
+    import codecs
+
+    try:
+        codecs.lookup(str(encoding))
+    except LookupError:
+        raise UsageError(f"unknown encoding {encoding!r} (--encoding)",
+                         hint="use a Python codec name such as utf-8, utf-8-sig, latin-1 or cp1252") from None
+
+
 def import_products(
     source: Any,
     *,
@@ -622,9 +659,15 @@ def import_products(
     Returns an ``ImportResult``; raises ``FeedError`` when the file itself cannot be read.
     Example: ``import_products("feed.csv", rejects="rejects.csv")``
     """
-    if int(batch_size) < 1:
-        raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    batch_size = _batch_size(batch_size)
+    _check_encoding(encoding)
     database = get_database()
+    if rejects:
+        # Before anything is opened: --rejects over the database or the feed destroyed them.
+        feed_path = Path(source).expanduser() if isinstance(source, (str, Path)) and str(source) != "-" else source
+        check_output(Path(rejects), what=f"the rejects file {rejects}",
+                     inputs=[("the feed being imported", feed_path),
+                             ("the mapping file", Path(mapping) if isinstance(mapping, (str, Path)) else None)])
     if isinstance(mapping, (str, Path)):
         mapping = Mapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))

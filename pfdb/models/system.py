@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from .._peewee import peewee as pw
+from ..config import is_secret_name
 from ..errors import ValidationError
 from .base import BaseModel, require_choice, require_text
 from .fields import JSONField
@@ -96,6 +97,14 @@ class Configuration(BaseModel):
 
     class Meta:
         table_name = "configuration"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        # A key that says it is secret (shopify.api_secret, smtp.password, *token*, *api_key*)
+        # is sensitive unless the caller says otherwise: forgetting is_sensitive=True must
+        # not show an API secret. Rows read back carry their stored flag, so are untouched.
+        if "is_sensitive" not in kwargs and is_secret_name(kwargs.get("key") or ""):
+            kwargs["is_sensitive"] = True
+        super().__init__(*args, **kwargs)
 
     @property
     def typed_value(self) -> Any:

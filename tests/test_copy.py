@@ -1,0 +1,279 @@
+"""``pfdb copy``: every table and row, in every direction, verified, all or nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from conftest import pg_url
+
+import pfdb
+from pfdb import migrations
+from pfdb.errors import CopyError, UsageError
+from pfdb.feeds import import_products
+from pfdb.models import (
+    MODELS,
+    Category,
+    Configuration,
+    Icon,
+    Job,
+    Product,
+    ProductImage,
+    SyncHistory,
+    SystemLog,
+    User,
+)
+from pfdb.transfer import copy_database
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture
+def new_url(tmp_path, request):
+    """A factory of URLs of new, empty databases (nothing created yet for SQLite)."""
+    made = []
+
+    def make(backend: str, name: str = "db") -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path / f'{name}-{len(made)}.db'}"
+        server = request.getfixturevalue("pg_server")
+        dbname = server.create()
+        made.append(dbname)
+        return pg_url(dbname)
+
+    yield make
+    pfdb.close_database()
+    if made:
+        server = request.getfixturevalue("pg_server")
+        for dbname in made:
+            server.release(dbname)
+
+
+def fill(url: str) -> None:
+    """A database with a row in every table: several category levels, any script, NULLs, JSON."""
+    migrations.init(url)
+    with pfdb.db_session_scope():
+        user = User(email="ops@example.com", first_name="Zoë", last_name=None)
+        user.set_password("correct horse battery")
+        user.save()
+        root = Category.create(name="Vêtements")
+        child = Category.create(name="Рубашки", slug="rubashki", parent=root)
+        Category.create(name="シャツ", slug="shatsu", parent=child, description="")
+        Icon.create(category=child, url="https://img.example.com/i.png", generation={"prompt": "a shirt", "n": 1})
+        for n in range(30):
+            product = Product.create(sku=f"SKU-{n}", name=f"Produit {n} 日本", price=Decimal("19.90") + n,
+                                     compare_at_price=None if n % 2 else Decimal("100"), currency="EUR",
+                                     weight=Decimal("1.5") if n % 3 else None, category=child if n % 2 else root,
+                                     attributes={"tags": ["été", "sale"], "n": n} if n % 4 else None,
+                                     description="line one\nline\ttwo \\ back" if n == 0 else "")
+            ProductImage.create(product=product, url=f"https://img.example.com/{n}.jpg", content_hash=f"{n:064x}",
+                                position=0, is_primary=True)
+        job = Job.create(job_type="import_products", user=user, parameters={"file": "feed.csv"})
+        job.start(total_items=10)
+        job.complete({"created": 10})
+        SyncHistory.create(sync_type="product_feed", direction="import", source="feed.csv", status="completed",
+                           job=job, user=user, error_details={"rejects": []})
+        SystemLog.create(level="ERROR", logger="shop", message="boom ✗", extra={"order": 42}, user=user)
+        Configuration.set_value("import.batch_size", 5000)
+        Configuration.set_value("shop.name", "Café Ünïcode")
+    pfdb.close_database()
+
+
+def snapshot(url: str) -> dict[str, list[dict]]:
+    pfdb.init_database(url)
+    try:
+        return {m._meta.table_name: list(m.select().order_by(m._meta.primary_key).dicts()) for m in MODELS}
+    finally:
+        pfdb.close_database()
+
+
+@pytest.mark.parametrize("source_backend", BACKENDS)
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_copy_carries_every_table_and_row(new_url, source_backend, target_backend, tmp_path):
+    source, target = new_url(source_backend, "source"), new_url(target_backend, "target")
+    fill(source)
+    result = copy_database(source, target)
+    assert result.migration == migrations.migration_names()[-1] and result.created is (target_backend == "sqlite")
+    assert all(t.ok for t in result.tables) and {t.table for t in result.tables} == {m._meta.table_name for m in MODELS}
+    assert result.rows == sum(t.rows for t in result.tables) > 60
+    before, after = snapshot(source), snapshot(target)
+    assert after == before  # ids, timestamps, Decimals, JSON, NULLs and text in any script
+    assert after["products"][0]["description"] == "line one\nline\ttwo \\ back" and after["categories"][2]["description"] == ""
+    if target_backend == "sqlite":
+        assert (Path(target.removeprefix("sqlite:///")).stat().st_mode & 0o777) == 0o600
+        assert not list(tmp_path.glob(".*.tmp*"))  # no debris of the copy
+    # the copy is a working pfdb database: no drift, healthy, and new rows get new ids
+    pfdb.init_database(target)
+    assert not migrations.check().has_drift and pfdb.database_health_check()["status"] == "healthy"
+    new = Product.create(sku="NEW-1", name="New", price="1.00")
+    assert new.id == max(p["id"] for p in before["products"]) + 1
+    feed = tmp_path / "feed.csv"
+    feed.write_text("sku,name,price\nSKU-1,Renamed,5.00\nSKU-X,Extra,7.00\n", encoding="utf-8")
+    imported = import_products(str(feed))
+    assert (imported.created, imported.updated) == (1, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_target_with_data_is_refused_unless_replace_which_backs_it_up(new_url, backend, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # PostgreSQL backups go to ./backups
+    source, target = new_url(backend, "source"), new_url(backend, "target")
+    fill(source)
+    migrations.init(target)
+    Product.create(sku="ONLY-IN-TARGET", name="Keep me", price="1.00")
+    pfdb.close_database()
+    with pytest.raises(CopyError, match="already holds pfdb data") as refused:
+        copy_database(source, target)
+    assert "--replace" in str(refused.value)
+    pfdb.init_database(target)
+    assert Product.select().count() == 1  # untouched
+    pfdb.close_database()
+    result = copy_database(source, target, replace=True)
+    assert result.backup and Path(result.backup).exists()
+    assert snapshot(target) == snapshot(source)
+
+
+def test_same_database_unknown_migrations_and_other_versions_are_refused(new_url, tmp_path, monkeypatch):
+    source = new_url("sqlite", "source")
+    fill(source)
+    path = Path(source.removeprefix("sqlite:///"))
+    (tmp_path / "link.db").symlink_to(path)
+    for same in (source, f"sqlite:///{tmp_path}/../{tmp_path.name}/{path.name}", f"sqlite:///{tmp_path / 'link.db'}"):
+        with pytest.raises(UsageError, match="the same database"):
+            copy_database(source, same)
+    # a target at another schema version: a migrations folder with one more migration
+    extra = tmp_path / "migrations"
+    extra.mkdir()
+    for name in migrations.migration_names():
+        (extra / f"{name}.py").write_text((ROOT / "migrations" / f"{name}.py").read_text())
+    (extra / "900_notes.py").write_text(
+        "def migrate(migrator, database, *, fake=False):\n"
+        "    migrator.sql('CREATE TABLE notes (id INTEGER PRIMARY KEY)')\n\n\n"
+        "def rollback(migrator, database, *, fake=False):\n"
+        "    migrator.sql('DROP TABLE notes')\n")
+    target = new_url("sqlite", "target")
+    monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(extra))
+    migrations.init(target)
+    pfdb.close_database()
+    with pytest.raises(CopyError, match="the target is at migration 900_notes and the source at"):
+        copy_database(source, target)
+    # a source with a migration this pfdb does not know
+    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")
+    with pytest.raises(CopyError, match="migrations this pfdb does not know: 900_notes"):
+        copy_database(target, new_url("sqlite", "third"))
+
+
+def test_a_missing_source_is_refused_and_creates_nothing(new_url, tmp_path):
+    target = new_url("sqlite", "target")
+    with pytest.raises(CopyError, match="there is no database at"):
+        copy_database(f"sqlite:///{tmp_path / 'nope.db'}", target)
+    assert not (tmp_path / "nope.db").exists() and not Path(target.removeprefix("sqlite:///")).exists()
+
+
+COPY_SCRIPT = """
+import sys, pfdb.transfer as t
+def progress(table, done, total):
+    print(table, done, flush=True)
+    if table == "products":
+        import time; time.sleep(0.05)
+t.BATCH_ROWS = 200
+t.copy_database(sys.argv[1], sys.argv[2], progress=progress)
+"""
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_path):
+    source = new_url("sqlite", "source")
+    fill(source)
+    pfdb.init_database(source)
+    with pfdb.db_session_scope():
+        Product.insert_many([{"sku": f"BULK-{n}", "name": "Bulk", "price": "1.00", "created_at": "2026-01-01",
+                              "updated_at": "2026-01-01"} for n in range(4000)]).execute()
+    pfdb.close_database()
+    target = new_url(target_backend, "target")
+    if target_backend == "postgresql":
+        migrations.init(target)  # an existing, empty pfdb database
+        pfdb.close_database()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", COPY_SCRIPT, source, target], stdout=subprocess.PIPE, env=env,
+                             stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if line.startswith("products") and int(line.split()[1]) >= 1000:
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    if target_backend == "sqlite":
+        assert not Path(target.removeprefix("sqlite:///")).exists()  # nothing under the final name
+        assert list(tmp_path.glob(".target-*.db.copy-*.tmp*"))  # the killed copy's temporary file
+    else:
+        pfdb.init_database(target)
+        assert Product.select().count() == 0 and Category.select().count() == 0
+        pfdb.close_database()
+    result = copy_database(source, target)  # a re-run completes, and cleans the leftovers
+    assert all(t.ok for t in result.tables)
+    if target_backend == "sqlite":
+        assert not list(tmp_path.glob(".target-*.db.copy-*.tmp*"))
+
+
+WRITER = """
+import sys, time, pfdb
+from pfdb.models import Product, SystemLog
+pfdb.init_database(sys.argv[1])
+n = 0
+deadline = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < deadline:
+    with pfdb.db_session_scope():
+        for i in range(5):
+            Product.create(sku=f"W-{n}-{i}", name="written during the copy", price="2.00")
+        SystemLog.create(level="INFO", logger="writer", message=f"batch {n}")
+    n += 1
+    time.sleep(0.005)
+print(n)
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend):
+    source, target = new_url(backend, "source"), new_url("sqlite", "target")
+    fill(source)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, source, "6"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(1.0)
+    import pfdb.transfer as transfer
+
+    old = transfer.BATCH_ROWS
+    transfer.BATCH_ROWS = 7  # many small batches: the copy takes a while beside the writer
+    try:
+        copy_database(source, target)
+    finally:
+        transfer.BATCH_ROWS = old
+    out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    pfdb.init_database(target)
+    products = Product.select().where(Product.sku.startswith("W-")).count()
+    logs = SystemLog.select().where(SystemLog.logger == "writer").count()
+    assert products == 5 * logs  # each writer transaction is wholly in, or wholly out
+    assert 0 < logs < int(out)  # the copy saw some of them, and the writer went on after it
+
+
+def test_cli_copy(run_cli, new_url):
+    source, target = new_url("sqlite", "source"), new_url("sqlite", "target")
+    fill(source)
+    code, out, err = run_cli("copy", source, target, "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert len(out.strip().splitlines()) == 1 and data["rows"] > 60 and all(t["ok"] for t in data["tables"])
+    code, _, err = run_cli("copy", source, target)
+    assert code == 1 and "already holds pfdb data" in err and "--replace" in err
+    code, out, err = run_cli("copy", source, target, "--replace")
+    assert code == 0 and "verified" in out and "backup of the replaced target" in out, err
+    code, _, err = run_cli("copy", source, source)
+    assert code == 2 and "the same database" in err
