@@ -22,7 +22,7 @@ from conftest import ROOT, pg_url
 import pfdb
 from pfdb import Product, db_session_scope
 from pfdb.database import wait_for_database
-from pfdb.errors import DatabaseUnavailableError
+from pfdb.errors import DatabaseBusyError, DatabaseUnavailableError
 from pfdb.log_handler import _TAKE, SystemLogHandler
 
 
@@ -168,7 +168,7 @@ def test_pool_timeout_zero_does_not_wait_on_sqlite_either(sqlite_url):
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
     try:
         start = time.monotonic()
-        with pytest.raises(Exception, match="locked"):
+        with pytest.raises(DatabaseBusyError, match="busy timeout 0 s"):
             with db_session_scope():
                 Product.create(sku="Z-1", name="no wait")
         assert time.monotonic() - start < 0.5
