@@ -118,10 +118,6 @@ def _readable(conn: Any) -> bool:
     return bool(select.select([conn], [], [], 0)[0])
 
 
-class _Full(Exception):
-    """No idle connection and no free slot: the caller waits (outside every lock) or fails."""
-
-
 class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
     """A peewee PostgreSQL database whose thread connections come from a bounded pool.
 
@@ -170,17 +166,7 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
                     return False
                 raise pw.OperationalError("Connection already opened.")
             self._discard_current()  # dead and outside a transaction: replace it
-        deadline = time.monotonic() + self._wait_timeout
-        while True:
-            try:
-                conn = self._check_out()
-                break
-            except _Full:
-                with self._pool_available:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise PoolExhaustedError(self._exhausted_message(), hint=self._exhausted_hint()) from None
-                    self._pool_available.wait(remaining)
+        conn = self._check_out(time.monotonic() + self._wait_timeout)
         try:
             self._state.reset()
             self._state.set_connection(conn)
@@ -223,27 +209,37 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
         super().rollback()
 
     # -- the three steps -------------------------------------------------------------------------
-    def _check_out(self) -> Any:
-        """An idle connection that is alive and fresh, or a new one if a slot is free; else ``_Full``."""
+    def _check_out(self, deadline: float) -> Any:
+        """An idle connection that is alive and fresh, or a new one once a slot is free.
+
+        Waits for a slot until ``deadline`` (under the pool's lock, which ``wait`` releases, so
+        no return is missed); then ``PoolExhaustedError``.
+        """
         discard = []
         try:
             with self._pool_available:
-                while self._connections:
-                    created, conn = self._connections.pop()  # newest first: the rest may age out
-                    if self._is_stale(created) or not is_alive(conn):
-                        self._size -= 1
-                        discard.append(conn)
-                        continue
-                    self._in_use[id(conn)] = (created, conn)
-                    return conn
-                if self._size >= self._max_connections:
-                    raise _Full
-                self._size += 1  # reserve the slot, then connect without the lock
+                while True:
+                    while self._connections:
+                        created, conn = self._connections.pop()  # newest first: the rest may age out
+                        if self._is_stale(created) or not is_alive(conn):
+                            self._size -= 1
+                            discard.append(conn)
+                            continue
+                        self._in_use[id(conn)] = (created, conn)
+                        return conn
+                    if self._size < self._max_connections:
+                        self._size += 1  # reserve the slot, then connect without the lock
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolExhaustedError(self._exhausted_message(), hint=self._exhausted_hint())
+                    self._pool_available.wait(remaining)
         finally:
             for conn in discard:
                 self._close_raw(conn)
-            if discard:
-                self._notify()
+            if discard:  # their slots are free for threads waiting for one
+                with self._pool_available:
+                    self._pool_available.notify_all()
         try:
             conn = self._new_connection()
         except BaseException:
@@ -328,10 +324,6 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
             conn.close()
         except Exception:  # already gone
             pass
-
-    def _notify(self) -> None:
-        with self._pool_available:
-            self._pool_available.notify()
 
     def _exhausted_message(self) -> str:
         if self._wait_timeout <= 0:
