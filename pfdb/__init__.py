@@ -22,6 +22,7 @@ from .database import (
 from .errors import (
     BackupError,
     ConfigError,
+    ConnectionLostError,
     CopyError,
     DatabaseBusyError,
     DatabaseNotInitialisedError,
@@ -60,6 +61,7 @@ __all__ = [
     "Category",
     "ConfigError",
     "Configuration",
+    "ConnectionLostError",
     "CopyError",
     "DatabaseBusyError",
     "DatabaseNotInitialisedError",

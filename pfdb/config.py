@@ -282,6 +282,11 @@ class Settings:
     max_overflow: int = 20
     pool_timeout: float = 30.0
     pool_recycle: float = 3600.0
+    # PostgreSQL: seconds to open a connection, startup included (0: no limit; libpq counts
+    # whole seconds, at least 2); `connect_timeout` in the URL wins. And a server-side limit
+    # per statement (0: none).
+    connect_timeout: float = 5.0
+    statement_timeout: float = 0.0
     echo: bool = False
     migration_auto_upgrade: bool = False
     migration_backup_before_upgrade: bool = True
@@ -303,6 +308,8 @@ _ENV = {
     "DATABASE_MAX_OVERFLOW": ("max_overflow", _parse_int),
     "DATABASE_POOL_TIMEOUT": ("pool_timeout", _parse_seconds),
     "DATABASE_POOL_RECYCLE": ("pool_recycle", _parse_seconds),
+    "DATABASE_CONNECT_TIMEOUT": ("connect_timeout", _parse_seconds),
+    "DATABASE_STATEMENT_TIMEOUT": ("statement_timeout", _parse_seconds),
     "DATABASE_ECHO": ("echo", parse_bool),
     "MIGRATION_AUTO_UPGRADE": ("migration_auto_upgrade", parse_bool),
     "MIGRATION_BACKUP_BEFORE_UPGRADE": ("migration_backup_before_upgrade", parse_bool),

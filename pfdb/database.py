@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import sqlite3
 import sys
@@ -30,7 +31,6 @@ from .errors import (
     DatabaseUnavailableError,
     DiskFullError,
     PfdbError,
-    PoolExhaustedError,
     ReadOnlyDatabaseError,
 )
 
@@ -42,14 +42,32 @@ _lock = threading.RLock()
 _settings: Settings | None = None
 
 
+# Connect errors that waiting does not cure, and what to do instead. The server words them
+# (SQLSTATE is not available before a session exists); English messages are matched.
+_PERMANENT = (
+    ("password authentication failed", "check the password in DATABASE_URL"),
+    ("no password supplied", "put the password in DATABASE_URL"),
+    ("role \"", "check the user name in DATABASE_URL, or create that role on the server"),
+    ("database \"", "create it with pfdb init, or correct the name in DATABASE_URL"),
+    ("no pg_hba.conf entry", "the server refuses this user or host: see its pg_hba.conf"),
+)
+
+
 def _unavailable(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailableError:
+    """The one connect error: masked, one line, and ``retryable`` False when waiting cannot help."""
     reason = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
     hint = "check DATABASE_URL and that the database server is running"
+    retryable = True
     if url.backend == "sqlite":  # no server to blame: the file or its folder is the problem
         hint = "check DATABASE_URL and that the file and its folder exist and may be read (and written, to write)"
-    elif "does not exist" in reason and "database" in reason:
-        hint = "create it with pfdb init, or correct the name in DATABASE_URL"
-    return DatabaseUnavailableError(f"cannot connect to {url.masked}: {reason}", hint=hint)
+    else:
+        for needle, fix in _PERMANENT:
+            if needle in reason and (not needle.endswith('"') or "does not exist" in reason):
+                hint, retryable = fix, False
+                break
+    error = DatabaseUnavailableError(f"cannot connect to {url.masked}: {reason}", hint=hint)
+    error.retryable = retryable
+    return error
 
 
 # -- SQLite files: created owner-only, never invented, opened read-only when asked -------------
@@ -336,12 +354,12 @@ class SqliteDatabase(pw.SqliteDatabase):
 
 
 def _pooled_postgres_class():
-    """Build the pooled PostgreSQL class on first use: psycopg2 and the pool load only then."""
+    """Build the pooled PostgreSQL class on first use: psycopg2 loads only then."""
     enable_psycopg2()
-    from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
+    from .pool import PooledPostgresqlDatabase
 
     class PostgresqlDatabase(PooledPostgresqlDatabase):
-        """Pooled PostgreSQL whose connect errors are pfdb errors with the password masked."""
+        """pfdb's pool (pfdb/pool.py) with connect errors as pfdb errors, the password masked."""
 
         def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
             self.pfdb_url = url
@@ -351,26 +369,29 @@ def _pooled_postgres_class():
         def connect(self, reuse_if_open: bool = False):
             try:
                 return super().connect(reuse_if_open)
-            except MaxConnectionsExceeded as exc:
-                raise PoolExhaustedError(
-                    f"all {self._max_connections} pooled connections stayed in use for "
-                    f"{self.pfdb_settings.pool_timeout:g} s",
-                    hint="raise DATABASE_POOL_SIZE/DATABASE_MAX_OVERFLOW or close connections sooner",
-                ) from exc
             except pw.OperationalError as exc:
                 raise _unavailable(self.pfdb_url, exc) from exc
 
-        def pool_usage(self) -> dict[str, int]:
-            return {
-                "in_use": len(self._in_use),
-                "idle": len(self._connections),
-                "max_connections": self._max_connections,
-            }
+        def prepare_connection(self, conn: Any) -> None:
+            # Server-side, so it also ends a statement whose client went away.
+            if self.pfdb_settings.statement_timeout:
+                with conn.cursor() as cursor:
+                    cursor.execute("SET statement_timeout = %s", (_milliseconds(self.pfdb_settings.statement_timeout),))
 
         def __repr__(self) -> str:
             return f"<pfdb PostgresqlDatabase {self.pfdb_url.masked}>"
 
     return PostgresqlDatabase
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _connect_timeout(settings: Settings) -> int:
+    """libpq's connect_timeout: whole seconds (it treats 1 as 2); 0 waits forever."""
+    seconds = settings.connect_timeout
+    return 0 if seconds <= 0 else max(2, math.ceil(seconds))
 
 
 _PG_CLASS = None
@@ -414,10 +435,12 @@ def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
     params: dict[str, Any] = dict(url.options)
     params.update({k: v for k, v in (("user", url.user), ("password", url.password),
                                      ("host", url.host), ("port", url.port)) if v is not None})
+    params.setdefault("connect_timeout", _connect_timeout(settings))  # the URL's own wins
     return _PG_CLASS(
         url,
         settings,
         max_connections=settings.max_connections,
+        max_idle=settings.pool_size,
         stale_timeout=settings.pool_recycle or None,
         timeout=settings.pool_timeout,
         **params,
@@ -592,7 +615,7 @@ def for_update(query: pw.Select) -> pw.Select:
     return query.for_update() if get_database().for_update else query
 
 
-def database_health_check() -> dict[str, Any]:
+def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
@@ -613,6 +636,24 @@ def database_health_check() -> dict[str, Any]:
     url = settings.database_url
     report.update(backend=url.backend, database=url.masked)
     start = time.perf_counter()
+    if url.backend == "sqlite":  # a file: nothing to wait for, and :memory: lives in this thread only
+        _probe(database, url, report, start)
+        return report
+    # On PostgreSQL the probe runs in a helper thread, so a server that accepts connections
+    # and never answers cannot hold the caller: the answer comes within ``timeout`` seconds
+    # (default DATABASE_CONNECT_TIMEOUT, or 10 s when that is 0).
+    bound = timeout if timeout is not None else (settings.connect_timeout or 10.0)
+    probe_report = dict(report)
+    try:
+        call_within(bound, _probe, database, url, probe_report, start)
+    except TimeoutError:
+        report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2),
+                      error=f"no answer from {url.masked} within {bound:g} s")
+        return report
+    return probe_report
+
+
+def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], start: float) -> None:
     try:
         opened = database.connect(reuse_if_open=True)
         try:
@@ -627,7 +668,7 @@ def database_health_check() -> dict[str, Any]:
     except Exception as exc:
         message = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2), error=message)
-        return report
+        return
     report.update(
         status="healthy",
         connection_test=True,
@@ -643,7 +684,6 @@ def database_health_check() -> dict[str, Any]:
         report["migrations"] = {"current": state.current, "pending": list(state.pending)}
     except Exception as exc:
         report["migrations"] = {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
-    return report
 
 
 def ensure_database_exists(settings: Settings) -> bool:
@@ -687,21 +727,73 @@ def ensure_database_exists(settings: Settings) -> bool:
     return True
 
 
+def call_within(seconds: float, function: Any, *args: Any) -> Any:
+    """``function(*args)`` in a daemon thread, given up after ``seconds`` with ``TimeoutError``.
+
+    For probes of a server that may accept a connection and never answer: the caller gets
+    its answer in time; a stuck probe ends on its own (connect timeout) or with the process.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="pfdb-probe", daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def _ping(database: pw.Database) -> None:
+    opened = database.connect(reuse_if_open=True)
+    try:
+        database.execute_sql("SELECT 1").fetchone()
+    finally:
+        if opened and not database.in_transaction():
+            database.close()
+
+
 def wait_for_database(timeout: float = 30.0, interval: float = 0.5) -> dict[str, Any]:
     """Retry connecting until the database answers (containers start before their database).
 
-    Returns ``{"attempts": n, "seconds": s}``; raises ``DatabaseUnavailableError`` at the timeout.
+    Each attempt is bounded by the time left, so this returns within about ``timeout``
+    seconds even when the server accepts connections and never answers. Errors that waiting
+    cannot cure (no such role or database, a wrong password) fail at once with their fix.
+    Returns ``{"attempts": n, "seconds": s}``; raises ``DatabaseUnavailableError``.
     """
+    database = get_database()
+    url = get_settings().database_url
     start = time.monotonic()
+    deadline = start + timeout
     attempts = 0
     while True:
         attempts += 1
-        report = database_health_check()
-        if report["status"] == "healthy":
+        try:
+            if url.backend == "sqlite":
+                _ping(database)
+            else:
+                call_within(max(deadline - time.monotonic(), 0.05), _ping, database)
             return {"attempts": attempts, "seconds": time.monotonic() - start}
-        if time.monotonic() - start + interval > timeout:
+        except DatabaseUnavailableError as exc:
+            if isinstance(exc, DatabaseNotFoundError) or not getattr(exc, "retryable", True):
+                raise
+            reason, hint = exc.message, exc.hint
+        except TimeoutError:
+            reason, hint = f"{url.masked} accepted no connection in time", None
+        except Exception as exc:  # a driver error past the connect (the server is starting up)
+            reason, hint = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, None
+            if url.password:
+                reason = reason.replace(url.password, "***")
+        if time.monotonic() + interval >= deadline:
             raise DatabaseUnavailableError(
-                f"the database did not answer within {timeout:g} s ({attempts} attempts): {report.get('error')}",
-                hint="check that the server is running and DATABASE_URL is right",
+                f"the database did not answer within {timeout:g} s ({attempts} attempts): {reason}",
+                hint=hint or "check that the server is running and DATABASE_URL is right",
             )
         time.sleep(interval)

@@ -142,3 +142,7 @@ class CopyError(PfdbError):
 
 class FeedError(PfdbError):
     """A feed file cannot be read at all (as opposed to single bad rows)."""
+
+
+class ConnectionLostError(DatabaseUnavailableError):
+    """The server closed a connection in use (restart, terminated backend); the work in flight is undone."""

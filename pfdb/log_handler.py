@@ -1,16 +1,26 @@
 """The system log: a ``logging.Handler`` that stores records in ``system_logs``, and reading them back.
 
-Three promises shape it:
+Four promises shape it:
 
+* It never blocks the application for long. ``emit`` only queues the record; a background
+  thread writes the queue. A record of ``flush_level`` (ERROR) or above waits at most
+  ``max_wait`` seconds for its write, so a program that logs an error and then reads the
+  log finds it; no record waits while the writer is stuck on a database that does not
+  answer, and none waits inside a transaction. A full queue drops its oldest record.
 * It never takes the application down. A write that fails is reported once on stderr
-  (like ``logging.Handler.handleError``) and its records are dropped; nothing is raised.
-* It never recurses. Writing a batch makes peewee (and perhaps pfdb) log; a thread-local
-  flag set while writing makes ``emit`` ignore every record raised by the write itself.
-* It is cheap. Records are buffered and written ``batch_size`` at a time in one
-  multi-row INSERT on the thread's own connection; a record of ``flush_level`` (ERROR)
-  or above, ``flush_interval`` seconds since the last write, and ``close()`` flush too.
-  A thread inside a transaction only buffers: the log rows must not join (and be rolled
-  back with) the application's transaction, nor wait on SQLite's write lock it holds.
+  (like ``logging.Handler.handleError``) and its records are dropped; ``dropped`` counts
+  every record lost, to failed writes or a full queue. Nothing is raised.
+* It never recurses, and never joins the application's transaction: the writer has its own
+  connection, and records raised while it writes (peewee's query log) are ignored.
+* It is cheap. The writer takes what is queued, up to a few thousand rows, and writes it in
+  one write transaction (``BEGIN IMMEDIATE`` on SQLite) of multi-row INSERTs; it writes
+  when ``batch_size`` records are queued, at a flush-level record, on ``flush()``, and
+  ``flush_interval`` seconds after its last write. ``flush()`` and ``close()`` (which
+  ``logging.shutdown`` calls at interpreter exit) wait until the queue is written, giving
+  up after ``flush_timeout`` seconds without progress.
+
+A SQLite ``:memory:`` database exists only on its thread's connection, so there the records
+are written in the caller's thread, as the handler always did.
 """
 
 from __future__ import annotations
@@ -18,13 +28,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sqlite3
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ._peewee import peewee as pw
 from .config import mask_secrets
 from .database import db
 from .models.system import LOG_LEVELS, SystemLog
@@ -56,37 +69,53 @@ def _cut(text: str | None, length: int = 255) -> str | None:
 
 
 class SystemLogHandler(logging.Handler):
-    """Store log records in ``system_logs`` through the bound ``pfdb.db``.
+    """Store log records in ``system_logs`` through the bound ``pfdb.db``, from a background thread.
 
     Args:
         level: the lowest level stored.
-        batch_size: records written per INSERT (1: every record at once).
-        flush_level: a record at this level or above flushes the buffer at once.
-        flush_interval: seconds after which the next record flushes the buffer.
-        max_buffer: records kept while they cannot be written; the oldest are dropped beyond.
+        batch_size: queued records that wake the writer (1: every record).
+        flush_level: a record at this level or above wakes the writer and waits for its write.
+        flush_interval: seconds after the last write when queued records are written anyway.
+        max_buffer: records kept queued while they cannot be written; the oldest are dropped beyond.
+        max_wait: seconds a flush-level record waits for its write at most.
+        flush_timeout: seconds ``flush()``/``close()`` wait for a writer that makes no progress.
     """
 
     def __init__(self, level: int = logging.INFO, *, batch_size: int = 100, flush_level: int = logging.ERROR,
-                 flush_interval: float = 5.0, max_buffer: int = 10_000):
+                 flush_interval: float = 5.0, max_buffer: int = 10_000, max_wait: float = 0.5,
+                 flush_timeout: float = 5.0):
         super().__init__(level)
         self.batch_size = max(1, int(batch_size))
         self.flush_level = flush_level
         self.flush_interval = flush_interval
         self.max_buffer = max(self.batch_size, int(max_buffer))
-        self._buffer: list[dict[str, Any]] = []
+        self.max_wait = max_wait
+        self.flush_timeout = flush_timeout
         self._local = threading.local()
-        self._last_flush = time.monotonic()
         self._failing = False  # reported the current run of failures already
-        self.dropped = 0  # records lost to failed writes or a full buffer
+        self.dropped = 0  # records lost to failed writes or a full queue
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        # One lock for the queue and the counters; the database is never touched under it.
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: deque[tuple[int, dict[str, Any]]] = deque()
+        self._queued = 0  # sequence number of the newest record queued
+        self._done = 0  # every record up to this number is written or dropped
+        self._wake = False
+        self._closing = False
+        self._busy_since: float | None = None  # when the write in flight began
+        self._last_write = time.monotonic()
+        self._writer: threading.Thread | None = None
+        self._held: Any = None  # the database whose connection the writer thread keeps open
+        self._pid = os.getpid()
 
     # -- logging.Handler --------------------------------------------------------------------
     def handle(self, record: logging.LogRecord) -> Any:
         """Like ``Handler.handle`` but without holding the handler lock around ``emit``.
 
-        The base class serialises every emit behind one lock; held across a database write,
-        a thread that logs inside its SQLite write transaction would block on that lock
-        while the writer waits for the transaction's write lock: both stall for the busy
-        timeout. Here the lock only guards the buffer; writes happen outside it.
+        The base class serialises every emit behind one lock; ``emit`` here needs only the
+        queue's own lock, and an inline write (``:memory:``) must not hold up other threads.
         """
         rv = self.filter(record)
         if rv:
@@ -94,41 +123,157 @@ class SystemLogHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
-        if getattr(self._local, "writing", False):
+        if threading.current_thread() is self._writer or getattr(self._local, "writing", False):
             return  # a record raised by our own write (peewee's query log, pfdb's logger)
         try:
             row = self._row(record)
         except Exception:
             self.handleError(record)
             return
-        with self.lock:
-            self._buffer.append(row)
-            if len(self._buffer) > self.max_buffer:
-                del self._buffer[0]
+        if self._pid != os.getpid():  # a forked child: the writer thread stayed in the parent
+            self._reset_state()
+        urgent = record.levelno >= self.flush_level
+        with self._cond:
+            if self._closing:
                 self.dropped += 1
-            due = (len(self._buffer) >= self.batch_size or record.levelno >= self.flush_level
-                   or time.monotonic() - self._last_flush >= self.flush_interval)
-        if due:
-            self.flush()
+                return
+            self._queued += 1
+            seq = self._queued
+            self._queue.append((seq, row))
+            if len(self._queue) > self.max_buffer:
+                self._queue.popleft()
+                self.dropped += 1
+            if urgent or len(self._queue) >= self.batch_size:
+                self._wake = True
+                self._cond.notify_all()
+        if _inline():
+            if urgent or len(self._queue) >= self.batch_size or self._interval_due():
+                self._drain_inline()
+            return
+        self._start_writer()
+        if urgent and not _in_transaction():
+            self._wait_for(seq, self.max_wait, give_up_when_stuck=True)
 
     def flush(self) -> None:
-        """Write the buffered records, unless this thread is inside a transaction."""
-        if getattr(self._local, "writing", False):
+        """Write what is queued; wait (bounded) unless this thread is inside a transaction."""
+        if threading.current_thread() is self._writer or getattr(self._local, "writing", False):
             return
-        database = db.obj
-        if database is not None and database.in_transaction():
-            return  # see the module docstring; the next flush outside it writes them
-        with self.lock:
-            rows, self._buffer = self._buffer, []
-            self._last_flush = time.monotonic()
-        if rows:
-            self._write(rows)
+        if _inline():
+            self._drain_inline()
+            return
+        with self._cond:
+            if self._done >= self._queued:
+                return  # nothing queued and no write in flight
+            seq = self._queued
+            self._wake = True
+            self._cond.notify_all()
+        self._start_writer()
+        if not _in_transaction():
+            self._wait_for(seq, self.flush_timeout)
 
     def close(self) -> None:
+        """Write what is queued (bounded by ``flush_timeout``), stop the writer, count the rest as dropped."""
         try:
             self.flush()
+            with self._cond:
+                self._closing = True
+                written = self._done >= self._queued
+                self._cond.notify_all()
+            writer = self._writer
+            if writer is not None and writer is not threading.current_thread() and writer.is_alive():
+                writer.join(1.0 if written else 0)  # a stuck writer is not waited for twice
+            with self._cond:
+                self.dropped += len(self._queue)  # never taken by the writer
+                self._queue.clear()
         finally:
             super().close()
+
+    @property
+    def queued(self) -> int:
+        """Records waiting to be written."""
+        with self._cond:
+            return len(self._queue)
+
+    # -- the writer -------------------------------------------------------------------------
+    def _start_writer(self) -> None:
+        if self._writer is not None and self._writer.is_alive():
+            return
+        with self._cond:
+            if self._closing or (self._writer is not None and self._writer.is_alive()):
+                return
+            self._writer = threading.Thread(target=self._run, name="pfdb-log-writer", daemon=True)
+            self._writer.start()
+
+    def _run(self) -> None:
+        while True:
+            items = None
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    if self._queue and (self._wake or self._closing or now - self._last_write >= self.flush_interval):
+                        items = [self._queue.popleft() for _ in range(min(len(self._queue), _TAKE))]
+                        self._wake = bool(self._queue) and self._wake
+                        self._busy_since = now
+                        break
+                    if not self._queue and (self._closing or (self._held is not None
+                                                              and now - self._last_write >= _IDLE_CLOSE)):
+                        break
+                    timeouts = []
+                    if self._queue:
+                        timeouts.append(self._last_write + self.flush_interval - now)
+                    if self._held is not None:
+                        timeouts.append(self._last_write + _IDLE_CLOSE - now)
+                    self._cond.wait(max(0.0, min(timeouts)) if timeouts else None)
+                stop = items is None and self._closing
+            if items is None:
+                self._release()  # idle: give the connection back (SQLite: close it)
+                if stop:
+                    return
+                continue
+            self._write([row for _, row in items])
+            with self._cond:
+                self._busy_since = None
+                self._last_write = time.monotonic()
+                self._done = max(self._done, items[-1][0])
+                self._cond.notify_all()
+
+    def _release(self) -> None:
+        """Close the writer's connection (on the writer's thread: connections are per thread)."""
+        database, self._held = self._held, None
+        if database is not None and not database.is_closed() and not database.in_transaction():
+            try:
+                database.close()
+            except Exception:  # a broken connection: nothing left to give back
+                pass
+
+    def _interval_due(self) -> bool:
+        return time.monotonic() - self._last_write >= self.flush_interval
+
+    def _wait_for(self, seq: int, timeout: float, give_up_when_stuck: bool = False) -> None:
+        """Wait until record ``seq`` is written or dropped; ``timeout`` counts from the last progress."""
+        with self._cond:
+            deadline = time.monotonic() + timeout
+            done = self._done
+            while self._done < seq and self._writer is not None and self._writer.is_alive():
+                now = time.monotonic()
+                if self._done != done:
+                    done, deadline = self._done, now + timeout
+                if now >= deadline:
+                    return
+                if give_up_when_stuck and self._busy_since is not None and now - self._busy_since > self.max_wait:
+                    return  # the database is not answering: do not make every caller find out
+                self._cond.wait(deadline - now)
+
+    def _drain_inline(self) -> None:
+        if _in_transaction():
+            return  # the rows must not join (and be rolled back with) the caller's transaction
+        with self._cond:
+            rows = [row for _, row in self._queue]
+            self._queue.clear()
+            self._done = self._queued
+            self._last_write = time.monotonic()
+        if rows:
+            self._write(rows, inline=True)
 
     # -- internals --------------------------------------------------------------------------
     def _row(self, record: logging.LogRecord) -> dict[str, Any]:
@@ -162,22 +307,35 @@ class SystemLogHandler(logging.Handler):
             "updated_at": created,
         }
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[dict[str, Any]], inline: bool = False) -> None:
+        """One write transaction. The writer keeps its connection for the next batch (connecting
+        costs milliseconds on SQLite); inline, a connection opened here is closed again."""
         self._local.writing = True
+        database = db.obj
+        opened = False
         try:
-            database = db.obj
             if database is None:
                 raise RuntimeError("pfdb.init_database() has not been called (or the database was closed)")
+            if not inline and self._held is not None and self._held is not database:
+                self._release()  # the application re-initialised pfdb since the last batch
             opened = database.connect(reuse_if_open=True)
+            if not inline:
+                self._held = database
             try:
-                with database.atomic():
+                # A write transaction from the start: on SQLite a deferred BEGIN that later
+                # wants the write lock fails at once instead of waiting for it.
+                lock = {"lock_type": "IMMEDIATE"} if isinstance(database, pw.SqliteDatabase) else {}
+                with database.atomic(**lock):
                     _insert(database, rows)
             finally:
-                if opened and not database.in_transaction():
-                    database.close()  # hand a pooled connection back; keep one the app opened
+                if inline and opened and not database.is_closed() and not database.in_transaction():
+                    database.close()  # keep a connection the application opened
             self._failing = False
         except Exception as exc:
-            self.dropped += len(rows)
+            if not inline:
+                self._release()  # a broken connection goes back to be discarded
+            with self._cond:
+                self.dropped += len(rows)
             if not self._failing:
                 self._failing = True
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -191,11 +349,23 @@ class SystemLogHandler(logging.Handler):
             self._local.writing = False
 
 
+def _inline() -> bool:
+    url = getattr(db.obj, "pfdb_url", None)
+    return url is not None and url.is_memory
+
+
+def _in_transaction() -> bool:
+    database = db.obj
+    return database is not None and database.in_transaction()
+
+
 _COLUMNS = ("level", "logger", "message", "module", "function", "line", "exception", "extra", "created_at",
             "updated_at")
 # Rows per statement: 5,000 parameters, within PostgreSQL's 65,535 and SQLite's 32,766
 # (SQLite before 3.32 allowed only 999).
 _CHUNK = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(_COLUMNS)
+_TAKE = 5000  # rows per write transaction at most: a long backlog is written in bounded steps
+_IDLE_CLOSE = 1.0  # seconds the writer keeps its connection after its last write
 
 
 def _insert(database: Any, rows: list[dict[str, Any]]) -> None:

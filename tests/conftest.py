@@ -36,7 +36,8 @@ ALL_FRESH = os.environ.get("PFDB_TEST_FRESH_DATABASES", "").strip().lower() in (
 
 # Tests never read a developer's environment or .env by accident.
 for _name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
-              "DATABASE_POOL_RECYCLE", "DATABASE_ECHO", "MIGRATION_AUTO_UPGRADE", "MIGRATION_BACKUP_BEFORE_UPGRADE"):
+              "DATABASE_POOL_RECYCLE", "DATABASE_ECHO", "MIGRATION_AUTO_UPGRADE", "MIGRATION_BACKUP_BEFORE_UPGRADE",
+              "DATABASE_CONNECT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT"):
     os.environ.pop(_name, None)
 
 

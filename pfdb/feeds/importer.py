@@ -29,7 +29,7 @@ from typing import Any
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
 from ..database import get_database, translated_errors
-from ..errors import DiskFullError, FeedError, PfdbError, UsageError, ValidationError
+from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
@@ -237,6 +237,12 @@ class _Import:
             except KeyboardInterrupt as exc:
                 self._abort(f"interrupted ({str(exc) or 'KeyboardInterrupt'})", cancelled=True)
                 raise
+            except ConnectionLostError as exc:
+                # A restart or terminated backend: whole batches are in. The pool hands this
+                # thread a fresh connection, on which the Job and SyncHistory are marked failed.
+                self._abort("lost the connection to the server")
+                raise ConnectionLostError(f"lost the connection to the server after {self.rows} rows; "
+                                          f"re-run to continue") from exc
             except DiskFullError as exc:
                 error = self._disk_full(exc)
                 self._abort(str(error))
