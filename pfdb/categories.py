@@ -24,6 +24,8 @@ PATH_SEPARATOR = ">"
 SLUG_MAX = 255
 # Candidates asked about in one query when the resolver needs a new slug.
 _SLUG_BATCH = 12
+# Fresh slug choices a new category gets when racing writers keep taking the chosen one.
+_CREATE_ATTEMPTS = 5
 
 
 # -- names and slugs ---------------------------------------------------------------------
@@ -91,21 +93,43 @@ def _free_slug_from_db(name: str, parent_slug: str | None, external_id: str | No
 
 
 def _insert_node(name: str, slug: str, parent_id: int | None, parent_path: str, level: int,
-                 external_id: str | None = None) -> tuple[int, str]:
-    """INSERT one category and set its path: two statements, in a savepoint.
+                 external_id: str | None = None) -> tuple[int, str] | None:
+    """INSERT one category unless it (or its slug) exists, and set its path; ``None`` if nothing was inserted.
 
-    Bypasses ``Category.save()`` because the caller already knows the parent's path and
-    level (save() would read them again). Returns ``(id, path)``.
+    ``ON CONFLICT DO NOTHING`` (both backends) instead of catching IntegrityError: on
+    PostgreSQL a racing process's uncommitted row with the same (parent, name) makes this
+    wait for that transaction, and then do nothing rather than fail, so the caller can read
+    the winner's row (``_existing_node``). Bypasses ``Category.save()`` because the caller
+    already knows the parent's path and level. Returns ``(id, path)``.
     """
+    database = get_database()
     now = utcnow()
-    with get_database().atomic():
-        new_id = Category.insert(
-            name=name, slug=slug, parent=parent_id, level=level, path=parent_path,
-            external_id=external_id, created_at=now, updated_at=now,
-        ).execute()
+    columns = ("name", "slug", "parent_id", "level", "path", "external_id", "sort_order", "is_active",
+               "created_at", "updated_at")
+    values = (name, slug, parent_id, level, parent_path, external_id, 0, Category.is_active.db_value(True),
+              Category.created_at.db_value(now), Category.updated_at.db_value(now))
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join([database.param] * len(columns))
+    sql = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES ({marks}) ON CONFLICT DO NOTHING'
+    with database.atomic():
+        if isinstance(database, pw.PostgresqlDatabase):
+            row = database.execute_sql(sql + ' RETURNING "id"', values).fetchone()
+            new_id = row[0] if row else None
+        else:  # sqlite3: rowcount is 0 when the row was skipped (lastrowid would be stale then)
+            cursor = database.execute_sql(sql, values)
+            new_id = cursor.lastrowid if cursor.rowcount == 1 else None
+        if new_id is None:
+            return None
         path = f"{parent_path}{new_id}/"
         Category.update(path=path).where(Category.id == new_id).execute()
     return new_id, path
+
+
+def _existing_node(name: str, parent_id: int | None) -> tuple[int, str, int, str] | None:
+    """``(id, path, level, slug)`` of the category named ``name`` under ``parent_id``, if any."""
+    parent = Category.parent.is_null() if parent_id is None else (Category.parent == parent_id)
+    return (Category.select(Category.id, Category.path, Category.level, Category.slug)
+            .where(parent & (Category.name == name)).tuples().first())
 
 
 # -- the resolver used by product imports ------------------------------------------------
@@ -201,20 +225,28 @@ class CategoryResolver:
             parent_id = node[0]
 
     def _create(self, key: tuple[str, ...]) -> None:
+        """Insert-or-get one level: racing processes (or threads) end with one category, each
+        counting in ``created`` only the rows it inserted itself."""
         parent = self._nodes.get(key[:-1]) if len(key) > 1 else None
         parent_id, parent_path, parent_level, parent_slug = (
             (parent[0], parent[1], parent[2], parent[3]) if parent else (None, "/", -1, None)
         )
-        for attempt in range(3):
+        for _ in range(_CREATE_ATTEMPTS):
             slug = _free_slug_from_db(key[-1], parent_slug)
-            try:
-                new_id, path = _insert_node(key[-1], slug, parent_id, parent_path, parent_level + 1)
-                break
-            except pw.IntegrityError:  # another writer took the slug between our check and insert
-                if attempt == 2:
-                    raise
-        self._nodes[key] = (new_id, path, parent_level + 1, slug)
-        self.created.append(new_id)
+            inserted = _insert_node(key[-1], slug, parent_id, parent_path, parent_level + 1)
+            if inserted is not None:
+                self._nodes[key] = (inserted[0], inserted[1], parent_level + 1, slug)
+                self.created.append(inserted[0])
+                return
+            found = _existing_node(key[-1], parent_id)
+            if found is not None:  # another writer created this very category first
+                self._nodes[key] = found
+                return
+            # else another writer took the slug between our check and the insert: choose again
+        raise FeedError(
+            f"could not create the category {' > '.join(key)!r}: its slug kept being taken by other writers",
+            hint="re-run the import",
+        )
 
 
 # -- importing a taxonomy ----------------------------------------------------------------
