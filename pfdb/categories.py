@@ -14,7 +14,7 @@ from typing import Any
 from ._peewee import peewee as pw
 from .database import db_session_scope, get_database
 from .errors import FeedError, NotFoundError, ValidationError
-from .models import Category, Product
+from .models import Category, Icon, Product
 from .models.catalog import path_prefix
 from .models.fields import utcnow
 from .taxonomy import TaxonomyNode, clean_name, name_problem, read_taxonomy, source_name
@@ -597,6 +597,59 @@ def delete_category(category: Category | int, policy: str = "refuse") -> Categor
         category_id=category.id, name=category.name, policy=policy, new_parent_id=category.parent_id,
         children_reassigned=children, products_reassigned=products,
     )
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What ``merge_duplicate_categories`` folded together."""
+
+    merged: int  # categories removed, their content given to a same-named sibling
+    products_moved: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"merged": self.merged, "products_moved": self.products_moved}
+
+
+def merge_duplicate_categories() -> MergeResult:
+    """Fold same-named siblings into the oldest of them, so migration 002's unique rule can apply.
+
+    Racing imports before that rule could build a tree twice (``cat0`` and ``cat0-2``). The
+    oldest category (lowest id) of each (parent, name) group keeps its id and slug; the
+    others' children, products and icons move to it, an external id it lacks is carried
+    over, and they are deleted. Merging two parents can make their children siblings, so
+    it repeats until none are left. One transaction; two different external ids in one
+    group are a ``ValidationError`` and nothing changes.
+
+    Example: ``merge_duplicate_categories().merged``
+    """
+    merged = moved = 0
+    with db_session_scope():
+        while True:
+            groups: dict[tuple[int | None, str], list[tuple[int, str | None]]] = {}
+            for cid, parent_id, name, ext in Category.select(
+                Category.id, Category.parent, Category.name, Category.external_id
+            ).order_by(Category.id).tuples():
+                groups.setdefault((parent_id, name), []).append((cid, ext))
+            duplicates = [group for group in groups.values() if len(group) > 1]
+            if not duplicates:
+                break
+            for (keeper, keeper_ext), *others in duplicates:
+                for cid, ext in others:
+                    if ext is not None and keeper_ext is not None and ext != keeper_ext:
+                        raise ValidationError("external_id", f"categories {keeper} and {cid} share a parent and a "
+                                              f"name but have the external ids {keeper_ext!r} and {ext!r}",
+                                              hint="rename one of them instead")
+                    moved += Product.update(category=keeper).where(Product.category == cid).execute()
+                    Icon.update(category=keeper).where(Icon.category == cid).execute()
+                    for child in Category.select().where(Category.parent == cid):
+                        child.parent = keeper  # its subtree's paths follow in one UPDATE
+                        child.save(only=[Category.parent, Category.path, Category.level])
+                    Category.delete().where(Category.id == cid).execute()
+                    if ext is not None and keeper_ext is None:
+                        Category.update(external_id=ext).where(Category.id == keeper).execute()
+                        keeper_ext = ext
+                    merged += 1
+    return MergeResult(merged=merged, products_moved=moved)
 
 
 def category_tree(root: Category | int | None = None) -> list[dict[str, Any]]:

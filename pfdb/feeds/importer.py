@@ -349,7 +349,10 @@ class _Import:
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
         self.writer.batch_commits = not self.database.in_transaction()
-        with self.database.atomic():
+        # SQLite: a batch reads, then writes; take the write lock when it begins, or a second
+        # importer of the same feed fails at once with 'database is locked' (issue 10 §2, §8).
+        immediate = self.writer.batch_commits and isinstance(self.database, pw.SqliteDatabase)
+        with self.database.atomic("IMMEDIATE") if immediate else self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]
         self.updated += counts[1]
