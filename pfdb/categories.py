@@ -253,6 +253,8 @@ class CategoryResolver:
 # Rows inserted by the current level carry this path until one UPDATE gives them their real
 # one; real paths always start with "/", so no finished row can match it.
 _PENDING_PATH = "~"
+# pg_advisory_xact_lock key of taxonomy imports ("pfdbtaxo" as a 64-bit integer)
+_TAXONOMY_LOCK_KEY = int.from_bytes(b"pfdbtaxo", "big") - 2**63
 _INSERT_BATCH = 500
 
 
@@ -479,9 +481,19 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
         # upgrade when another writer committed in between (WAL's SQLITE_BUSY_SNAPSHOT).
         immediate = isinstance(database, pw.SqliteDatabase) and not dry_run and not database.in_transaction()
         with database.atomic("IMMEDIATE") if immediate else database.atomic():
+            if isinstance(database, pw.PostgresqlDatabase) and not dry_run:
+                # One taxonomy import at a time: a second one plans against the tree the first
+                # committed, instead of inserting the same categories and failing on the
+                # unique (parent, name) rule. Released with the transaction.
+                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_TAXONOMY_LOCK_KEY,))
             plan = _plan(nodes, source_name(path_or_file))
             if not dry_run:
-                _apply(plan)
+                try:
+                    _apply(plan)
+                except pw.IntegrityError as exc:  # a product import's resolver created one meanwhile
+                    raise FeedError(f"{source_name(path_or_file)}: another process created some of these "
+                                    f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
+                                    hint="run the import again: it finds them and writes nothing twice") from exc
     finally:
         if opened and not database.in_transaction():
             database.close()

@@ -151,6 +151,20 @@ def test_eight_processes_resolving_one_new_path_build_one_tree(database_url, tmp
     assert shirts.path == "/" + "/".join(str(c.id) for c in [*shirts.ancestors(), shirts]) + "/"
 
 
+def test_two_taxonomy_imports_at_once_build_one_tree(database_url, tmp_path):
+    taxonomy = tmp_path / "taxonomy.txt"
+    lines = [f"{100 + i} - Top{i % 4} > Mid{i}" for i in range(40)]
+    taxonomy.write_text("\n".join([f"{i} - Top{i}" for i in range(4)] + lines) + "\n", encoding="utf-8")
+    argv = ["--database-url", database_url, "import-categories", str(taxonomy), "--json"]
+    results = race(tmp_path, GATED_CLI, [argv, argv])
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    reports = [json.loads(r.stdout) for r in results]
+    assert sorted(r["created"] for r in reports) == [0, 44]  # the second found the first's tree
+    pfdb.init_database(database_url)
+    assert Category.select().count() == 44 and sibling_duplicates() == []
+
+
 # -- the rule itself --------------------------------------------------------------------------
 def test_same_named_siblings_are_refused_roots_included(db):
     from pfdb.categories import CategoryResolver
