@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from . import _files
 from .config import DatabaseURL
 from .errors import BackupError, PfdbError, RestoreError
 
@@ -100,8 +101,10 @@ def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
 
 def _run(args: list[str], url: DatabaseURL, error: type[PfdbError], what: str, **kwargs: Any) -> str:
     try:
+        # child_guard: the tool ends with pfdb; a pg_restore outliving a killed pfdb would
+        # still replace the data after the operator saw the command die.
         proc = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", None) or tool_env(url),
-                              **kwargs)
+                              **_files.child_guard(), **kwargs)
     except OSError as exc:
         raise error(f"cannot run {args[0]}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
     if proc.returncode != 0:

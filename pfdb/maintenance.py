@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _pg_tools, _sqlite_tools
+from . import _files, _pg_tools, _sqlite_tools
 from .database import get_database, get_settings
 from .errors import BackupError, RestoreError, UsageError
 
@@ -37,10 +36,12 @@ class BackupResult:
     size: int  # bytes
     duration: float  # seconds
     migration: str | None  # the last applied migration the backup contains
+    leftovers: tuple[str, ...] = ()  # temporary files of earlier, killed backups, removed by this one
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "backend": self.backend, "size": self.size,
-                "duration": round(self.duration, 3), "migration": self.migration}
+                "duration": round(self.duration, 3), "migration": self.migration,
+                "leftovers": list(self.leftovers)}
 
 
 @dataclass(frozen=True)
@@ -108,29 +109,24 @@ def _stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _reserve(folder: Path, stem: str, suffix: str) -> Path:
-    """Claim a new file name atomically (O_EXCL): two backups in one second never collide."""
+def _names(folder: Path, stem: str, suffix: str) -> list[Path]:
+    """The names a new backup may take, in order; the first free one is claimed when it is complete."""
     folder.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    for n in range(1000):
-        candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
-            return candidate
-        except FileExistsError:
-            continue
-    raise BackupError(f"cannot find a free backup file name in {folder}", hint="clean up old backups")
+    return [folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}") for n in range(1000)]
 
 
-def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool]:
-    """The backup's final path, and whether it was reserved here (and so is ours to remove)."""
+def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, list[Path] | None]:
+    """The backup's final path, and the names to choose from when pfdb names it (else None)."""
     url = get_settings().database_url
     suffix = ".db" if url.backend == "sqlite" else ".dump"
     stem = f"{url.name}-{label}{_stamp()}"
     if path is None:
-        return _reserve(default_backup_dir(), stem, suffix), True
+        names = _names(default_backup_dir(), stem, suffix)
+        return names[0], names
     target = Path(path).expanduser()
     if target.is_dir() or str(path).endswith(("/", os.sep)):
-        return _reserve(target, stem, suffix), True
+        names = _names(target, stem, suffix)
+        return names[0], names
     if url.backend == "sqlite" and not url.is_memory:
         live = Path(url.path).expanduser().resolve()
         if target.resolve() in (live, Path(f"{live}-wal"), Path(f"{live}-shm")):
@@ -140,18 +136,7 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool
     except OSError as exc:
         raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
-    return target, False
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not every platform opens folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return target, None
 
 
 # -- backup -----------------------------------------------------------------------------------
@@ -173,15 +158,16 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     if url.is_memory:
         raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
     start = time.monotonic()
+    started = time.time()
     try:
-        target, reserved = _target(path, label)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # mode 0600
+        target, names = _target(path, label)
+        # Leftovers of backups killed before they finished (their writer is gone): removed here.
+        leftovers = _files.sweep(target.parent, started=started)
+        tmp = _files.temp_for(target)  # mode 0600
     except OSError as exc:
         where = exc.filename or path or default_backup_dir()
         raise BackupError(f"cannot write a backup to {where}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         if url.backend == "sqlite":
             migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
@@ -192,15 +178,16 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        # Nothing carries the final name until the file is whole: a chosen name is replaced,
+        # a generated one is linked to the first free candidate (never an empty placeholder).
+        target = _files.claim(tmp, target) if names is None else _files.claim_free(tmp, names)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        if reserved:
-            target.unlink(missing_ok=True)
+        Path(f"{tmp}-journal").unlink(missing_ok=True)
         raise
     return BackupResult(path=target, backend=url.backend, size=target.stat().st_size,
-                        duration=time.monotonic() - start, migration=migration)
+                        duration=time.monotonic() - start, migration=migration,
+                        leftovers=tuple(str(p) for p in leftovers))
 
 
 @contextmanager
