@@ -170,7 +170,8 @@ def test_same_named_siblings_are_refused_roots_included(db):
     from pfdb.categories import CategoryResolver
 
     shirts = Category.create(name="Shirts")
-    with pytest.raises(pfdb.PfdbError), pfdb.db_session_scope():
+    with pytest.raises(pfdb.DuplicateError, match="a Category named 'Shirts' already exists at the root"), \
+            pfdb.db_session_scope():
         Category.create(name="Shirts", slug="shirts-again")  # a second root of that name
     Category.create(name="Shirts", slug="kids-shirts", parent=Category.create(name="Kids"))  # another parent: fine
     resolver = CategoryResolver()
