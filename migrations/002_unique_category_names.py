@@ -40,7 +40,8 @@ def migrate(migrator: Migrator, database: pw.Database, *, fake=False):
             )
             more = f" and {len(groups) - _SHOWN} more" if len(groups) > _SHOWN else ""
             raise ValueError(
-                f"{len(groups)} groups of categories share a parent and a name: {shown}{more}; "
+                f"categories share a parent and a name ({len(groups)} {'group' if len(groups) == 1 else 'groups'}): "
+                f"{shown}{more}; "
                 "merge them (pfdb.categories.merge_duplicate_categories()) or rename them, then migrate again"
             )
     migrator.sql(f'CREATE UNIQUE INDEX "{INDEX}" ON "categories" (COALESCE("parent_id", 0), "name")')

@@ -187,8 +187,8 @@ def test_migration_002_refuses_existing_duplicates_naming_them(empty_url):
         for slug in ("cat0", "cat0-2", "cat0-3"):
             Category.create(name="cat0", slug=slug)
         Category.create(name="only", slug="only")
-    with pytest.raises(MigrationError, match=r"1 groups of categories share a parent and a name: 'cat0' under the root "
-                                             r"\(ids 1, 2, 3\)"):
+    with pytest.raises(MigrationError, match=r"categories share a parent and a name \(1 group\): 'cat0' under the "
+                                             r"root \(ids 1, 2, 3\)"):
         migrations.migrate(backup=False)
     assert [m.name for m in migrations.status().applied] == ["001_initial"]
     # merged, it applies; rolled back, the rule is gone again
@@ -200,6 +200,29 @@ def test_migration_002_refuses_existing_duplicates_naming_them(empty_url):
     migrations.rollback("001")
     assert "categories_parent_id_name" not in {i.name for i in pfdb.db.get_indexes("categories")}
     assert not migrations.check().has_drift
+
+
+def test_merging_twin_trees_keeps_every_product_in_one_tree(empty_url):
+    """What two racing imports left before migration 002: cat0 > sub0 twice, products in both."""
+    from pfdb.categories import merge_duplicate_categories
+
+    pfdb.init_database(empty_url)
+    migrations.migrate("001", backup=False)
+    with pfdb.db_session_scope():
+        first, second = Category.create(name="cat0"), Category.create(name="cat0", slug="cat0-2")
+        subs = [Category.create(name="sub0", slug=f"sub0-{c.id}", parent=c) for c in (first, second)]
+        Category.create(name="only-in-second", parent=second)
+        for i, sub in enumerate(subs):
+            Product.create(sku=f"T-{i}", name="twin", category=sub)
+    result = merge_duplicate_categories()
+    assert (result.merged, result.products_moved) == (2, 1)
+    assert sibling_duplicates() == [] and Category.select().count() == 3
+    keeper = Category.get(Category.name == "sub0")
+    assert keeper.id == subs[0].id and keeper.path == f"/{first.id}/{keeper.id}/"
+    assert {p.category_id for p in Product.select()} == {keeper.id}
+    assert Category.get(Category.name == "only-in-second").breadcrumb() == "cat0 > only-in-second"
+    assert merge_duplicate_categories().merged == 0
+    migrations.migrate(backup=False)
 
 
 # -- pfdb init on a missing PostgreSQL database ------------------------------------------------
