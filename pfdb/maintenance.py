@@ -248,16 +248,14 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         safety = backup(label="pre-restore-")
         with _connection(database):
             extra = _pg_tools.current_tables(database) - dump_tables
-            if extra:
-                _pg_tools.drop_tables(database, extra)
-                dropped = tuple(sorted(extra))
+            dropped = tuple(sorted(extra))  # dropped inside the restore's own transaction
         # Close the whole pool first: an idle pooled connection is harmless, but one left in
         # a transaction holds locks that would make pg_restore's DROP TABLE wait (and then
         # fail on lock_timeout); and the pool must not hand out sessions that cached plans
         # of the tables about to be dropped and recreated.
         if hasattr(database, "close_all"):
             database.close_all()
-        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout)
+        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout, drop=extra)
     state = status()
     migrated: tuple[str, ...] = ()
     if state.pending and settings.migration_auto_upgrade:

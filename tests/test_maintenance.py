@@ -528,13 +528,13 @@ def test_no_command_prints_the_password_nor_passes_it_in_argv(run_cli, postgres_
     monkeypatch.chdir(tmp_path)
     url = password_url(postgres_url)
     calls = []
-    real = subprocess.run
+    real = subprocess.Popen  # what subprocess.run starts too: every tool pfdb runs
 
     def spy(args, *a, **kw):
         calls.append((list(args), (kw.get("env") or {}).get("PGPASSWORD")))
         return real(args, *a, **kw)
 
-    monkeypatch.setattr(_pg_tools.subprocess, "run", spy)
+    monkeypatch.setattr(_pg_tools.subprocess, "Popen", spy)
     outputs = []
     for argv in (["backup"], ["backup", "--json"], ["info"], ["info", "--json"], ["health", "--json"],
                  ["optimize", "--json"], ["logs", "--json"], ["restore", "missing.dump", "--yes"]):
