@@ -78,6 +78,19 @@ def claim_free(temp: Path, names: Iterable[Path]) -> Path:
             os.link(temp, name)
         except FileExistsError:
             continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # A filesystem without hard links (FAT, some network shares): reserve the name
+            # empty and rename the complete file over it at once; an empty file shows for
+            # that instant only, never for the length of a copy.
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+            except FileExistsError:
+                continue
+            os.replace(temp, name)
+            _fsync_dir(name.parent)
+            return name
         temp.unlink()
         _fsync_dir(name.parent)
         return name
