@@ -11,9 +11,11 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from . import _files
 from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
 
@@ -99,8 +101,10 @@ def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
 
 def _run(args: list[str], url: DatabaseURL, error: type[PfdbError], what: str, **kwargs: Any) -> str:
     try:
+        # child_guard: the tool ends with pfdb; a pg_restore outliving a killed pfdb would
+        # still replace the data after the operator saw the command die.
         proc = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", None) or tool_env(url),
-                              **kwargs)
+                              **_files.child_guard(), **kwargs)
     except OSError as exc:
         raise error(f"cannot run {args[0]}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
     if proc.returncode != 0:
@@ -198,25 +202,26 @@ def current_tables(database: Any) -> set[str]:
     return {row[0] for row in database.execute_sql(sql).fetchall()}
 
 
-def drop_tables(database: Any, tables: set[str]) -> None:
-    """Drop tables the backup does not know (a later migration made them), in one transaction.
+def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float, drop: set[str] = frozenset()) -> None:
+    """Restore ``path`` in one transaction that first drops ``drop``: all of it or none of it.
 
-    ``pg_restore --clean`` only drops what the dump holds, and fails to drop a table that
-    one of these still references; the safety copy taken just before holds their data.
+    ``drop`` are tables the backup does not know (a later migration made them): ``--clean``
+    only drops what the dump holds, and cannot drop a table one of these still references.
+    Dropping them in a transaction of their own left, if pfdb was killed before pg_restore
+    ran, the old data without them. So pg_restore writes the archive as SQL
+    (``--clean --if-exists``) and pfdb feeds it to ``psql`` between ``BEGIN``, the drops and
+    ``COMMIT``, and sends ``COMMIT`` only after pg_restore has finished well: a failure or a
+    kill anywhere (both tools die with pfdb) ends the session without it, and the server
+    rolls everything back.
     """
-    with database.atomic():
-        for table in sorted(tables):
-            database.execute_sql(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-
-
-def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float) -> None:
-    """``pg_restore --clean --if-exists --single-transaction``: all of it or none of it."""
-    pg_restore = find_tool("pg_restore", server_major(database), RestoreError)
-    args = [pg_restore, "--clean", "--if-exists", "--single-transaction", "--exit-on-error", "--no-password",
-            f"--dbname={_conninfo(url)}", str(path)]
+    major = server_major(database)
+    pg_restore = find_tool("pg_restore", major, RestoreError)
+    psql = find_tool("psql", major, RestoreError)
+    drops = "".join('DROP TABLE IF EXISTS "{}" CASCADE;\n'.format(t.replace('"', '""')) for t in sorted(drop))
+    env = tool_env(url, lock_timeout=lock_timeout)
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:
-            _run(args, url, RestoreError, "pg_restore", env=tool_env(url, lock_timeout=lock_timeout))
+            _restore_once(pg_restore, psql, path, url, env, drops)
             return
         except RestoreError as exc:
             # pg_restore locks table after table as it drops them; a reader in another session
@@ -225,6 +230,54 @@ def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float)
             # so running it again is safe.
             if "deadlock detected" not in exc.message or attempt == RESTORE_ATTEMPTS:
                 raise
+
+
+def _restore_once(pg_restore: str, psql: str, path: Path, url: DatabaseURL, env: dict[str, str], drops: str) -> None:
+    guard = _files.child_guard()
+    # Their stderr goes to files: a pipe nobody reads while pfdb feeds psql could fill and stall both.
+    with tempfile.TemporaryFile() as source_err, tempfile.TemporaryFile() as sink_err:
+        try:
+            source = subprocess.Popen([pg_restore, "--clean", "--if-exists", "--file=-", str(path)],
+                                      stdout=subprocess.PIPE, stderr=source_err, env=env, **guard)
+        except OSError as exc:
+            raise RestoreError(f"cannot run {pg_restore}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
+        try:
+            sink = subprocess.Popen([psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
+                                     f"--dbname={_conninfo(url)}", "--file=-"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sink_err, env=env, **guard)
+        except OSError as exc:
+            source.kill()
+            source.wait()
+            raise RestoreError(f"cannot run {psql}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
+        finished = False
+        try:
+            sink.stdin.write(b"BEGIN;\n" + drops.encode())
+            while chunk := source.stdout.read(1 << 20):
+                sink.stdin.write(chunk)
+            finished = source.wait() == 0
+            if finished:
+                sink.stdin.write(b"COMMIT;\n")
+        except BrokenPipeError:  # psql stopped at an error (ON_ERROR_STOP); its message says which
+            pass
+        finally:
+            for stream in (source.stdout, sink.stdin):
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
+            if source.poll() is None:
+                source.kill()
+            source.wait()
+            sink.wait()  # without COMMIT, psql's end of input ends the session: the server rolls back
+        if sink.returncode == 0 and finished:
+            return
+        messages = []
+        for handle in (sink_err, source_err):
+            handle.seek(0)
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+            messages += [line for line in lines if "ERROR:" in line or "FATAL:" in line or "error:" in line]
+        first = re.sub(r"^psql:[^:]*:\d+: ", "", messages[0]) if messages else f"exit code {sink.returncode}"
+        raise RestoreError(f"pg_restore failed: {_mask(first, url)}")
 
 
 def database_size(database: Any) -> int:

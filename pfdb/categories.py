@@ -14,7 +14,7 @@ from typing import Any
 from ._peewee import peewee as pw
 from .database import db_session_scope, get_database
 from .errors import FeedError, NotFoundError, ValidationError
-from .models import Category, Product
+from .models import Category, Icon, Product
 from .models.catalog import path_prefix
 from .models.fields import utcnow
 from .taxonomy import TaxonomyNode, clean_name, name_problem, read_taxonomy, source_name
@@ -24,6 +24,8 @@ PATH_SEPARATOR = ">"
 SLUG_MAX = 255
 # Candidates asked about in one query when the resolver needs a new slug.
 _SLUG_BATCH = 12
+# Fresh slug choices a new category gets when racing writers keep taking the chosen one.
+_CREATE_ATTEMPTS = 5
 
 
 # -- names and slugs ---------------------------------------------------------------------
@@ -91,21 +93,43 @@ def _free_slug_from_db(name: str, parent_slug: str | None, external_id: str | No
 
 
 def _insert_node(name: str, slug: str, parent_id: int | None, parent_path: str, level: int,
-                 external_id: str | None = None) -> tuple[int, str]:
-    """INSERT one category and set its path: two statements, in a savepoint.
+                 external_id: str | None = None) -> tuple[int, str] | None:
+    """INSERT one category unless it (or its slug) exists, and set its path; ``None`` if nothing was inserted.
 
-    Bypasses ``Category.save()`` because the caller already knows the parent's path and
-    level (save() would read them again). Returns ``(id, path)``.
+    ``ON CONFLICT DO NOTHING`` (both backends) instead of catching IntegrityError: on
+    PostgreSQL a racing process's uncommitted row with the same (parent, name) makes this
+    wait for that transaction, and then do nothing rather than fail, so the caller can read
+    the winner's row (``_existing_node``). Bypasses ``Category.save()`` because the caller
+    already knows the parent's path and level. Returns ``(id, path)``.
     """
+    database = get_database()
     now = utcnow()
-    with get_database().atomic():
-        new_id = Category.insert(
-            name=name, slug=slug, parent=parent_id, level=level, path=parent_path,
-            external_id=external_id, created_at=now, updated_at=now,
-        ).execute()
+    columns = ("name", "slug", "parent_id", "level", "path", "external_id", "sort_order", "is_active",
+               "created_at", "updated_at")
+    values = (name, slug, parent_id, level, parent_path, external_id, 0, Category.is_active.db_value(True),
+              Category.created_at.db_value(now), Category.updated_at.db_value(now))
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join([database.param] * len(columns))
+    sql = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES ({marks}) ON CONFLICT DO NOTHING'
+    with database.atomic():
+        if isinstance(database, pw.PostgresqlDatabase):
+            row = database.execute_sql(sql + ' RETURNING "id"', values).fetchone()
+            new_id = row[0] if row else None
+        else:  # sqlite3: rowcount is 0 when the row was skipped (lastrowid would be stale then)
+            cursor = database.execute_sql(sql, values)
+            new_id = cursor.lastrowid if cursor.rowcount == 1 else None
+        if new_id is None:
+            return None
         path = f"{parent_path}{new_id}/"
         Category.update(path=path).where(Category.id == new_id).execute()
     return new_id, path
+
+
+def _existing_node(name: str, parent_id: int | None) -> tuple[int, str, int, str] | None:
+    """``(id, path, level, slug)`` of the category named ``name`` under ``parent_id``, if any."""
+    parent = Category.parent.is_null() if parent_id is None else (Category.parent == parent_id)
+    return (Category.select(Category.id, Category.path, Category.level, Category.slug)
+            .where(parent & (Category.name == name)).tuples().first())
 
 
 # -- the resolver used by product imports ------------------------------------------------
@@ -201,26 +225,36 @@ class CategoryResolver:
             parent_id = node[0]
 
     def _create(self, key: tuple[str, ...]) -> None:
+        """Insert-or-get one level: racing processes (or threads) end with one category, each
+        counting in ``created`` only the rows it inserted itself."""
         parent = self._nodes.get(key[:-1]) if len(key) > 1 else None
         parent_id, parent_path, parent_level, parent_slug = (
             (parent[0], parent[1], parent[2], parent[3]) if parent else (None, "/", -1, None)
         )
-        for attempt in range(3):
+        for _ in range(_CREATE_ATTEMPTS):
             slug = _free_slug_from_db(key[-1], parent_slug)
-            try:
-                new_id, path = _insert_node(key[-1], slug, parent_id, parent_path, parent_level + 1)
-                break
-            except pw.IntegrityError:  # another writer took the slug between our check and insert
-                if attempt == 2:
-                    raise
-        self._nodes[key] = (new_id, path, parent_level + 1, slug)
-        self.created.append(new_id)
+            inserted = _insert_node(key[-1], slug, parent_id, parent_path, parent_level + 1)
+            if inserted is not None:
+                self._nodes[key] = (inserted[0], inserted[1], parent_level + 1, slug)
+                self.created.append(inserted[0])
+                return
+            found = _existing_node(key[-1], parent_id)
+            if found is not None:  # another writer created this very category first
+                self._nodes[key] = found
+                return
+            # else another writer took the slug between our check and the insert: choose again
+        raise FeedError(
+            f"could not create the category {' > '.join(key)!r}: its slug kept being taken by other writers",
+            hint="re-run the import",
+        )
 
 
 # -- importing a taxonomy ----------------------------------------------------------------
 # Rows inserted by the current level carry this path until one UPDATE gives them their real
 # one; real paths always start with "/", so no finished row can match it.
 _PENDING_PATH = "~"
+# pg_advisory_xact_lock key of taxonomy imports ("pfdbtaxo" as a 64-bit integer)
+_TAXONOMY_LOCK_KEY = int.from_bytes(b"pfdbtaxo", "big") - 2**63
 _INSERT_BATCH = 500
 
 
@@ -447,9 +481,19 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
         # upgrade when another writer committed in between (WAL's SQLITE_BUSY_SNAPSHOT).
         immediate = isinstance(database, pw.SqliteDatabase) and not dry_run and not database.in_transaction()
         with database.atomic("IMMEDIATE") if immediate else database.atomic():
+            if isinstance(database, pw.PostgresqlDatabase) and not dry_run:
+                # One taxonomy import at a time: a second one plans against the tree the first
+                # committed, instead of inserting the same categories and failing on the
+                # unique (parent, name) rule. Released with the transaction.
+                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_TAXONOMY_LOCK_KEY,))
             plan = _plan(nodes, source_name(path_or_file))
             if not dry_run:
-                _apply(plan)
+                try:
+                    _apply(plan)
+                except pw.IntegrityError as exc:  # a product import's resolver created one meanwhile
+                    raise FeedError(f"{source_name(path_or_file)}: another process created some of these "
+                                    f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
+                                    hint="run the import again: it finds them and writes nothing twice") from exc
     finally:
         if opened and not database.in_transaction():
             database.close()
@@ -565,6 +609,59 @@ def delete_category(category: Category | int, policy: str = "refuse") -> Categor
         category_id=category.id, name=category.name, policy=policy, new_parent_id=category.parent_id,
         children_reassigned=children, products_reassigned=products,
     )
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What ``merge_duplicate_categories`` folded together."""
+
+    merged: int  # categories removed, their content given to a same-named sibling
+    products_moved: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"merged": self.merged, "products_moved": self.products_moved}
+
+
+def merge_duplicate_categories() -> MergeResult:
+    """Fold same-named siblings into the oldest of them, so migration 002's unique rule can apply.
+
+    Racing imports before that rule could build a tree twice (``cat0`` and ``cat0-2``). The
+    oldest category (lowest id) of each (parent, name) group keeps its id and slug; the
+    others' children, products and icons move to it, an external id it lacks is carried
+    over, and they are deleted. Merging two parents can make their children siblings, so
+    it repeats until none are left. One transaction; two different external ids in one
+    group are a ``ValidationError`` and nothing changes.
+
+    Example: ``merge_duplicate_categories().merged``
+    """
+    merged = moved = 0
+    with db_session_scope():
+        while True:
+            groups: dict[tuple[int | None, str], list[tuple[int, str | None]]] = {}
+            for cid, parent_id, name, ext in Category.select(
+                Category.id, Category.parent, Category.name, Category.external_id
+            ).order_by(Category.id).tuples():
+                groups.setdefault((parent_id, name), []).append((cid, ext))
+            duplicates = [group for group in groups.values() if len(group) > 1]
+            if not duplicates:
+                break
+            for (keeper, keeper_ext), *others in duplicates:
+                for cid, ext in others:
+                    if ext is not None and keeper_ext is not None and ext != keeper_ext:
+                        raise ValidationError("external_id", f"categories {keeper} and {cid} share a parent and a "
+                                              f"name but have the external ids {keeper_ext!r} and {ext!r}",
+                                              hint="rename one of them instead")
+                    moved += Product.update(category=keeper).where(Product.category == cid).execute()
+                    Icon.update(category=keeper).where(Icon.category == cid).execute()
+                    for child in Category.select().where(Category.parent == cid):
+                        child.parent = keeper  # its subtree's paths follow in one UPDATE
+                        child.save(only=[Category.parent, Category.path, Category.level])
+                    Category.delete().where(Category.id == cid).execute()
+                    if ext is not None and keeper_ext is None:
+                        Category.update(external_id=ext).where(Category.id == keeper).execute()
+                        keeper_ext = ext
+                    merged += 1
+    return MergeResult(merged=merged, products_moved=moved)
 
 
 def category_tree(root: Category | int | None = None) -> list[dict[str, Any]]:

@@ -314,6 +314,8 @@ class PfdbCLI:
             return _print_json(result.as_dict())
         print(f"backup: {result.path}")
         print(f"size: {human_size(result.size)} in {result.duration:.2f} s; migration {result.migration or 'none'}")
+        for leftover in result.leftovers:
+            print(f"removed: {leftover} (left by a backup that was killed before it finished)")
 
     def restore(self, path: str, yes: bool = False, json: bool = False):
         """Replace the database's data with a backup, after checking it and saving a safety copy.

@@ -718,6 +718,12 @@ def ensure_database_exists(settings: Settings) -> bool:
 
             cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(url.database)))
     except psycopg2.Error as exc:
+        # Another process (a replica starting beside this one) created it first: 42P04
+        # duplicate_database, or 23505 unique_violation on pg_database when both got past
+        # the server's own existence check at once. Either way the database is there.
+        if exc.pgcode in ("42P04", "23505"):
+            return False
+
         raise DatabaseUnavailableError(
             f"database {url.database!r} does not exist and cannot be created: {str(exc).strip()}",
             hint="create it yourself or grant CREATEDB to the user",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _pg_tools, _sqlite_tools
+from . import _files, _pg_tools, _sqlite_tools
 from .database import get_database, get_settings, require_sqlite_file
 from .errors import BackupError, RestoreError, UnsafePathError, UsageError
 from .paths import check_output, database_files, same_file
@@ -38,10 +37,12 @@ class BackupResult:
     size: int  # bytes
     duration: float  # seconds
     migration: str | None  # the last applied migration the backup contains
+    leftovers: tuple[str, ...] = ()  # temporary files of earlier, killed backups, removed by this one
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "backend": self.backend, "size": self.size,
-                "duration": round(self.duration, 3), "migration": self.migration}
+                "duration": round(self.duration, 3), "migration": self.migration,
+                "leftovers": list(self.leftovers)}
 
 
 @dataclass(frozen=True)
@@ -131,47 +132,31 @@ def make_private_dirs(folder: Path) -> None:
         os.chmod(path, DIR_MODE)
 
 
-def _reserve(folder: Path, stem: str, suffix: str) -> Path:
-    """Claim a new file name atomically (O_EXCL): two backups in one second never collide."""
+def _names(folder: Path, stem: str, suffix: str) -> list[Path]:
+    """The names a new backup may take, in order; the first free one is claimed when it is complete."""
     make_private_dirs(folder)
-    for n in range(1000):
-        candidate = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
-        try:
-            os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
-            return candidate
-        except FileExistsError:
-            continue
-    raise BackupError(f"cannot find a free backup file name in {folder}", hint="clean up old backups")
+    return [folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}") for n in range(1000)]
 
 
-def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, bool]:
-    """The backup's final path, and whether it was reserved here (and so is ours to remove)."""
+def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, list[Path] | None]:
+    """The backup's final path, and the names to choose from when pfdb names it (else None)."""
     url = get_settings().database_url
     suffix = ".db" if url.backend == "sqlite" else ".dump"
     stem = f"{url.name}-{label}{_stamp()}"
     if path is None:
-        return _reserve(default_backup_dir(), stem, suffix), True
+        names = _names(default_backup_dir(), stem, suffix)
+        return names[0], names
     target = Path(path).expanduser()
     if target.is_dir() or str(path).endswith(("/", os.sep)):
-        return _reserve(target, stem, suffix), True
+        names = _names(target, stem, suffix)
+        return names[0], names
     check_output(target, what=f"the backup path {target}")
     try:
         make_private_dirs(target.parent)
     except OSError as exc:
         raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
-    return target, False
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - not every platform opens folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return target, None
 
 
 # -- backup -----------------------------------------------------------------------------------
@@ -195,15 +180,16 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     if url.backend == "sqlite":
         require_sqlite_file(url)  # before any folder is made for a backup of nothing
     start = time.monotonic()
+    started = time.time()
     try:
-        target, reserved = _target(path, label)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")  # mode 0600
+        target, names = _target(path, label)
+        # Leftovers of backups killed before they finished (their writer is gone): removed here.
+        leftovers = _files.sweep(target.parent, started=started)
+        tmp = _files.temp_for(target)  # mode 0600
     except OSError as exc:
         where = exc.filename or path or default_backup_dir()
         raise BackupError(f"cannot write a backup to {where}: {exc.strerror}",
                           hint="choose a writable --backup-path") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
         if url.backend == "sqlite":
             migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
@@ -214,15 +200,16 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        # Nothing carries the final name until the file is whole: a chosen name is replaced,
+        # a generated one is linked to the first free candidate (never an empty placeholder).
+        target = _files.claim(tmp, target) if names is None else _files.claim_free(tmp, names)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        if reserved:
-            target.unlink(missing_ok=True)
+        Path(f"{tmp}-journal").unlink(missing_ok=True)
         raise
     return BackupResult(path=target, backend=url.backend, size=target.stat().st_size,
-                        duration=time.monotonic() - start, migration=migration)
+                        duration=time.monotonic() - start, migration=migration,
+                        leftovers=tuple(str(p) for p in leftovers))
 
 
 @contextmanager
@@ -330,16 +317,14 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         safety = backup(label="pre-restore-")
         with _connection(database):
             extra = _pg_tools.current_tables(database) - dump_tables
-            if extra:
-                _pg_tools.drop_tables(database, extra)
-                dropped = tuple(sorted(extra))
+            dropped = tuple(sorted(extra))  # dropped inside the restore's own transaction
         # Close the whole pool first: an idle pooled connection is harmless, but one left in
         # a transaction holds locks that would make pg_restore's DROP TABLE wait (and then
         # fail on lock_timeout); and the pool must not hand out sessions that cached plans
         # of the tables about to be dropped and recreated.
         if hasattr(database, "close_all"):
             database.close_all()
-        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout)
+        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout, drop=extra)
     state = status()
     migrated: tuple[str, ...] = ()
     if state.pending and settings.migration_auto_upgrade:

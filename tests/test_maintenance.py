@@ -24,6 +24,7 @@ from pfdb.maintenance import backup, check_backup, info, optimize, restore
 
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
+LATEST = "002_unique_category_names"  # the last migration pfdb ships
 PASSWORD = "s3cretpw"
 
 WRITER = '''
@@ -104,7 +105,7 @@ def test_backup_holds_the_data_and_restore_brings_it_back(db, backend, tmp_path,
     assert result.path.exists() and result.path.parent == tmp_path / "backups"
     name = pfdb.database.get_settings().database_url.name
     assert re.fullmatch(rf"{name}-\d{{8}}T\d{{6}}Z\.{'db' if backend == 'sqlite' else 'dump'}", result.path.name)
-    assert result.migration == "001_initial" and result.size == result.path.stat().st_size > 0
+    assert result.migration == LATEST and result.size == result.path.stat().st_size > 0
     assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
     assert not [p for p in result.path.parent.iterdir() if p.name.endswith(".tmp")]
 
@@ -113,7 +114,7 @@ def test_backup_holds_the_data_and_restore_brings_it_back(db, backend, tmp_path,
     assert snapshot() != before
     restored = restore(result.path)
     assert snapshot() == before
-    assert restored.migration == "001_initial" and restored.pending == ()
+    assert restored.migration == LATEST and restored.pending == ()
     assert stat.S_IMODE(restored.safety_backup.path.stat().st_mode) == 0o600
     assert "pre-restore" in restored.safety_backup.path.name
 
@@ -341,8 +342,9 @@ def rollback(migrator, database, *, fake=False):
 def two_migrations(tmp_path, monkeypatch):
     folder = tmp_path / "migrations"
     folder.mkdir()
-    (folder / INITIAL.name).write_text(INITIAL.read_text())
-    (folder / "002_extra_notes.py").write_text(NOTE_MIGRATION)
+    for shipped in sorted(INITIAL.parent.glob("0*.py")):
+        (folder / shipped.name).write_text(shipped.read_text())
+    (folder / "003_extra_notes.py").write_text(NOTE_MIGRATION)
     monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(folder))
     monkeypatch.chdir(tmp_path)
     return folder
@@ -356,8 +358,8 @@ def test_migrate_takes_a_backup_only_when_something_is_pending(db, two_migration
     line = next(li for li in out.splitlines() if li.startswith("backup: "))
     path = Path(line.removeprefix("backup: "))
     assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "applied: 002_extra_notes" in out
-    assert check_backup(path) == "001_initial"  # taken before the migration ran
+    assert "applied: 003_extra_notes" in out
+    assert check_backup(path) == LATEST  # taken before the migration ran
     folder = path.parent
     before = sorted(folder.iterdir())
     code, out, _ = run_cli("--database-url", database_url, "migrate")
@@ -374,25 +376,25 @@ def test_restoring_an_older_backup_reports_pending_migrations(db, two_migrations
         pfdb.db.execute_sql("INSERT INTO extra_notes (id, user_id) VALUES (1, NULL)")
     code, out, err = run_cli("--database-url", database_url, "restore", str(old.path), "--yes")
     assert code == 0, err
-    assert "(migration 001_initial)" in out and "run pfdb migrate (pending: 002_extra_notes)" in out
+    assert f"(migration {LATEST})" in out and "run pfdb migrate (pending: 003_extra_notes)" in out
     pfdb.init_database(database_url)
     assert "extra_notes" not in pfdb.db.get_tables()  # the backup's schema, exactly
     assert len(snapshot()["configuration"]) == 2
     # with MIGRATION_AUTO_UPGRADE the restore brings it up to date itself
     pfdb.init_database(database_url, migration_auto_upgrade=True)
     result = restore(old.path)
-    assert result.migrated == ("002_extra_notes",) and result.pending == ()
+    assert result.migrated == ("003_extra_notes",) and result.pending == ()
 
 
 @pytest.mark.fresh_database  # changes the schema
 def test_restoring_a_backup_from_newer_code_warns(db, two_migrations, run_cli, database_url, monkeypatch):
     pfdb.migrations.migrate(backup=False)
     newer = backup()
-    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows 001 only
+    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows 001 and 002 only
     code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes")
     assert code == 0, err
-    assert "(migration 002_extra_notes)" in out
-    assert "warning: the restored data has migrations this pfdb does not know: 002_extra_notes" in out
+    assert "(migration 003_extra_notes)" in out
+    assert "warning: the restored data has migrations this pfdb does not know: 003_extra_notes" in out
 
 
 # -- info and optimize -------------------------------------------------------------------------
@@ -401,7 +403,7 @@ def test_info_describes_the_database(db, backend):
     result = info()
     data = result.as_dict()
     assert data["backend"] == backend and result.tables["configuration"] == 3
-    assert result.migrations["current"] == "001_initial" and result.migrations["pending"] == []
+    assert result.migrations["current"] == LATEST and result.migrations["pending"] == []
     assert result.size > 0
     if backend == "sqlite":
         assert result.settings["journal_mode"] == "wal" and result.settings["foreign_keys"] == 1
@@ -461,16 +463,16 @@ def test_cli_backup_info_optimize_restore(run_cli, database_url, backend, tmp_pa
     code, out, err = run_cli("--database-url", url, "backup")
     assert code == 0, err
     path = Path(re.search(r"^backup: (.+)$", out, re.M).group(1))
-    assert path.exists() and "migration 001_initial" in out
+    assert path.exists() and f"migration {LATEST}" in out
     code, out, _ = run_cli("--database-url", url, "backup", "--backup-path", str(tmp_path / "b#1e3.bak"), "--json")
     data = json.loads(out)
-    assert code == 0 and data["path"] == str(tmp_path / "b#1e3.bak") and data["migration"] == "001_initial"
+    assert code == 0 and data["path"] == str(tmp_path / "b#1e3.bak") and data["migration"] == LATEST
 
     code, out, _ = run_cli("--database-url", url, "info")
-    assert code == 0 and f"backend:    {backend}" in out and "configuration" in out and "001_initial (up to date)" in out
+    assert code == 0 and f"backend:    {backend}" in out and "configuration" in out and f"{LATEST} (up to date)" in out
     code, out, _ = run_cli("--database-url", url, "info", "--json")
     data = json.loads(out)
-    assert code == 0 and data["tables"]["migratehistory"] == 1 and data["backend"] == backend
+    assert code == 0 and data["tables"]["migratehistory"] == 2 and data["backend"] == backend
 
     code, out, _ = run_cli("--database-url", url, "optimize", "--json")
     assert code == 0 and json.loads(out)["size_after"] > 0
@@ -509,10 +511,10 @@ def test_cli_restore_asks_on_a_terminal(run_cli, database_url, tmp_path, monkeyp
 
 def test_cli_health(run_cli, database_url, backend):
     code, out, _ = run_cli("--database-url", database_url, "health")
-    assert code == 0 and "status:     healthy" in out and "migrations: 001_initial" in out
+    assert code == 0 and "status:     healthy" in out and f"migrations: {LATEST}" in out
     code, out, _ = run_cli("--database-url", database_url, "health", "--json")
     data = json.loads(out)
-    assert code == 0 and data["status"] == "healthy" and data["migrations"] == {"current": "001_initial", "pending": []}
+    assert code == 0 and data["status"] == "healthy" and data["migrations"] == {"current": LATEST, "pending": []}
     if backend == "postgresql":
         assert data["pool"]["in_use"] == 0
 
@@ -531,13 +533,13 @@ def test_no_command_prints_the_password_nor_passes_it_in_argv(run_cli, postgres_
     monkeypatch.chdir(tmp_path)
     url = password_url(postgres_url)
     calls = []
-    real = subprocess.run
+    real = subprocess.Popen  # what subprocess.run starts too: every tool pfdb runs
 
     def spy(args, *a, **kw):
         calls.append((list(args), (kw.get("env") or {}).get("PGPASSWORD")))
         return real(args, *a, **kw)
 
-    monkeypatch.setattr(_pg_tools.subprocess, "run", spy)
+    monkeypatch.setattr(_pg_tools.subprocess, "Popen", spy)
     outputs = []
     for argv in (["backup"], ["backup", "--json"], ["info"], ["info", "--json"], ["health", "--json"],
                  ["optimize", "--json"], ["logs", "--json"], ["restore", "missing.dump", "--yes"]):
@@ -602,4 +604,4 @@ def test_health_check_does_not_import_peewee_migrate(sqlite_url):
     code = (f"import sys, pfdb; pfdb.init_database({sqlite_url!r}); r = pfdb.database_health_check(); "
             "print(r['status'], r['migrations']['current'], 'peewee_migrate' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.split() == ["healthy", "001_initial", "False"]
+    assert out.split() == ["healthy", LATEST, "False"]

@@ -19,6 +19,8 @@ from pfdb.migrations import check, create, migrate, rollback, status
 
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
+# every migration pfdb ships, in order
+SHIPPED = ("001_initial", "002_unique_category_names")
 
 ADD_NOTES = '''
 import peewee as pw
@@ -85,8 +87,8 @@ def applied() -> list[str]:
 
 
 def test_initial_creates_the_whole_schema_and_reports_no_drift(fresh):
-    assert status().pending == ("001_initial",)
-    assert migrate().applied == ("001_initial",)
+    assert status().pending == SHIPPED
+    assert migrate().applied == SHIPPED
     expected = {"users", "categories", "products", "product_images", "icons", "jobs", "sync_history",
                 "system_logs", "configuration", "migratehistory"}
     assert tables() == expected
@@ -97,14 +99,14 @@ def test_initial_creates_the_whole_schema_and_reports_no_drift(fresh):
     assert "shopify_sync_status" in indexes["products_pending_sync"].sql  # partial index
     assert not check().has_drift
     state = status(drift=True)
-    assert state.up_to_date and state.drift == () and state.current == "001_initial"
+    assert state.up_to_date and state.drift == () and state.current == SHIPPED[-1]
     assert state.applied[0].applied_at.tzinfo is not None
 
 
 def test_rollback_of_initial_removes_everything(fresh):
     migrate()
     result = rollback("zero", destructive_ok=True, backup=False)
-    assert result.rolled_back == ("001_initial",) and result.current is None
+    assert result.rolled_back == SHIPPED[::-1] and result.current is None
     assert tables() <= {"migratehistory"}
     assert applied() == []
     migrate()  # and it comes back
@@ -135,8 +137,8 @@ def test_migrate_up_to_a_target(fresh, mdir):
 
 
 def test_fake_records_without_running(fresh):
-    assert migrate(fake=True).applied == ("001_initial",)
-    assert applied() == ["001_initial"] and "products" not in tables()
+    assert migrate(fake=True).applied == SHIPPED
+    assert applied() == list(SHIPPED) and "products" not in tables()
 
 
 def test_a_failing_migration_leaves_nothing_behind(fresh, mdir):
@@ -186,7 +188,7 @@ def test_unknown_rollback_target_undoes_nothing(fresh, target, message):
     migrate()
     with pytest.raises(MigrationError, match=message):
         rollback(target)
-    assert applied() == ["001_initial"]
+    assert applied() == list(SHIPPED)
 
 
 def test_rollback_to_a_migration_that_is_not_applied(fresh, mdir):
@@ -202,7 +204,7 @@ def test_rollback_to_a_migration_that_is_not_applied(fresh, mdir):
 
 def test_dry_run_shows_sql_and_changes_nothing(fresh):
     result = migrate(dry_run=True)
-    assert result.dry_run and result.applied == ("001_initial",)
+    assert result.dry_run and result.applied == SHIPPED
     assert any(s.startswith('CREATE TABLE IF NOT EXISTS "products"') for s in result.sql)
     assert any("products_pending_sync" in s for s in result.sql)
     assert not tables() - {"migratehistory"} and applied() == []
@@ -210,7 +212,7 @@ def test_dry_run_shows_sql_and_changes_nothing(fresh):
 
 def test_auto_upgrade_on_init(empty_url):
     pfdb.init_database(empty_url, migration_auto_upgrade=True)
-    assert applied() == ["001_initial"]
+    assert applied() == list(SHIPPED)
 
 
 # -- creating migrations from model changes -------------------------------------------------------
@@ -360,7 +362,7 @@ def test_lock_timeout_gives_a_clear_error(postgres_url):
             rollback(lock_timeout=0.3, destructive_ok=True, backup=False)
     finally:
         holder.close()
-    assert applied() == ["001_initial"]
+    assert applied() == list(SHIPPED)
 
 
 def test_drift_check_does_not_swallow_other_threads_queries(db):

@@ -25,6 +25,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+from .. import _files
 from .._peewee import peewee as pw
 from ..database import db_read_scope, get_database
 from ..errors import FeedError, NotFoundError, UsageError
@@ -128,9 +129,10 @@ class _Output:
             self.stream, self.name = sys.stdout, "<stdout>"
         elif isinstance(output, (str, os.PathLike)):
             self.final = Path(output).expanduser()
-            self.temp = self.final.with_name(f".{self.final.name}.{os.getpid()}.tmp")
             self.name = str(output)
             try:
+                _files.sweep(self.final.parent)  # temporary files of exports killed before they finished
+                self.temp = _files.temp_for(self.final)
                 raw: IO[Any] = open(self.temp, "wb")
             except OSError as exc:
                 raise FeedError(f"cannot write {output}: {exc.strerror}") from None
@@ -148,7 +150,7 @@ class _Output:
         self.stream.close()
         if hasattr(self, "_raw_file"):
             self._raw_file.close()
-        os.replace(self.temp, self.final)
+        _files.claim(self.temp, self.final)
 
     def discard(self) -> None:
         if self.final is None:

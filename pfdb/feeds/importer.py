@@ -382,6 +382,8 @@ class _Import:
     # -- one batch ------------------------------------------------------------------------------
     def _flush(self, batch: list[_Row]) -> None:
         self.writer.batch_commits = not self.database.in_transaction()
+        # SQLite: pfdb's databases begin every transaction IMMEDIATE (database.build_database),
+        # so a batch that reads, then writes, waits for the write lock instead of failing.
         with translated_errors(), self.database.atomic():
             counts = self._write(batch)
         self.created += counts[0]
@@ -467,7 +469,12 @@ class _Import:
             else:
                 unchanged += 1
         if out:
-            writer.upsert(out)
+            written = writer.upsert(out)
+            if written is not None:  # the server's count: a racing importer may have created some first
+                inserted, rewritten = written
+                unchanged += len(out) - inserted - rewritten
+                updated += rewritten - (len(out) - created)
+                created = inserted
         if touch:
             writer.touch_products(touch, db_now)
         if image_deletes:
@@ -476,8 +483,8 @@ class _Import:
         if image_updates:
             writer.update_images(image_updates)
         if image_rows:
-            writer.insert_images(image_rows)
-            self.images_added += len(image_rows)
+            added = writer.insert_images(image_rows)
+            self.images_added += len(image_rows) if added is None else added
         return created, updated, unchanged
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:

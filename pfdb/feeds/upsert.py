@@ -180,16 +180,23 @@ class Writer:
         """``sku -> (id, sku, *given columns, *kept columns)`` for the SKUs already stored, raw driver values."""
         raise NotImplementedError
 
-    def upsert(self, rows: list[Sequence[Any]]) -> None:
-        """Write product rows (``products.columns`` order)."""
+    def upsert(self, rows: list[Sequence[Any]]) -> tuple[int, int] | None:
+        """Write product rows (``products.columns`` order).
+
+        Returns ``(inserted, updated)`` as the server counted them when the driver can tell
+        (a racing importer may have inserted a row this one expected to create), else None.
+        """
         raise NotImplementedError
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         """``(product_id, id, content_hash, position, is_primary)`` of the URL images of these products."""
         raise NotImplementedError
 
-    def insert_images(self, rows: list[Sequence[Any]]) -> None:
-        """Image rows in ``images.columns`` order, the product given by its SKU; known images are skipped."""
+    def insert_images(self, rows: list[Sequence[Any]]) -> int | None:
+        """Image rows in ``images.columns`` order, the product given by its SKU; known images are skipped.
+
+        Returns how many were inserted when the driver can tell, else None.
+        """
         raise NotImplementedError
 
     def update_images(self, rows: list[tuple]) -> None:
@@ -332,7 +339,9 @@ class PostgresWriter(Writer):
         self.upsert_sql = (
             f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed} "
-            f"RETURNING {self.q(SKU)}, {self.q(self.products.pk)}"
+            # xmax is 0 only in a row version this statement inserted (an updated row's old
+            # version carries the updater's id): what this import created, not what it expected to.
+            f"RETURNING {self.q(SKU)}, {self.q(self.products.pk)}, xmax = 0"
         )
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
         self.insert_images_sql = (
@@ -384,13 +393,16 @@ class PostgresWriter(Writer):
         self._ids = {sku: row[0] for sku, row in existing.items()}
         return existing
 
-    def upsert(self, rows: list[Sequence[Any]]) -> None:
+    def upsert(self, rows: list[Sequence[Any]]) -> tuple[int, int]:
         cursor = self.cursor()
         options, data = copy_buffer(rows)
         cursor.copy_expert(self.copy_sql + options, data)
         cursor.execute(self.upsert_sql)
-        self._ids.update(cursor.fetchall())
+        written = cursor.fetchall()
+        self._ids.update((sku, pk) for sku, pk, _ in written)
         self._clear(cursor, self.STAGE)
+        inserted = sum(1 for *_, fresh in written if fresh)
+        return inserted, len(written) - inserted
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
@@ -408,11 +420,13 @@ class PostgresWriter(Writer):
             ids.update(cursor.fetchall())
         rows = [(ids[row[0]], *row[1:]) for row in rows if row[0] in ids]
         if not rows:
-            return
+            return 0
         options, data = copy_buffer(rows)
         cursor.copy_expert(self.copy_images_sql + options, data)
         cursor.execute(self.insert_images_sql)
+        inserted = cursor.rowcount
         self._clear(cursor, self.IMAGE_STAGE)
+        return inserted
 
     def delete_images(self, ids: list[int]) -> None:
         self.cursor().execute(f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)",

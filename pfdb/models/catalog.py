@@ -13,7 +13,7 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..database import db
-from ..errors import ValidationError
+from ..errors import DuplicateError, ValidationError
 from ..numbers import DecimalGrammar, NumberError, parse_integer
 from ..text import slugify
 from .base import BaseModel, require_choice, require_text
@@ -163,6 +163,16 @@ class Category(BaseModel):
     @classmethod
     def roots(cls) -> pw.ModelSelect:
         return cls.select().where(cls.parent.is_null()).order_by(cls.sort_order, cls.name)
+
+    def _translate_integrity_error(self, exc: pw.IntegrityError) -> Exception:
+        # Migration 002's expression index: the drivers name it without a usable column.
+        if "categories_parent_id_name" in str(exc) or "COALESCE(parent_id" in str(exc):
+            error = DuplicateError("name", self.name, "Category")
+            where = "at the root" if self.parent_id is None else f"under category {self.parent_id}"
+            error.message = f"a Category named {self.name!r} already exists {where}"
+            error.args = (error.message,)
+            return error
+        return super()._translate_integrity_error(exc)
 
 
 class Product(BaseModel):
