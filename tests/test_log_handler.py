@@ -202,7 +202,7 @@ def test_recent_logs_and_the_logs_command(db, logger, run_cli, database_url):
     assert code == 0 and [e["message"] for e in data["entries"]] == ["four", "three", "two", "one"]
     assert data["entries"][0]["level"] == "CRITICAL" and data["entries"][0]["created_at"].endswith("+00:00")
     code, _, err = run_cli("--database-url", database_url, "logs", "--level", "LOUD")
-    assert code == 1 and "must be one of" in err
+    assert code == 2 and "must be one of" in err  # a usage error, before anything runs
     code, _, err = run_cli("--database-url", database_url, "logs", "--limit", "many")
     assert code == 2 and "--limit must be a whole number" in err
 
