@@ -260,6 +260,8 @@ class SqliteDatabase(pw.SqliteDatabase):
             self._add_conn_hooks(conn)
         except Exception as exc:
             conn.close()
+            if _is_busy(exc):  # a connection pragma (journal_mode) met another process's lock
+                raise self._busy(time.monotonic() - start, "opening the database") from exc
             raise (_sqlite_error(self.pfdb_url, exc) or _unavailable(self.pfdb_url, exc)) from exc
         return conn
 
@@ -321,7 +323,17 @@ class SqliteDatabase(pw.SqliteDatabase):
     def _translate(self, exc: pw.OperationalError, start: float) -> PfdbError | None:
         if _is_busy(exc):
             return self._busy(time.monotonic() - start)
+        if "readonly database" in str(exc) and self.pfdb_mode != "ro" and self._query_only():
+            return ReadOnlyDatabaseError("a write inside db_read_scope(), whose transaction is read-only; "
+                                         "nothing was written", hint="write inside db_session_scope()")
         return _sqlite_error(self.pfdb_url, exc)
+
+    def _query_only(self) -> bool:
+        conn = self._state.conn
+        try:
+            return conn is not None and bool(conn.execute("PRAGMA query_only").fetchone()[0])
+        except Exception:  # the connection is gone: then it was no read scope's refusal
+            return False
 
     def _busy(self, waited: float, during: str = "") -> DatabaseBusyError:
         timeout = self.pfdb_settings.pool_timeout

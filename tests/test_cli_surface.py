@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pfdb import cli, cli_spec
+from pfdb import cli, cli_spec, migrations
 from pfdb.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def base_call(name: str, ws: Path, run_cli, url: str) -> tuple[list[str], str | 
         assert code == 0, err
         return [json.loads(out)["path"], "--yes"], None
     return {
-        "rollback": (["001"], None),
+        "rollback": ([migrations.migration_names()[-1]], None),  # nothing to undo
         "create-migration": (["describe the change"], None),
         "create-admin": ([f"boss-{next(_ADMINS)}@example.com", "--password-stdin"], "Correct-horse-9\n"),
         "import-categories": ([str(ws / "taxonomy.txt")], None),
@@ -118,6 +118,7 @@ SAMPLE = {  # a value for each metavar that makes the call succeed
 }
 
 
+@pytest.mark.fresh_database  # restore replaces the tables: a database of its own
 def test_every_documented_option_is_accepted_and_works(run_cli, workspace, database_url):
     code, _, err = run_cli("--database-url", database_url, "import", str(workspace / "feed.csv"))
     assert code == 0, err  # categories and products for export --category and the rest
@@ -195,7 +196,7 @@ def test_usage_errors_exit_2_and_operation_failures_exit_1(run_cli, database_url
     assert code == 2 and "--batch-size must be a whole number" in err
     code, _, err = run_cli("--database-url", database_url, "restore", str(tmp_path / "missing.db"), "--yes")
     assert code == 1 and "does not exist" in err
-    code, _, _ = run_cli("--database-url", database_url, "rollback", "--json", "001")
+    code, _, _ = run_cli("--database-url", database_url, "rollback", "--json", migrations.migration_names()[-1])
     assert code == 0
 
 

@@ -129,7 +129,7 @@ def test_a_changed_schema_gets_a_fresh_copy(shared):
     name = shared.name
     template = state(name)
     pfdb.init_database(pg_url(name))
-    migrations.rollback("zero")
+    migrations.rollback("zero", destructive_ok=True, backup=False)
     pfdb.close_database()
 
     shared.reset("this test")
