@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..errors import FeedError, UsageError
 from ..models import Product
 from ..numbers import DecimalGrammar, NumberError
-from ..text import slugify
+from ..text import ascii_slug
 from .reading import FeedInput
 
 CATEGORY = "category"
@@ -183,11 +183,13 @@ def generated_sku(handle: str, options: list[str]) -> str:
     """A stable SKU for a Shopify variant without one: the handle and its option values.
 
     ``classic-varsity-top`` + ``["Medium"]`` -> ``classic-varsity-top-medium``. Too long
-    for the column, it keeps a readable head and a hash of the whole.
+    for the column, it keeps a readable head and a hash of the whole. Built with ``ascii_slug``,
+    not the transliterating ``slugify``: a SKU is an identity, and the same export must find
+    the same SKUs it was first imported with.
     """
-    parts = [slugify(handle) or handle.strip()]
+    parts = [ascii_slug(handle) or handle.strip()]
     for value in options:
-        parts.append(slugify(value) or hashlib.sha1(value.encode("utf-8")).hexdigest()[:8])
+        parts.append(ascii_slug(value) or hashlib.sha1(value.encode("utf-8")).hexdigest()[:8])
     sku = "-".join(parts)
     limit = Product.sku.max_length
     if len(sku) > limit:
