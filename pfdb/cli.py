@@ -543,7 +543,7 @@ class PfdbCLI:
     def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
                         strict: bool = False, rejects: str = "", batch_size: int = 2000,
                         encoding: str = "utf-8-sig", json: bool = False):
-        """Import a product feed: pfdb CSV/JSON Lines, Shopify, Google Merchant or Google Retail.
+        """Import a product feed: pfdb CSV/JSON Lines, Shopify, WooCommerce, Google Merchant or Google Retail.
 
         New SKUs are created; known ones change only in the fields the feed carries, and
         only when something differs (those are marked for Shopify re-sync). Bad rows are
@@ -552,7 +552,7 @@ class PfdbCLI:
 
         Args:
             FILE: the feed (may be gzipped), or - for standard input
-            --format NAME: auto (detect from the header), pfdb, shopify, google (Merchant Center) or google-retail
+            --format NAME: auto (detect from the header), pfdb, shopify, woocommerce, google (Merchant Center) or google-retail
             --mapping FILE: a JSON or INI file mapping another layout's columns to pfdb's
             --dry-run: validate and count, write nothing
             --strict: write nothing if any row is bad
@@ -591,8 +591,13 @@ class PfdbCLI:
             _print_json(result.as_dict())
         else:
             verb = "checked" if dry_run else "imported"
-            print(f"{verb} {result.source} ({result.format}): {result.rows} rows, {result.created} created, "
+            counted = f"{result.rows} {result.unit}" + (f" from {result.lines} lines" if result.lines != result.rows
+                                                        else "")
+            print(f"{verb} {result.source} ({result.format}): {counted}, {result.created} created, "
                   f"{result.updated} updated, {result.unchanged} unchanged, {result.rejected} rejected")
+            if result.skipped:
+                print("not products: " + ", ".join(f"{n} {kind}" for kind, n in result.skipped)
+                      + " (a variable product's variations are imported; a grouped product lists others)")
             if not result.written:
                 print("nothing was written: " + ("dry run" if dry_run else "--strict and some rows were rejected"))
             if result.generated_skus:

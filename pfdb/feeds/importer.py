@@ -17,6 +17,7 @@ import csv
 import gzip
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -101,6 +102,9 @@ class ImportResult:
     job_id: str | None = None
     sync_id: int | None = None
     seconds: float = 0.0
+    unit: str = "rows"  # what ``rows`` counts: "variants" (Shopify), "products" (WooCommerce)
+    lines: int = 0  # data lines (CSV records or JSON lines) read; more than ``rows`` when several make one
+    skipped: tuple[tuple[str, int], ...] = ()  # lines that are no product by design: (("variable", 2), …)
 
     @property
     def ok(self) -> bool:
@@ -111,6 +115,7 @@ class ImportResult:
         out["rejects"] = [r.as_dict() for r in self.rejects]
         out["notes"] = [n.as_dict() for n in self.notes]
         out["ignored_columns"] = list(self.ignored_columns)
+        out["skipped"] = dict(self.skipped)
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -146,20 +151,42 @@ class SeenKeys:
 
 
 class RejectsWriter:
-    """The rejected rows, original columns, plus ``reject_line`` and ``reject_reason``: fix and re-feed."""
+    """The rejected rows, original columns, plus ``reject_line`` and ``reject_reason``: fix and re-feed.
+
+    The file is created with the first rejected row: an import without rejects leaves no
+    file (a header alone said "rejected rows written" about nothing), and removes one a
+    previous run left at that path, which no longer describes this feed.
+    """
 
     def __init__(self, path: str | Path, feed: FeedInput):
         self.path = str(path)
+        self._feed = feed
+        self._file = None
+        self.written = 0
+        # Checked now, as opening it here was: an unwritable path fails before any row is imported.
+        target = Path(path)
+        folder = target.parent if str(target.parent) else Path(".")
+        problem = ("Is a directory" if target.is_dir() else "No such file or directory" if not folder.is_dir()
+                   else "Permission denied" if not os.access(target if target.exists() else folder, os.W_OK)
+                   else None)
+        if problem:
+            raise FeedError(f"cannot write the rejects file {path}: {problem}")
+
+    def _open(self) -> None:
         try:
-            self._file = open(path, "w", encoding="utf-8", newline="")
+            self._file = open(self.path, "w", encoding="utf-8", newline="")
         except OSError as exc:
-            raise FeedError(f"cannot write the rejects file {path}: {exc.strerror}") from None
+            raise FeedError(f"cannot write the rejects file {self.path}: {exc.strerror}") from None
+        feed = self._feed
         self._json = feed.kind == "jsonl"
         if not self._json:
             self._csv = csv.writer(self._file, delimiter=feed.delimiter)
             self._csv.writerow([*feed.header, "reject_line", "reject_reason"])
 
     def write(self, raw: Any, line: int, reason: str) -> None:
+        if self._file is None:
+            self._open()
+        self.written += 1
         if self._json:
             obj = dict(raw) if isinstance(raw, dict) else {"value": raw}
             obj.update(reject_line=line, reject_reason=reason)
@@ -168,7 +195,10 @@ class RejectsWriter:
             self._csv.writerow([*raw, line, reason])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        elif Path(self.path).is_file():  # a previous run's rejects: not this import's
+            Path(self.path).unlink()
 
 
 class _Row:
@@ -269,6 +299,7 @@ class _Import:
 
     def _disk_full(self, exc: DiskFullError) -> DiskFullError:
         """The full-disk error with what the operator needs next: where it stopped, what is kept."""
+        self._adopt_committed()
         whole = not (self.dry_run or self.strict)  # those run in one transaction: nothing kept
         kept = self.created + self.updated + self.unchanged if whole else 0
         detail = (f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else "")
@@ -386,10 +417,44 @@ class _Import:
         # so a batch that reads, then writes, waits for the write lock instead of failing.
         with translated_errors(), self.database.atomic():
             counts = self._write(batch)
+            self._record_counts(counts)
         self.created += counts[0]
         self.updated += counts[1]
         self.unchanged += counts[2]
         self._report()
+
+    def _record_counts(self, counts: tuple[int, int, int]) -> None:
+        """Write the totals, this batch included, to the SyncHistory row in the batch's own transaction.
+
+        The counts then commit (or roll back) with the rows they count: an interrupt that lands
+        between the commit and the Python counters cannot make the Job under-report what is
+        stored. ``_adopt_committed`` reads them back when the import stops.
+        """
+        if self.sync is None:
+            return
+        SyncHistory.update(
+            processed_count=self.rows, created_count=self.created + counts[0],
+            updated_count=self.updated + counts[1], failed_count=self.rejected,
+            error_details={"unchanged": self.unchanged + counts[2], "committed": True},
+        ).where(SyncHistory.id == self.sync.id).execute()
+
+    def _adopt_committed(self) -> None:
+        """After a stop: take the counts committed with the last whole batch (``_record_counts``) as the truth."""
+        if self.sync is None:
+            return
+        try:
+            with self.database.atomic():
+                row = (SyncHistory.select(SyncHistory.created_count, SyncHistory.updated_count,
+                                          SyncHistory.error_details)
+                       .where(SyncHistory.id == self.sync.id).tuples().first())
+        except Exception:  # the connection went with the import: keep the counters as they are
+            return
+        if row is None:
+            return
+        details = row[2] if isinstance(row[2], dict) else {}
+        committed = details.get("committed")
+        self.created, self.updated = (row[0], row[1]) if committed else (0, 0)
+        self.unchanged = details.get("unchanged", 0) if committed else 0
 
     def _write(self, batch: list[_Row]) -> tuple[int, int, int]:
         """Compare the batch with the stored rows and write what is new or changed; (created, updated, unchanged)."""
@@ -586,6 +651,7 @@ class _Import:
         """Record why the import stopped; never hides the exception that stopped it."""
         if self.job is None or self.job.is_finished:
             return
+        self._adopt_committed()
         message = f"{reason} after {self.rows} rows ({self.created} created, {self.updated} updated in whole batches)"
         try:
             self.job.fail(message, cancelled=cancelled)
@@ -602,9 +668,11 @@ class _Import:
             categories_created=len(self.resolver.created), dry_run=self.dry_run, strict=self.strict,
             written=written, rejects=tuple(self.rejects), notes=tuple(self.notes),
             ignored_columns=tuple(self.format.ignored),
-            rejects_file=self.rejects_file.path if self.rejects_file else None,
+            rejects_file=self.rejects_file.path if self.rejects_file and self.rejects_file.written else None,
             job_id=str(self.job.job_id) if self.job else None, sync_id=self.sync.id if self.sync else None,
-            seconds=time.monotonic() - self.started,
+            seconds=time.monotonic() - self.started, unit=self.format.unit,
+            lines=getattr(self.format, "lines_read", None) or self.rows,
+            skipped=tuple(sorted(getattr(self.format, "skipped", {}).items())),
         )
 
 
@@ -668,7 +736,7 @@ def import_products(
 
     Args:
         source: a path (``.gz`` is read as gzip), ``"-"`` for standard input, or a file object.
-        format: ``pfdb``, ``shopify``, ``google`` or ``google-retail``; detected from the header if None.
+        format: ``pfdb``, ``shopify``, ``woocommerce``, ``google`` or ``google-retail``; detected if None.
         mapping: a column-mapping file (JSON or INI) or ``Mapping`` for any other layout.
         dry_run: validate and count everything, write nothing (no Job either).
         strict: write nothing if any row is bad.
