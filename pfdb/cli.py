@@ -542,7 +542,7 @@ class PfdbCLI:
     # -- feeds: import, export ------------------------------------------------------------
     def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
                         strict: bool = False, rejects: str = "", batch_size: int = 2000,
-                        encoding: str = "utf-8-sig", json: bool = False):
+                        encoding: str = "utf-8-sig", currency: str = "", json: bool = False):
         """Import a product feed: pfdb CSV/JSON Lines, Shopify, WooCommerce, Google Merchant or Google Retail.
 
         New SKUs are created; known ones change only in the fields the feed carries, and
@@ -559,6 +559,7 @@ class PfdbCLI:
             --rejects FILE: keep the bad rows (original columns plus the reason) to fix and re-feed
             --batch-size N: rows per transaction
             --encoding NAME: the file's text encoding
+            --currency CODE: the currency of rows that name none, e.g. EUR (a Shopify export names none)
             --json: print the result as one line of JSON
 
         Example: pfdb import supplier.csv.gz --rejects rejects.csv
@@ -581,7 +582,7 @@ class PfdbCLI:
         try:
             result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
                                      strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
-                                     encoding=str(encoding), progress=bar)
+                                     encoding=str(encoding), progress=bar, currency=str(currency) or None)
         finally:
             if bar is not None:
                 bar.close()
@@ -600,6 +601,9 @@ class PfdbCLI:
                       + " (a variable product's variations are imported; a grouped product lists others)")
             if not result.written:
                 print("nothing was written: " + ("dry run" if dry_run else "--strict and some rows were rejected"))
+            if result.currency:
+                print(f"currency: {result.currency} for rows that name none (--currency)" if currency else
+                      f"currency: the feed names none; new products get {result.currency} (--currency CODE to set one)")
             if result.generated_skus:
                 print(f"generated SKUs: {result.generated_skus} (variants without one; stable across re-imports)")
             if result.images_added or result.images_removed or result.categories_created:

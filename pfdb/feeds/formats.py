@@ -240,7 +240,14 @@ class ShopifyFormat(FeedFormat):
             "category": "product category" if "product category" in ix else "type", "images": "image src",
             "attributes": "tags" if "tags" in ix else "option1 name",
         }
+        if "variant weight" in ix:  # some exports (apps, newer admin) give the weight in Variant Weight Unit
+            sources["weight"] = "variant weight"
+            self.columns["weight"] = "Variant Weight"
         self.carried = tuple(c for c in PFDB_COLUMNS if c in sources and sources[c] in ix)
+        used = {*sources.values(), "status", "published", "product category", "type", "tags", "option1 name",
+                "option2 name", "option3 name", "option1 value", "option2 value", "option3 value", "variant sku",
+                "variant grams", "variant weight", "variant weight unit", "variant image"}
+        self.ignored = tuple(h for h in feed.header if _norm(h) not in used)
         self._product_level = [i for name, i in ix.items() if not _SHOPIFY_PER_ROW.match(name)]
 
     def _cell(self, cells: list[str], column: str) -> str:
@@ -307,8 +314,18 @@ class ShopifyFormat(FeedFormat):
             for field, column in (("price", "variant price"), ("compare_at_price", "variant compare at price"),
                                   ("gtin", "variant barcode"), ("inventory_quantity", "variant inventory qty")):
                 values[field] = cell(cells, column)
-            grams = cell(cells, "variant grams")
-            if grams:
+            weight, grams = cell(cells, "variant weight"), cell(cells, "variant grams")
+            if weight:
+                # Variant Weight is in Variant Weight Unit. Variant Grams is always grams: the unit
+                # there is only how Shopify shows it (a 1 oz item exports as 28 grams, unit oz).
+                unit = cell(cells, "variant weight unit").lower() or "kg"
+                try:
+                    if unit not in _TO_KG:
+                        raise NumberError(f"{unit!r} is not a weight unit (g, kg, lb, oz)")
+                    values["weight"] = (_MEASURE.parse(weight) * _TO_KG[unit]).quantize(Decimal("0.001"))
+                except NumberError as exc:
+                    errors.append(("Variant Weight", str(exc)))
+            elif grams:
                 try:
                     amount = _MEASURE.parse(grams)
                     if amount > 0:

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, U
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
-from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
 from .upsert import make_writer
@@ -105,6 +106,7 @@ class ImportResult:
     unit: str = "rows"  # what ``rows`` counts: "variants" (Shopify), "products" (WooCommerce)
     lines: int = 0  # data lines (CSV records or JSON lines) read; more than ``rows`` when several make one
     skipped: tuple[tuple[str, int], ...] = ()  # lines that are no product by design: (("variable", 2), …)
+    currency: str | None = None  # the currency of rows that name none: --currency, or the default for new products
 
     @property
     def ok(self) -> bool:
@@ -215,13 +217,15 @@ class _Rollback(Exception):
 class _Import:
     def __init__(self, database: pw.Database, feed: FeedInput, fmt: FeedFormat, *, dry_run: bool, strict: bool,
                  rejects: str | Path | None, batch_size: int, progress: Callable[[ImportProgress], None] | None,
-                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING):
+                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING, currency: str | None = None):
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
         carried = [name for name in fmt.carried if name in Product._meta.fields]
         self.writer = make_writer(database, carried)
         self.cleaner = RowCleaner(fmt, self.writer.converter)
+        if currency:
+            self._assume_currency(currency)
         given = self.writer.products.given
         # Fields a new product cannot do without: NOT NULL with no default (sku, name).
         self._required = [(i, f.name) for i, f in enumerate(given) if not f.null and f.default is None]
@@ -241,6 +245,21 @@ class _Import:
         self.sync: SyncHistory | None = None
         self._last_report = 0.0
         self.started = time.monotonic()
+
+    def _assume_currency(self, currency: str) -> None:
+        """Give rows that name no currency ``currency`` (``--currency``), after cleaning: no cost without it."""
+        index = next(i for i, f in enumerate(self.cleaner.fields) if f.name == "currency")
+        convert = self.writer.converter(self.cleaner.fields[index])
+        value = convert(currency) if convert is not None else currency
+        clean = self.cleaner.clean
+
+        def clean_with_currency(record: Record):
+            cleaned = clean(record)
+            if cleaned[0][index] is None:
+                cleaned[0][index] = value
+            return cleaned
+
+        self.cleaner.clean = clean_with_currency
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> ImportResult:
@@ -673,6 +692,8 @@ class _Import:
             seconds=time.monotonic() - self.started, unit=self.format.unit,
             lines=getattr(self.format, "lines_read", None) or self.rows,
             skipped=tuple(sorted(getattr(self.format, "skipped", {}).items())),
+            currency=self.parameters.get("currency") or (
+                None if "currency" in self.format.carried else Product.currency.default),
         )
 
 
@@ -708,6 +729,17 @@ def _batch_size(value: Any) -> int:
     return size
 
 
+def _currency(value: Any) -> str | None:
+    """``--currency`` as an upper-case ISO 4217 code, or a ``UsageError`` naming it."""
+    if value is None or str(value).strip() == "":
+        return None
+    code = str(value).strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise UsageError(f"currency (--currency) must be a three-letter ISO 4217 code, got {value!r}",
+                         hint="e.g. --currency EUR")
+    return code
+
+
 def _check_encoding(encoding: str) -> None:
     """An unknown codec is a usage error before anything opens, not a LookupError mid-read."""
     import codecs
@@ -731,6 +763,7 @@ def import_products(
     encoding: str = DEFAULT_ENCODING,
     progress: Callable[[ImportProgress], None] | None = None,
     user: Any = None,
+    currency: str | None = None,
 ) -> ImportResult:
     """Import a product feed: create new SKUs, update changed ones in the fields the feed carries.
 
@@ -743,12 +776,14 @@ def import_products(
         rejects: write the bad rows, original columns plus ``reject_line`` and ``reject_reason``, here.
         batch_size: rows per transaction.
         progress: called with an ``ImportProgress`` after every batch.
+        currency: the ISO 4217 code of rows that name no currency (a Shopify export names none).
 
     Returns an ``ImportResult``; raises ``FeedError`` when the file itself cannot be read.
     Example: ``import_products("feed.csv", rejects="rejects.csv")``
     """
     batch_size = _batch_size(batch_size)
     _check_encoding(encoding)
+    currency = _currency(currency)
     database = get_database()
     if rejects:
         # Before anything is opened: --rejects over the database or the feed destroyed them.
@@ -760,12 +795,15 @@ def import_products(
         mapping = Mapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
     parameters = {"source": name, "format": format, "mapping": getattr(mapping, "source", None),
-                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size)}
+                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size),
+                  "currency": currency}
     with open_feed(source, encoding=encoding, delimiter=mapping.delimiter if mapping else None) as feed:
         fmt = make_format(feed, format, mapping)
+        if currency:
+            fmt.carried = tuple(c for c in PFDB_COLUMNS if c in fmt.carried or c == "currency")
         run = _Import(database, feed, fmt, dry_run=dry_run, strict=strict, rejects=rejects,
                       batch_size=int(batch_size), progress=progress, user=user, parameters=parameters,
-                      encoding=encoding)
+                      encoding=encoding, currency=currency)
         return run.run()
 
 
