@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from text_unidecode import unidecode
-
 _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -19,7 +17,11 @@ def slugify(text: str, max_length: int = 200) -> str:
     does the transliteration; dropping what has no ASCII decomposition left Cyrillic, Greek
     and CJK names with no slug at all. ASCII text gives the same slug as before.
     """
-    slug = _NON_SLUG.sub("-", unidecode(text).lower()).strip("-")
+    if not text.isascii():
+        from text_unidecode import unidecode  # here: its 300 KB table loads on the first non-ASCII name
+
+        text = unidecode(text)
+    slug = _NON_SLUG.sub("-", text.lower()).strip("-")
     return slug[:max_length].rstrip("-")
 
 
