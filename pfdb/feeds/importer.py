@@ -30,7 +30,7 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import get_database, translated_errors
+from ..database import db_read_scope, get_database, translated_errors
 from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
@@ -462,7 +462,7 @@ class _Import:
         if self.sync is None:
             return
         try:
-            with self.database.atomic():
+            with db_read_scope():  # never queues behind a writer, nor needs the write lock a full disk refused
                 row = (SyncHistory.select(SyncHistory.created_count, SyncHistory.updated_count,
                                           SyncHistory.error_details)
                        .where(SyncHistory.id == self.sync.id).tuples().first())
