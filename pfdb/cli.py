@@ -542,8 +542,8 @@ class PfdbCLI:
     # -- feeds: import, export ------------------------------------------------------------
     def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
                         strict: bool = False, rejects: str = "", batch_size: int = 2000,
-                        encoding: str = "utf-8-sig", json: bool = False):
-        """Import a product feed: pfdb CSV/JSON Lines, Shopify, Google Merchant or Google Retail.
+                        encoding: str = "utf-8-sig", currency: str = "", json: bool = False):
+        """Import a product feed: pfdb CSV/JSON Lines, Shopify, WooCommerce, Google Merchant or Google Retail.
 
         New SKUs are created; known ones change only in the fields the feed carries, and
         only when something differs (those are marked for Shopify re-sync). Bad rows are
@@ -552,13 +552,14 @@ class PfdbCLI:
 
         Args:
             FILE: the feed (may be gzipped), or - for standard input
-            --format NAME: auto (detect from the header), pfdb, shopify, google (Merchant Center) or google-retail
+            --format NAME: auto (detect from the header), pfdb, shopify, woocommerce, google (Merchant Center) or google-retail
             --mapping FILE: a JSON or INI file mapping another layout's columns to pfdb's
             --dry-run: validate and count, write nothing
             --strict: write nothing if any row is bad
             --rejects FILE: keep the bad rows (original columns plus the reason) to fix and re-feed
             --batch-size N: rows per transaction
             --encoding NAME: the file's text encoding
+            --currency CODE: the currency of rows that name none, e.g. EUR (a Shopify export names none)
             --json: print the result as one line of JSON
 
         Example: pfdb import supplier.csv.gz --rejects rejects.csv
@@ -581,7 +582,7 @@ class PfdbCLI:
         try:
             result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
                                      strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
-                                     encoding=str(encoding), progress=bar)
+                                     encoding=str(encoding), progress=bar, currency=str(currency) or None)
         finally:
             if bar is not None:
                 bar.close()
@@ -591,10 +592,18 @@ class PfdbCLI:
             _print_json(result.as_dict())
         else:
             verb = "checked" if dry_run else "imported"
-            print(f"{verb} {result.source} ({result.format}): {result.rows} rows, {result.created} created, "
+            counted = f"{result.rows} {result.unit}" + (f" from {result.lines} lines" if result.lines != result.rows
+                                                        else "")
+            print(f"{verb} {result.source} ({result.format}): {counted}, {result.created} created, "
                   f"{result.updated} updated, {result.unchanged} unchanged, {result.rejected} rejected")
+            if result.skipped:
+                print("not products: " + ", ".join(f"{n} {kind}" for kind, n in result.skipped)
+                      + " (a variable product's variations are imported; a grouped product lists others)")
             if not result.written:
                 print("nothing was written: " + ("dry run" if dry_run else "--strict and some rows were rejected"))
+            if result.currency:
+                print(f"currency: {result.currency} for rows that name none (--currency)" if currency else
+                      f"currency: the feed names none; new products get {result.currency} (--currency CODE to set one)")
             if result.generated_skus:
                 print(f"generated SKUs: {result.generated_skus} (variants without one; stable across re-imports)")
             if result.images_added or result.images_removed or result.categories_created:

@@ -9,7 +9,28 @@ _NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def slugify(text: str, max_length: int = 200) -> str:
-    """ASCII, lower-case, hyphen-separated: ``"Boutonnière & Pins"`` -> ``"boutonniere-pins"``."""
+    """ASCII, lower-case, hyphen-separated, every script transliterated.
+
+    ``"Boutonnière & Pins"`` -> ``"boutonniere-pins"``, ``"Одежда"`` -> ``"odezhda"``,
+    ``"服装"`` -> ``"fu-zhuang"``, ``"Straße"`` -> ``"strasse"``, ``"Łódź"`` -> ``"lodz"``.
+    text-unidecode (the table python-slugify uses, Artistic licence rather than Unidecode's GPL)
+    does the transliteration; dropping what has no ASCII decomposition left Cyrillic, Greek
+    and CJK names with no slug at all. ASCII text gives the same slug as before.
+    """
+    if not text.isascii():
+        from text_unidecode import unidecode  # here: its 300 KB table loads on the first non-ASCII name
+
+        text = unidecode(text)
+    slug = _NON_SLUG.sub("-", text.lower()).strip("-")
+    return slug[:max_length].rstrip("-")
+
+
+def ascii_slug(text: str, max_length: int = 200) -> str:
+    """The slug rule before transliteration: characters without an ASCII decomposition dropped.
+
+    Kept for values that are identities, not labels: a Shopify variant's generated SKU is
+    built with it, so re-importing an export made before transliteration finds the same SKUs.
+    """
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     slug = _NON_SLUG.sub("-", ascii_text.lower()).strip("-")
     return slug[:max_length].rstrip("-")

@@ -87,3 +87,20 @@ def catalogue_state() -> dict:
         )
     categories = sorted(c.breadcrumb() for c in Category.select())
     return {"products": state, "categories": categories}
+
+# WooCommerce's product export (its own column names, a Weight unit in the header, variations
+# naming their parent by SKU or id:N in Parent, comma-separated Images and Categories).
+WOO_CSV = (
+    "ID,Type,SKU,Name,Published,Short description,Description,Stock,Weight (lbs),Sale price,Regular price,"
+    "Categories,Tags,Images,Parent,Grouped products,External URL,Button text,Brands,"
+    "Attribute 1 name,Attribute 1 value(s)\n"
+    '10,variable,TEE,V-Neck Tee,1,Short,"<p>Soft, <b>cotton</b></p>",,0.5,,,"Clothing > Tees, Sale",summer,'
+    '"https://img.example.com/tee-1.jpg, https://img.example.com/tee-2.jpg",,,,,Acme,Color,"Red, Blue"\n'
+    "11,variation,TEE-RED,V-Neck Tee - Red,1,,,5,,15,20,,,,TEE,,,,,Color,Red\n"
+    "12,variation,TEE-BLUE,V-Neck Tee - Blue,1,,,3,1.5,,20,,,https://img.example.com/tee-blue.jpg,id:10,,,,,"
+    "Color,Blue\n"
+    '13,"simple, downloadable, virtual",,Album,0,,Music,,,,9.99,"Music\\, Film",,,,,,,,,\n'
+    "14,grouped,SET,Tee Set,1,,,,,,,Clothing,,,,\"TEE-RED, TEE-BLUE\",,,,,\n"
+    "15,external,PENNANT,Pennant,1,,,,,,11.05,Decor,,,,,https://shop.example.com/p,Buy there,,,\n"
+    "16,simple,MUG,Mug,-1,,,7,12,,,Kitchen,,,,,,,,,\n"
+)

@@ -115,6 +115,7 @@ SAMPLE = {  # a value for each metavar that makes the call succeed
     ("migrate", "--target"): "001", ("import", "--format"): "pfdb", ("import", "--encoding"): "utf-8",
     ("import", "--batch-size"): "10", ("export", "--format"): "csv", ("export", "--category"): "apparel",
     ("export", "--changed-since"): "24h", ("logs", "--level"): "ERROR", ("logs", "--limit"): "5",
+    ("import", "--currency"): "EUR",
 }
 
 

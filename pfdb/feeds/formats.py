@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..errors import FeedError, UsageError
 from ..models import Product
 from ..numbers import DecimalGrammar, NumberError
-from ..text import slugify
+from ..text import ascii_slug
 from .reading import FeedInput
 
 CATEGORY = "category"
@@ -40,8 +40,8 @@ PFDB_COLUMNS: tuple[str, ...] = tuple(
 #: the Product fields among them (category and images are resolved separately)
 FEED_FIELDS: tuple[str, ...] = tuple(c for c in PFDB_COLUMNS if c not in (CATEGORY, IMAGES))
 
-FORMAT_NAMES = ("pfdb", "shopify", "google", "google-retail")
-_ALIASES = {"csv": "pfdb", "jsonl": "pfdb", "tsv": "pfdb", "merchant": "google", "google-merchant": "google"}
+FORMAT_NAMES = ("pfdb", "shopify", "woocommerce", "google", "google-retail")
+_ALIASES = {"woo": "woocommerce", "csv": "pfdb", "jsonl": "pfdb", "tsv": "pfdb", "merchant": "google", "google-merchant": "google"}
 
 
 class CategoryRef(NamedTuple):
@@ -75,6 +75,7 @@ class FeedFormat:
     name = "pfdb"
     image_separator = "|"
     path_separator = ">"
+    unit = "rows"  # what one record is, for the summary ("23 variants from 41 lines")
 
     def __init__(self) -> None:
         self.carried: tuple[str, ...] = ()  # PFDB_COLUMNS entries this feed sets
@@ -113,6 +114,7 @@ class PfdbFormat(FeedFormat):
     """Columns named as Product fields; ``category`` a path or slug; ``images`` ``|``-separated."""
 
     name = "pfdb"
+    detected = False  # taken for pfdb by detection: the image cells are checked (guard_detected_pfdb)
 
     def __init__(self, feed: FeedInput):
         super().__init__()
@@ -148,7 +150,13 @@ class PfdbFormat(FeedFormat):
             yield from self._json_records(feed)
             return
         width = len(feed.header)
+        images = self.positions.get(IMAGES) if self.detected else None
         for line, cells in feed.csv_rows():
+            if images is not None and images < len(cells) and cells[images].strip():  # the first images cell
+                if comma_separated_images(cells[images]):  # before the first batch: nothing is imported
+                    raise FeedError(f"{feed.name} line {line}: the images cell holds comma-separated URLs, and "
+                                    "pfdb feeds separate them with |; not imported", hint=_GUARD_HINT)
+                images = None
             if len(cells) == width:
                 yield Record(line, cells, cells)
             elif len(cells) > width:
@@ -183,11 +191,13 @@ def generated_sku(handle: str, options: list[str]) -> str:
     """A stable SKU for a Shopify variant without one: the handle and its option values.
 
     ``classic-varsity-top`` + ``["Medium"]`` -> ``classic-varsity-top-medium``. Too long
-    for the column, it keeps a readable head and a hash of the whole.
+    for the column, it keeps a readable head and a hash of the whole. Built with ``ascii_slug``,
+    not the transliterating ``slugify``: a SKU is an identity, and the same export must find
+    the same SKUs it was first imported with.
     """
-    parts = [slugify(handle) or handle.strip()]
+    parts = [ascii_slug(handle) or handle.strip()]
     for value in options:
-        parts.append(slugify(value) or hashlib.sha1(value.encode("utf-8")).hexdigest()[:8])
+        parts.append(ascii_slug(value) or hashlib.sha1(value.encode("utf-8")).hexdigest()[:8])
     sku = "-".join(parts)
     limit = Product.sku.max_length
     if len(sku) > limit:
@@ -204,6 +214,7 @@ class ShopifyFormat(FeedFormat):
     """
 
     name = "shopify"
+    unit = "variants"
 
     def __init__(self, feed: FeedInput):
         super().__init__()
@@ -229,7 +240,14 @@ class ShopifyFormat(FeedFormat):
             "category": "product category" if "product category" in ix else "type", "images": "image src",
             "attributes": "tags" if "tags" in ix else "option1 name",
         }
+        if "variant weight" in ix:  # some exports (apps, newer admin) give the weight in Variant Weight Unit
+            sources["weight"] = "variant weight"
+            self.columns["weight"] = "Variant Weight"
         self.carried = tuple(c for c in PFDB_COLUMNS if c in sources and sources[c] in ix)
+        used = {*sources.values(), "status", "published", "product category", "type", "tags", "option1 name",
+                "option2 name", "option3 name", "option1 value", "option2 value", "option3 value", "variant sku",
+                "variant grams", "variant weight", "variant weight unit", "variant image"}
+        self.ignored = tuple(h for h in feed.header if _norm(h) not in used)
         self._product_level = [i for name, i in ix.items() if not _SHOPIFY_PER_ROW.match(name)]
 
     def _cell(self, cells: list[str], column: str) -> str:
@@ -239,7 +257,9 @@ class ShopifyFormat(FeedFormat):
     def records(self, feed: FeedInput) -> Iterator[Record]:
         group: list[tuple[int, list[str]]] = []
         current = None
+        self.lines_read = 0
         for line, cells in feed.csv_rows():
+            self.lines_read += 1
             handle = self._cell(cells, "handle")
             if group and handle != current:
                 yield from self._product(group)
@@ -294,8 +314,18 @@ class ShopifyFormat(FeedFormat):
             for field, column in (("price", "variant price"), ("compare_at_price", "variant compare at price"),
                                   ("gtin", "variant barcode"), ("inventory_quantity", "variant inventory qty")):
                 values[field] = cell(cells, column)
-            grams = cell(cells, "variant grams")
-            if grams:
+            weight, grams = cell(cells, "variant weight"), cell(cells, "variant grams")
+            if weight:
+                # Variant Weight is in Variant Weight Unit. Variant Grams is always grams: the unit
+                # there is only how Shopify shows it (a 1 oz item exports as 28 grams, unit oz).
+                unit = cell(cells, "variant weight unit").lower() or "kg"
+                try:
+                    if unit not in _TO_KG:
+                        raise NumberError(f"{unit!r} is not a weight unit (g, kg, lb, oz)")
+                    values["weight"] = (_MEASURE.parse(weight) * _TO_KG[unit]).quantize(Decimal("0.001"))
+                except NumberError as exc:
+                    errors.append(("Variant Weight", str(exc)))
+            elif grams:
                 try:
                     amount = _MEASURE.parse(grams)
                     if amount > 0:
@@ -439,6 +469,160 @@ class GoogleMerchantFormat(FeedFormat):
                 values["compare_at_price"] = parsed["price"][0]
         else:
             values["price"] = parsed["price"][0]
+
+
+# -- WooCommerce product CSV -----------------------------------------------------------------------
+_WOO_WEIGHT = re.compile(r"^weight \((kg|g|lbs?|oz)\)$")
+_WOO_SKIPPED = ("variable", "grouped")
+_WOO_INHERITED = ("category", "images", "brand", "description", "weight")
+
+
+def _woo_list(text: str) -> list[str]:
+    r"""A WooCommerce list cell (``A > B, C``; ``\,`` is a comma inside a value) -> its items."""
+    items = re.split(r"(?<!\\),", text)
+    return [item.replace("\\,", ",").strip() for item in items if item.strip()]
+
+
+class WooCommerceFormat(FeedFormat):
+    """WooCommerce's product CSV export (``Type``, ``SKU``, ``Regular price``, ``Sale price``, ``Parent``, …).
+
+    Each simple, external and variation row is one pfdb product. A variable product is not:
+    it has no price of its own (its variations do), so it is remembered and its variations,
+    which name it by SKU (or ``id:N``) in ``Parent``, inherit its category, images, brand,
+    description and weight where they have none. A grouped product only lists other products,
+    so it is skipped too. The sale price is the price when set, the regular price then the
+    compare-at price. ``Weight (lbs)`` / ``(kg)`` / ``(oz)`` / ``(g)`` gives the unit; pfdb
+    stores kg. ``Published`` 1 is active, 0 and -1 (private, draft) are draft.
+    """
+
+    name = "woocommerce"
+    image_separator = ","
+    unit = "products"
+
+    def __init__(self, feed: FeedInput):
+        super().__init__()
+        if feed.kind != "csv":
+            raise FeedError(f"{feed.name}: a WooCommerce export is a CSV file")
+        self._ix = ix = _index(feed.header)
+        if "sku" not in ix or "type" not in ix:
+            raise FeedError(f"{feed.name} has no SKU or Type column", hint="is this a WooCommerce product export?")
+        self._width = len(feed.header)
+        self._weight_column, self._weight_unit = next(
+            ((h, m[1]) for h in feed.header if (m := _WOO_WEIGHT.match(_norm(h)))), (None, None))
+        self.columns = {"sku": "SKU", "name": "Name", "description": "Description",
+                        "price": "Sale price/Regular price", "compare_at_price": "Regular price", "brand": "Brands", "gtin": "GTIN, UPC, EAN, or ISBN",
+                        "inventory_quantity": "Stock", "weight": self._weight_column or "Weight",
+                        "status": "Published", "category": "Categories", "images": "Images",
+                        "attributes": "Attribute 1 value(s)"}
+        sources = {"sku": ("sku", "id"), "name": ("name",), "description": ("description", "short description"),
+                   "price": ("sale price", "regular price"), "compare_at_price": ("regular price",),
+                   "brand": ("brands",), "gtin": ("gtin, upc, ean, or isbn",), "inventory_quantity": ("stock",),
+                   "weight": (_norm(self._weight_column),) if self._weight_column else (),
+                   "status": ("published",), "category": ("categories",), "images": ("images",),
+                   "attributes": ("tags", "attribute 1 name", "external url")}
+        self.carried = tuple(c for c in PFDB_COLUMNS if any(s in ix for s in sources.get(c, ())))
+        used = {s for names in sources.values() for s in names} | {"type", "parent", "button text"}
+        self.ignored = tuple(h for h in feed.header if _norm(h) not in used and not re.match(
+            r"^attribute \d+ (name|value\(s\))$", _norm(h)))
+        self._parents: dict[str, dict[str, Any]] = {}
+        self.lines_read = 0
+        self.skipped: dict[str, int] = {}
+
+    def records(self, feed: FeedInput) -> Iterator[Record]:
+        ix = self._ix
+        for line, cells in feed.csv_rows():
+            self.lines_read += 1
+
+            def cell(column: str, cells: list[str] = cells) -> str:
+                i = ix.get(column)
+                return cells[i].strip() if i is not None and i < len(cells) else ""
+
+            kinds = {k.strip().lower() for k in cell("type").split(",")}
+            values, errors, notes = self._values(cell)
+            if kinds & set(_WOO_SKIPPED):
+                kind = "variable" if "variable" in kinds else "grouped"
+                if kind == "variable":  # kept for its variations (a handful of fields per parent)
+                    inherited = {k: values[k] for k in _WOO_INHERITED if values.get(k)}
+                    for key in (cell("sku"), f"id:{cell('id')}"):
+                        if key and key != "id:":
+                            self._parents[key] = inherited
+                self.skipped[kind] = self.skipped.get(kind, 0) + 1
+                continue
+            if "variation" in kinds:
+                parent = cell("parent")
+                inherited = self._parents.get(parent)
+                if inherited is None and parent:
+                    notes.append(("Parent", f"{parent!r} is not a variable product before this line; "
+                                            "nothing inherited"))
+                for key, value in (inherited or {}).items():
+                    if not values.get(key):
+                        values[key] = value
+                options = values.pop("_options", None)
+                if options:
+                    values.setdefault("attributes", {})["options"] = options
+            else:
+                options = values.pop("_options", None)
+                if options:
+                    values.setdefault("attributes", {}).update(options)
+            if not values.get("sku"):
+                errors.append(("SKU", "is empty and the row has no ID to name it by"))
+            errors += _length_error(cells, self._width) or []
+            yield Record(line, values, cells, errors or None, notes or None)
+
+    def _values(self, cell) -> tuple[dict[str, Any], list, list]:
+        errors: list[tuple[str, str]] = []
+        notes: list[tuple[str, str]] = []
+        values: dict[str, Any] = {"name": cell("name"), "description": cell("description") or cell("short description"),
+                                  "gtin": cell("gtin, upc, ean, or isbn"), "inventory_quantity": cell("stock")}
+        sku = cell("sku")
+        if not sku and cell("id"):
+            sku = f"woo-{cell('id')}"
+            notes.append(("SKU", f"no SKU: generated {sku!r} from the ID"))
+        values["sku"] = sku
+        sale, regular = cell("sale price"), cell("regular price")
+        if sale:
+            values["price"], values["compare_at_price"] = sale, regular
+        else:
+            values["price"] = regular
+        brands = _woo_list(cell("brands"))
+        if brands:
+            values["brand"] = brands[0]
+        published = cell("published")
+        if published:
+            values["status"] = "active" if published == "1" else "draft"
+        categories = _woo_list(cell("categories"))
+        if categories:
+            values["category"] = CategoryRef("path", categories[0])
+        images = [u.strip() for u in cell("images").split(",") if u.strip()]
+        if images:
+            values["images"] = images
+        weight = cell(_norm(self._weight_column)) if self._weight_column else ""
+        if weight:
+            try:
+                kg = _MEASURE.parse(weight) * _TO_KG[self._weight_unit]
+                values["weight"] = kg.quantize(Decimal("0.001"))
+            except NumberError as exc:
+                errors.append((self._weight_column, str(exc)))
+        attributes: dict[str, Any] = {}
+        tags = _woo_list(cell("tags"))
+        if tags:
+            attributes["tags"] = tags
+        if cell("external url"):
+            attributes["external_url"] = cell("external url")
+            if cell("button text"):
+                attributes["button_text"] = cell("button text")
+        if attributes:
+            values["attributes"] = attributes
+        options = {}
+        n = 1
+        while f"attribute {n} name" in self._ix:
+            name, value = cell(f"attribute {n} name"), cell(f"attribute {n} value(s)")
+            if name and value:
+                options[name] = value
+            n += 1
+        if options:
+            values["_options"] = options
+        return values, errors, notes
 
 
 # -- Google Cloud Retail product JSON (JSON Lines) -----------------------------------------------
@@ -664,6 +848,11 @@ class MappingFormat(FeedFormat):
 
 
 # -- detection ----------------------------------------------------------------------------------
+def is_woocommerce(columns: set[str]) -> bool:
+    """WooCommerce's export header: Type and SKU, with its price or Parent columns."""
+    return {"type", "sku"} <= columns and bool(columns & {"regular price", "sale price", "parent"})
+
+
 def detect_format(feed: FeedInput) -> str:
     """The format name a feed's header (or first JSON object) says it is, or ``FeedError``."""
     if feed.kind == "jsonl":
@@ -679,14 +868,47 @@ def detect_format(feed: FeedInput) -> str:
     columns = {_norm(c) for c in feed.header}
     if "handle" in columns and any(c.startswith("variant ") for c in columns):
         return "shopify"
+    if is_woocommerce(columns):
+        return "woocommerce"
     if "sku" in columns:
         return "pfdb"
     if "id" in columns and "title" in columns and columns & {"price", "link", "image_link"}:
         return "google"
     raise FeedError(
         f"cannot tell the format of {feed.name} from its header ({', '.join(feed.header)[:200]})",
-        hint="pass --format pfdb|shopify|google|google-retail, or --mapping FILE for another layout",
+        hint="pass --format pfdb|shopify|woocommerce|google|google-retail, or --mapping FILE for another layout",
     )
+
+
+_GUARD_HINT = ("if it is a pfdb feed, pass --format pfdb; for another layout, --format shopify|woocommerce|google "
+               "or --mapping FILE (see examples/)")
+
+
+def guard_detected_pfdb(feed: FeedInput, fmt: PfdbFormat) -> None:
+    """Refuse a feed taken for pfdb's own format only because it has a ``sku`` column.
+
+    Another shop's export with a SKU column imported as a pfdb feed loses its prices and
+    most of its data while exiting 0. Asked for explicitly (``--format pfdb``), it imports.
+    """
+    if feed.kind == "jsonl":
+        keys = list(feed.first_object or {})
+        unknown = [k for k in keys if k not in PFDB_COLUMNS]
+    else:
+        keys, unknown = list(feed.header), list(fmt.ignored)
+    # A pfdb feed without prices is common (stock or category updates); one whose prices sit in
+    # a column pfdb does not know ("Regular price", "Variant Price") would be imported priceless.
+    priced = [k for k in unknown if "price" in k.lower()]
+    if "price" not in {k.strip().lower() for k in keys} and priced:
+        raise FeedError(f"{feed.name} looks like a pfdb feed but has no price column (only {priced[0]!r}, which "
+                        "pfdb does not read); not imported", hint=_GUARD_HINT)
+    if len(unknown) * 2 > len(keys):
+        raise FeedError(f"{feed.name} looks like a pfdb feed but {len(unknown)} of its {len(keys)} columns are not "
+                        f"pfdb's ({', '.join(unknown[:5])}…); not imported", hint=_GUARD_HINT)
+
+
+def comma_separated_images(cell: Any) -> bool:
+    """An images cell holding URLs separated by commas (pfdb separates them with ``|``)."""
+    return isinstance(cell, str) and "|" not in cell and len(re.findall(r"(?:^|,)\s*https?://", cell)) > 1
 
 
 def make_format(feed: FeedInput, name: str | None = None, mapping: Mapping | str | Path | None = None) -> FeedFormat:
@@ -697,7 +919,12 @@ def make_format(feed: FeedInput, name: str | None = None, mapping: Mapping | str
     key = _ALIASES.get(key, key)
     if key == "auto":
         key = detect_format(feed)
+        if key == "pfdb":
+            fmt = PfdbFormat(feed)
+            guard_detected_pfdb(feed, fmt)
+            fmt.detected = True
+            return fmt
     if key not in FORMAT_NAMES:
         raise UsageError(f"unknown feed format {name!r} (--format)", hint=f"formats: auto, {', '.join(FORMAT_NAMES)}")
-    return {"pfdb": PfdbFormat, "shopify": ShopifyFormat, "google": GoogleMerchantFormat,
-            "google-retail": GoogleRetailFormat}[key](feed)
+    return {"pfdb": PfdbFormat, "shopify": ShopifyFormat, "woocommerce": WooCommerceFormat,
+            "google": GoogleMerchantFormat, "google-retail": GoogleRetailFormat}[key](feed)

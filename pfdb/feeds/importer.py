@@ -17,6 +17,8 @@ import csv
 import gzip
 import hashlib
 import json
+import os
+import re
 import threading
 import time
 from collections import Counter
@@ -28,12 +30,12 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import get_database, translated_errors
+from ..database import db_read_scope, get_database, translated_errors
 from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
-from .formats import CATEGORY, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
 from .upsert import make_writer
@@ -101,6 +103,10 @@ class ImportResult:
     job_id: str | None = None
     sync_id: int | None = None
     seconds: float = 0.0
+    unit: str = "rows"  # what ``rows`` counts: "variants" (Shopify), "products" (WooCommerce)
+    lines: int = 0  # data lines (CSV records or JSON lines) read; more than ``rows`` when several make one
+    skipped: tuple[tuple[str, int], ...] = ()  # lines that are no product by design: (("variable", 2), …)
+    currency: str | None = None  # the currency of rows that name none: --currency, or the default for new products
 
     @property
     def ok(self) -> bool:
@@ -111,6 +117,7 @@ class ImportResult:
         out["rejects"] = [r.as_dict() for r in self.rejects]
         out["notes"] = [n.as_dict() for n in self.notes]
         out["ignored_columns"] = list(self.ignored_columns)
+        out["skipped"] = dict(self.skipped)
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -146,20 +153,42 @@ class SeenKeys:
 
 
 class RejectsWriter:
-    """The rejected rows, original columns, plus ``reject_line`` and ``reject_reason``: fix and re-feed."""
+    """The rejected rows, original columns, plus ``reject_line`` and ``reject_reason``: fix and re-feed.
+
+    The file is created with the first rejected row: an import without rejects leaves no
+    file (a header alone said "rejected rows written" about nothing), and removes one a
+    previous run left at that path, which no longer describes this feed.
+    """
 
     def __init__(self, path: str | Path, feed: FeedInput):
         self.path = str(path)
+        self._feed = feed
+        self._file = None
+        self.written = 0
+        # Checked now, as opening it here was: an unwritable path fails before any row is imported.
+        target = Path(path)
+        folder = target.parent if str(target.parent) else Path(".")
+        problem = ("Is a directory" if target.is_dir() else "No such file or directory" if not folder.is_dir()
+                   else "Permission denied" if not os.access(target if target.exists() else folder, os.W_OK)
+                   else None)
+        if problem:
+            raise FeedError(f"cannot write the rejects file {path}: {problem}")
+
+    def _open(self) -> None:
         try:
-            self._file = open(path, "w", encoding="utf-8", newline="")
+            self._file = open(self.path, "w", encoding="utf-8", newline="")
         except OSError as exc:
-            raise FeedError(f"cannot write the rejects file {path}: {exc.strerror}") from None
+            raise FeedError(f"cannot write the rejects file {self.path}: {exc.strerror}") from None
+        feed = self._feed
         self._json = feed.kind == "jsonl"
         if not self._json:
             self._csv = csv.writer(self._file, delimiter=feed.delimiter)
             self._csv.writerow([*feed.header, "reject_line", "reject_reason"])
 
     def write(self, raw: Any, line: int, reason: str) -> None:
+        if self._file is None:
+            self._open()
+        self.written += 1
         if self._json:
             obj = dict(raw) if isinstance(raw, dict) else {"value": raw}
             obj.update(reject_line=line, reject_reason=reason)
@@ -168,7 +197,10 @@ class RejectsWriter:
             self._csv.writerow([*raw, line, reason])
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+        elif Path(self.path).is_file():  # a previous run's rejects: not this import's
+            Path(self.path).unlink()
 
 
 class _Row:
@@ -185,13 +217,15 @@ class _Rollback(Exception):
 class _Import:
     def __init__(self, database: pw.Database, feed: FeedInput, fmt: FeedFormat, *, dry_run: bool, strict: bool,
                  rejects: str | Path | None, batch_size: int, progress: Callable[[ImportProgress], None] | None,
-                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING):
+                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING, currency: str | None = None):
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
         carried = [name for name in fmt.carried if name in Product._meta.fields]
         self.writer = make_writer(database, carried)
         self.cleaner = RowCleaner(fmt, self.writer.converter)
+        if currency:
+            self._assume_currency(currency)
         given = self.writer.products.given
         # Fields a new product cannot do without: NOT NULL with no default (sku, name).
         self._required = [(i, f.name) for i, f in enumerate(given) if not f.null and f.default is None]
@@ -211,6 +245,21 @@ class _Import:
         self.sync: SyncHistory | None = None
         self._last_report = 0.0
         self.started = time.monotonic()
+
+    def _assume_currency(self, currency: str) -> None:
+        """Give rows that name no currency ``currency`` (``--currency``), after cleaning: no cost without it."""
+        index = next(i for i, f in enumerate(self.cleaner.fields) if f.name == "currency")
+        convert = self.writer.converter(self.cleaner.fields[index])
+        value = convert(currency) if convert is not None else currency
+        clean = self.cleaner.clean
+
+        def clean_with_currency(record: Record):
+            cleaned = clean(record)
+            if cleaned[0][index] is None:
+                cleaned[0][index] = value
+            return cleaned
+
+        self.cleaner.clean = clean_with_currency
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> ImportResult:
@@ -269,6 +318,7 @@ class _Import:
 
     def _disk_full(self, exc: DiskFullError) -> DiskFullError:
         """The full-disk error with what the operator needs next: where it stopped, what is kept."""
+        self._adopt_committed()
         whole = not (self.dry_run or self.strict)  # those run in one transaction: nothing kept
         kept = self.created + self.updated + self.unchanged if whole else 0
         detail = (f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else "")
@@ -386,10 +436,44 @@ class _Import:
         # so a batch that reads, then writes, waits for the write lock instead of failing.
         with translated_errors(), self.database.atomic():
             counts = self._write(batch)
+            self._record_counts(counts)
         self.created += counts[0]
         self.updated += counts[1]
         self.unchanged += counts[2]
         self._report()
+
+    def _record_counts(self, counts: tuple[int, int, int]) -> None:
+        """Write the totals, this batch included, to the SyncHistory row in the batch's own transaction.
+
+        The counts then commit (or roll back) with the rows they count: an interrupt that lands
+        between the commit and the Python counters cannot make the Job under-report what is
+        stored. ``_adopt_committed`` reads them back when the import stops.
+        """
+        if self.sync is None:
+            return
+        SyncHistory.update(
+            processed_count=self.rows, created_count=self.created + counts[0],
+            updated_count=self.updated + counts[1], failed_count=self.rejected,
+            error_details={"unchanged": self.unchanged + counts[2], "committed": True},
+        ).where(SyncHistory.id == self.sync.id).execute()
+
+    def _adopt_committed(self) -> None:
+        """After a stop: take the counts committed with the last whole batch (``_record_counts``) as the truth."""
+        if self.sync is None:
+            return
+        try:
+            with db_read_scope():  # never queues behind a writer, nor needs the write lock a full disk refused
+                row = (SyncHistory.select(SyncHistory.created_count, SyncHistory.updated_count,
+                                          SyncHistory.error_details)
+                       .where(SyncHistory.id == self.sync.id).tuples().first())
+        except Exception:  # the connection went with the import: keep the counters as they are
+            return
+        if row is None:
+            return
+        details = row[2] if isinstance(row[2], dict) else {}
+        committed = details.get("committed")
+        self.created, self.updated = (row[0], row[1]) if committed else (0, 0)
+        self.unchanged = details.get("unchanged", 0) if committed else 0
 
     def _write(self, batch: list[_Row]) -> tuple[int, int, int]:
         """Compare the batch with the stored rows and write what is new or changed; (created, updated, unchanged)."""
@@ -586,6 +670,7 @@ class _Import:
         """Record why the import stopped; never hides the exception that stopped it."""
         if self.job is None or self.job.is_finished:
             return
+        self._adopt_committed()
         message = f"{reason} after {self.rows} rows ({self.created} created, {self.updated} updated in whole batches)"
         try:
             self.job.fail(message, cancelled=cancelled)
@@ -602,9 +687,13 @@ class _Import:
             categories_created=len(self.resolver.created), dry_run=self.dry_run, strict=self.strict,
             written=written, rejects=tuple(self.rejects), notes=tuple(self.notes),
             ignored_columns=tuple(self.format.ignored),
-            rejects_file=self.rejects_file.path if self.rejects_file else None,
+            rejects_file=self.rejects_file.path if self.rejects_file and self.rejects_file.written else None,
             job_id=str(self.job.job_id) if self.job else None, sync_id=self.sync.id if self.sync else None,
-            seconds=time.monotonic() - self.started,
+            seconds=time.monotonic() - self.started, unit=self.format.unit,
+            lines=getattr(self.format, "lines_read", None) or self.rows,
+            skipped=tuple(sorted(getattr(self.format, "skipped", {}).items())),
+            currency=self.parameters.get("currency") or (
+                None if "currency" in self.format.carried else Product.currency.default),
         )
 
 
@@ -640,6 +729,17 @@ def _batch_size(value: Any) -> int:
     return size
 
 
+def _currency(value: Any) -> str | None:
+    """``--currency`` as an upper-case ISO 4217 code, or a ``UsageError`` naming it."""
+    if value is None or str(value).strip() == "":
+        return None
+    code = str(value).strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise UsageError(f"currency (--currency) must be a three-letter ISO 4217 code, got {value!r}",
+                         hint="e.g. --currency EUR")
+    return code
+
+
 def _check_encoding(encoding: str) -> None:
     """An unknown codec is a usage error before anything opens, not a LookupError mid-read."""
     import codecs
@@ -663,24 +763,27 @@ def import_products(
     encoding: str = DEFAULT_ENCODING,
     progress: Callable[[ImportProgress], None] | None = None,
     user: Any = None,
+    currency: str | None = None,
 ) -> ImportResult:
     """Import a product feed: create new SKUs, update changed ones in the fields the feed carries.
 
     Args:
         source: a path (``.gz`` is read as gzip), ``"-"`` for standard input, or a file object.
-        format: ``pfdb``, ``shopify``, ``google`` or ``google-retail``; detected from the header if None.
+        format: ``pfdb``, ``shopify``, ``woocommerce``, ``google`` or ``google-retail``; detected if None.
         mapping: a column-mapping file (JSON or INI) or ``Mapping`` for any other layout.
         dry_run: validate and count everything, write nothing (no Job either).
         strict: write nothing if any row is bad.
         rejects: write the bad rows, original columns plus ``reject_line`` and ``reject_reason``, here.
         batch_size: rows per transaction.
         progress: called with an ``ImportProgress`` after every batch.
+        currency: the ISO 4217 code of rows that name no currency (a Shopify export names none).
 
     Returns an ``ImportResult``; raises ``FeedError`` when the file itself cannot be read.
     Example: ``import_products("feed.csv", rejects="rejects.csv")``
     """
     batch_size = _batch_size(batch_size)
     _check_encoding(encoding)
+    currency = _currency(currency)
     database = get_database()
     if rejects:
         # Before anything is opened: --rejects over the database or the feed destroyed them.
@@ -692,12 +795,15 @@ def import_products(
         mapping = Mapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
     parameters = {"source": name, "format": format, "mapping": getattr(mapping, "source", None),
-                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size)}
+                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size),
+                  "currency": currency}
     with open_feed(source, encoding=encoding, delimiter=mapping.delimiter if mapping else None) as feed:
         fmt = make_format(feed, format, mapping)
+        if currency:
+            fmt.carried = tuple(c for c in PFDB_COLUMNS if c in fmt.carried or c == "currency")
         run = _Import(database, feed, fmt, dry_run=dry_run, strict=strict, rejects=rejects,
                       batch_size=int(batch_size), progress=progress, user=user, parameters=parameters,
-                      encoding=encoding)
+                      encoding=encoding, currency=currency)
         return run.run()
 
 

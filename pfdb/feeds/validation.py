@@ -302,8 +302,10 @@ class RowCleaner:
         def key(name: str) -> Any:
             return positions.get(name) if positions is not None else name
 
+        # A field the cells do not hold (a --currency default) is left to the importer to fill.
         self.plan = [(i, key(f.name), fmt.column(f.name), cleaner_for(f.name), converter(f))
-                     for i, f in enumerate(self.fields) if f.name != CATEGORY]
+                     for i, f in enumerate(self.fields)
+                     if f.name != CATEGORY and (positions is None or f.name in positions)]
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
         self.width = len(self.fields)
