@@ -18,14 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import migrations
+from . import hooks
 from ._peewee import peewee as pw
 from .config import load_settings
 from .database import bind_database
 from .database import database_health_check as _probe_health
-from .migrations import InitResult, init
 
-__all__ = ["InitResult", "backup_before_change", "database_health_check", "init", "init_database"]
+# ``migrations`` and ``maintenance`` are imported where they are used: ``import pfdb`` loads this
+# module, and an application that never migrates should not pay for their import.
+__all__ = ["backup_before_change", "database_health_check", "init", "init_database"]
 
 
 def init_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
@@ -48,7 +49,9 @@ def init_database(url: str | None = None, *, create: bool = True, read_only: boo
     settings = load_settings(url, **overrides)  # once: bind_database takes them as they are
     database = bind_database(create=create, read_only=read_only, settings=settings)
     if settings.migration_auto_upgrade:
-        migrations.migrate()
+        from .migrations import migrate
+
+        migrate()
     return database
 
 
@@ -67,7 +70,9 @@ def _migration_state(report: dict[str, Any]) -> None:
     """Fill ``report["migrations"]``; unapplied migrations make the database unhealthy (the code
     expects tables or columns it does not have), with the reason in ``error``."""
     try:  # reads the history table and the file names only: peewee_migrate is not imported
-        state = migrations.status()
+        from .migrations import status
+
+        state = status()
     except Exception as exc:
         text = str(exc).strip()
         report["migrations"] = {"error": text.splitlines()[0] if text else type(exc).__name__}
@@ -92,5 +97,16 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     return _probe_health(timeout, checks=_migration_state)
 
 
+def init(url: str | None = None, **overrides: Any) -> Any:
+    """Create the database if needed, bind ``pfdb.db`` to it and apply every migration (``pfdb init``).
+
+    The work is ``pfdb.migrations.init``; the backup it may take comes from the hook set below.
+    Example: ``init("sqlite:///shop.db").applied``
+    """
+    from .migrations import init as init_schema
+
+    return init_schema(url, **overrides)
+
+
 # migrations only knows the schema; the backup it takes first is maintenance's, handed down here.
-migrations.set_backup_hook(backup_before_change)
+hooks.backup_before_change = backup_before_change

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hooks
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .config import migrations_dir_setting
@@ -457,7 +458,6 @@ _connection = borrow_connection
 
 # -- backup before a change: a hook, because backups are not this module's (see set_backup_hook)
 BackupHook = Callable[..., Any]
-_backup_hook: BackupHook | None = None
 
 
 def set_backup_hook(hook: BackupHook | None) -> BackupHook | None:
@@ -467,16 +467,15 @@ def set_backup_hook(hook: BackupHook | None) -> BackupHook | None:
     when pfdb is imported: this module only knows the schema, and must not import the module
     that backs it up (that module reads the schema from here).
     """
-    global _backup_hook
-    previous, _backup_hook = _backup_hook, hook
+    previous, hooks.backup_before_change = hooks.backup_before_change, hook
     return previous
 
 
 def _take_backup(label: str = "") -> Any:
-    if _backup_hook is None:
+    if hooks.backup_before_change is None:
         raise MigrationError("a backup before this change was asked for, and no backup function is set",
                              hint="pass backup=False, or set one with pfdb.migrations.set_backup_hook()")
-    return _backup_hook(label=label)
+    return hooks.backup_before_change(label=label)
 
 
 def _run_hook(scope: dict[str, Any], hook: str, name: str, database: pw.Database) -> None:
