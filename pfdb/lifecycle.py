@@ -16,13 +16,16 @@ the schema, ``maintenance`` backs up and restores. The policies that join them l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import hooks
 from ._peewee import peewee as pw
 from .config import load_settings
 from .database import bind_database
 from .database import database_health_check as _probe_health
+
+if TYPE_CHECKING:
+    from .migrations import InitResult
 
 # ``migrations`` and ``maintenance`` are imported where they are used: ``import pfdb`` loads this
 # module, and an application that never migrates should not pay for their import.
@@ -97,7 +100,7 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     return _probe_health(timeout, checks=_migration_state)
 
 
-def init(url: str | None = None, **overrides: Any) -> Any:
+def init(url: str | None = None, **overrides: Any) -> InitResult:
     """Create the database if needed, bind ``pfdb.db`` to it and apply every migration (``pfdb init``).
 
     The work is ``pfdb.migrations.init``; the backup it may take comes from the hook set below.

@@ -31,8 +31,8 @@ from .errors import DatabaseBusyError, DestructiveRollbackError, MigrationError,
 from .models import MODELS
 from .models.fields import UTC
 
-DEFAULT_LOCK_TIMEOUT = 600.0
 HISTORY_TABLE = "migratehistory"  # peewee-migrate's own, so its CLI still reads our history; named only here
+DEFAULT_LOCK_TIMEOUT = 600.0
 _FILE = re.compile(r"^(\d{3})_[^.]+\.py$")
 # An arbitrary, fixed 64-bit key: every pfdb process on one server contends for it.
 _PG_LOCK_KEY = 0x70666462_6D696772  # "pfdbmigr"
