@@ -10,13 +10,11 @@ Importing pfdb reads no environment, opens no connection and creates no file:
 from ._peewee import peewee as _peewee  # noqa: F401  (first: keeps psycopg2 unloaded on SQLite)
 from .database import (
     close_database,
-    database_health_check,
     db,
     db_read_scope,
     db_session_scope,
     for_update,
     get_database,
-    init_database,
     session_scope,
 )
 from .errors import (
@@ -36,10 +34,15 @@ from .errors import (
     PfdbError,
     PoolExhaustedError,
     RestoreError,
+    SchemaMissingError,
     UnsafePathError,
     UsageError,
     ValidationError,
 )
+
+# The application layer: init_database applies MIGRATION_AUTO_UPGRADE, the health check reads the
+# migration state, and importing it gives pfdb.migrations its backup-before-change hook.
+from .lifecycle import database_health_check, init_database
 from .models import (
     MODELS,
     Category,
@@ -79,6 +82,7 @@ __all__ = [
     "Product",
     "ProductImage",
     "RestoreError",
+    "SchemaMissingError",
     "SyncHistory",
     "SystemLog",
     "UnsafePathError",

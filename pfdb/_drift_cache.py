@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._peewee import peewee
+from .config import cache_home
 
 _DATABASES = (peewee.Database, peewee.DatabaseProxy)
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -33,8 +34,7 @@ _UNSTABLE = frozenset({"model", "_order", "_sort_key", "_hash"})  # _hash: salte
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pfdb"
+    return cache_home() / "pfdb"
 
 
 def _stable(value: Any, depth: int = 0) -> Any:

@@ -18,8 +18,8 @@ from typing import Any
 from . import _files
 from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
+from .migrations import HISTORY_TABLE
 
-HISTORY_TABLE = "migratehistory"
 RESTORE_ATTEMPTS = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Debian/Ubuntu install each client version here; /usr/bin/pg_dump may be another version.

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackupError, RestoreError
+from .migrations import HISTORY_TABLE
 
 HEADER = b"SQLite format 3\x00"
 PG_DUMP_MAGIC = b"PGDMP"
-HISTORY_TABLE = "migratehistory"
 PAGES_PER_STEP = 1024  # 4 MiB at the default page size: a progress tick, not a lock hold
 
 Progress = Callable[[int, int], None]  # (pages done, pages in total)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._peewee import peewee as pw
-from .database import db_session_scope, get_database
+from .database import borrow_connection, db_session_scope, get_database
 from .errors import FeedError, NotFoundError, ValidationError
 from .models import Category, Icon, Product
 from .models.catalog import path_prefix
@@ -474,9 +474,7 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
     Example: ``import_categories("taxonomy-with-ids.en-US.txt")``
     """
     nodes = read_taxonomy(path_or_file)
-    database = get_database()
-    opened = database.connect(reuse_if_open=True)
-    try:
+    with borrow_connection() as database:
         # SQLite: take the write lock up front; a read-then-write transaction can fail to
         # upgrade when another writer committed in between (WAL's SQLITE_BUSY_SNAPSHOT).
         immediate = isinstance(database, pw.SqliteDatabase) and not dry_run and not database.in_transaction()
@@ -494,9 +492,6 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
                     raise FeedError(f"{source_name(path_or_file)}: another process created some of these "
                                     f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
                                     hint="run the import again: it finds them and writes nothing twice") from exc
-    finally:
-        if opened and not database.in_transaction():
-            database.close()
     return CategoryImportResult(
         created=len(plan.creates), updated=len(plan.changes), unchanged=plan.unchanged,
         total=len(nodes), dry_run=dry_run,

@@ -57,7 +57,7 @@ class PfdbCLI:
     def _init(self, **overrides: Any):
         """Bind the database for a command. ``MIGRATION_AUTO_UPGRADE`` is an application's
         start-up policy: no command applies it on the side (``migrate --dry-run`` would)."""
-        from .database import init_database
+        from .lifecycle import init_database
 
         overrides.setdefault("migration_auto_upgrade", False)
         command = getattr(self, "_command", None)
@@ -73,7 +73,7 @@ class PfdbCLI:
 
         Example: pfdb init
         """
-        from .migrations import init
+        from .lifecycle import init
 
         result = init(self._database_url)
         if json:
@@ -413,7 +413,7 @@ class PfdbCLI:
 
         Example: pfdb health --json
         """
-        from .database import database_health_check
+        from .lifecycle import database_health_check
 
         self._init()
         report = database_health_check()
@@ -510,8 +510,6 @@ class PfdbCLI:
             if e.exception:
                 print("    " + e.exception.rstrip().replace("\n", "\n    "))
 
-    # (operations anchor: insert operations commands above this line)
-
     # -- feeds: import-categories --------------------------------------------------------
     def import_categories(self, file: str, dry_run: bool = False, json: bool = False):
         """Import a category tree: Google taxonomy lines ("1604 - Apparel > Clothing") or "A > B" paths.
@@ -536,8 +534,6 @@ class PfdbCLI:
         verb = "would import" if dry_run else "imported"
         print(f"{verb} {result.total} categories: {result.created} created, {result.updated} updated, "
               f"{result.unchanged} unchanged{' (dry run: nothing written)' if dry_run else ''}")
-
-    # (categories anchor: insert category commands above this line)
 
     # -- feeds: import, export ------------------------------------------------------------
     def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
@@ -657,8 +653,6 @@ class PfdbCLI:
             print(dumps(result.as_dict(), default=str, ensure_ascii=False), file=report)
         else:
             print(f"exported {result.products} products ({result.images} images) to {result.output}", file=report)
-
-    # (products anchor: insert product feed commands above this line)
 
     # -- moving data between databases -------------------------------------------------------
     def copy(self, source_url: str, target_url: str, replace: bool = False, json: bool = False):
@@ -806,9 +800,7 @@ def command_specs() -> dict[str, Any]:
 
 
 def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    from .config import debug_enabled
-
-    options: dict[str, Any] = {"debug": debug_enabled()}
+    options: dict[str, Any] = {}  # PFDB_DEBUG is read once, by main()
     rest: list[str] = []
     i = 0
     while i < len(argv):
@@ -903,10 +895,6 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        if _is_missing_schema(exc):
-            print(f"error: the database has no pfdb schema ({str(exc).splitlines()[0]}); run pfdb migrate",
-                  file=sys.stderr)
-            return EXIT_FAILED
         print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
         return EXIT_FAILED
 
@@ -918,14 +906,6 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, AttributeError, ValueError):  # not a real file (captured in tests)
         pass
-
-
-def _is_missing_schema(exc: Exception) -> bool:
-    """SQLite's 'no such table' and PostgreSQL's 'relation … does not exist'."""
-    text = str(exc)
-    return type(exc).__name__ in ("OperationalError", "ProgrammingError") and (
-        "no such table" in text or ("relation" in text and "does not exist" in text)
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -353,5 +353,13 @@ def load_settings(
     return Settings(**values)
 
 
-def with_overrides(settings: Settings, **overrides: Any) -> Settings:
-    return replace(settings, **overrides)
+# -- variables read where they are used, not Settings fields: they name places on this machine,
+# not the database, and tests and tools point them elsewhere between calls. Read only here.
+def migrations_dir_setting() -> str | None:
+    """``PFDB_MIGRATIONS_DIR``: a folder of migration files to use instead of pfdb's own (None: unset)."""
+    return os.environ.get("PFDB_MIGRATIONS_DIR") or None
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME`` or ``~/.cache``: where pfdb keeps answers it can recompute."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"))

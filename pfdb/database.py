@@ -1,6 +1,6 @@
 """The one ``DatabaseProxy``, the databases it is bound to, session scopes and the health check.
 
-``init_database()`` is the only place a connection target is chosen: SQLite (WAL, foreign
+``bind_database()`` is the only place a connection target is chosen: SQLite (WAL, foreign
 keys, busy timeout) or pooled PostgreSQL. Models bind to the proxy at import, so one
 process can be re-pointed (tests, a switch of URL) without re-importing anything.
 """
@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from .errors import (
     DiskFullError,
     PfdbError,
     ReadOnlyDatabaseError,
+    SchemaMissingError,
 )
 
 log = logging.getLogger("pfdb")
@@ -94,7 +95,7 @@ def require_sqlite_file(url: DatabaseURL) -> Path:
 
 @contextmanager
 def translated_errors() -> Iterator[None]:
-    """Raise ``DiskFullError``/``ReadOnlyDatabaseError`` for a driver's full-disk or read-only error.
+    """Raise ``DiskFullError``/``ReadOnlyDatabaseError``/``SchemaMissingError`` for a driver's error.
 
     For code that writes through the driver's own cursor (the feed importer's bulk upsert),
     which peewee's ``execute_sql`` never sees.
@@ -105,7 +106,8 @@ def translated_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         settings = _settings
-        translated = _sqlite_error(settings.database_url, exc) if settings is not None else None
+        translated = (_sqlite_error(settings.database_url, exc) or _schema_missing(settings.database_url, exc)
+                      if settings is not None else None)
         if translated is None:
             raise
         raise translated from exc
@@ -200,6 +202,26 @@ def _sqlite_error(url: DatabaseURL, exc: BaseException) -> PfdbError | None:
         return ReadOnlyDatabaseError(f"cannot write to {where}: the file or its folder is read-only ({text})",
                                      hint="run write commands where the database is writable")
     return None
+
+
+_UNDEFINED_TABLE = "42P01"  # PostgreSQL's SQLSTATE for a relation that does not exist
+
+
+def _schema_missing(url: DatabaseURL, exc: BaseException) -> SchemaMissingError | None:
+    """``SchemaMissingError`` for a query on a table that is not there, else None.
+
+    SQLite words it 'no such table: x'; PostgreSQL gives SQLSTATE 42P01. Most often the
+    database was never initialised (an empty file, a new PostgreSQL database).
+    """
+    original = getattr(exc, "orig", exc)  # peewee keeps the driver's exception there
+    code = getattr(original, "pgcode", None)
+    text = str(exc).strip()
+    if code != _UNDEFINED_TABLE and not text.startswith("no such table"):
+        return None
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    return SchemaMissingError(f"the database {url.masked} has no pfdb schema ({reason})",
+                              hint="run pfdb init (pfdb.migrations.init() from Python); "
+                                   "on a database that already holds data, run pfdb migrate")
 
 
 _SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_SNAPSHOT, …) keep it in the low byte
@@ -326,7 +348,7 @@ class SqliteDatabase(pw.SqliteDatabase):
         if "readonly database" in str(exc) and self.pfdb_mode != "ro" and self._query_only():
             return ReadOnlyDatabaseError("a write inside db_read_scope(), whose transaction is read-only; "
                                          "nothing was written", hint="write inside db_session_scope()")
-        return _sqlite_error(self.pfdb_url, exc)
+        return _sqlite_error(self.pfdb_url, exc) or _schema_missing(self.pfdb_url, exc)
 
     def _query_only(self) -> bool:
         conn = self._state.conn
@@ -383,6 +405,15 @@ def _pooled_postgres_class():
                 return super().connect(reuse_if_open)
             except pw.OperationalError as exc:
                 raise _unavailable(self.pfdb_url, exc) from exc
+
+        def execute_sql(self, sql, params=None):
+            try:
+                return super().execute_sql(sql, params)
+            except pw.ProgrammingError as exc:
+                translated = _schema_missing(self.pfdb_url, exc)
+                if translated is None:
+                    raise
+                raise translated from exc
 
         def prepare_connection(self, conn: Any) -> None:
             # Server-side, so it also ends a statement whose client went away.
@@ -490,13 +521,14 @@ def _configure_echo(enabled: bool) -> None:
         logger.addHandler(_echo_handler)
 
 
-def init_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
-                  **overrides: Any) -> pw.Database:
+def bind_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
+                  settings: Settings | None = None, **overrides: Any) -> pw.Database:
     """Bind ``pfdb.db`` to the database of ``url`` (default: ``DATABASE_URL`` or ``pfdb.db``).
 
-    Overrides take settings by name (``pool_size=5``, ``echo=True``). Re-initialising
-    closes the previous database and its pool first. With ``MIGRATION_AUTO_UPGRADE``
-    pending migrations are applied before this returns.
+    Overrides take settings by name (``pool_size=5``, ``echo=True``); ``settings`` already
+    read (``config.load_settings``) are used as they are, so a caller reads ``.env`` once.
+    Re-initialising closes the previous database and its pool first. No policy runs here:
+    ``pfdb.init_database`` (``pfdb.lifecycle``) adds ``MIGRATION_AUTO_UPGRADE``.
 
     SQLite: ``create=False`` never makes a file (a missing one is ``DatabaseNotFoundError``
     on first use, and a read-only one is ``ReadOnlyDatabaseError``); the CLI uses it for
@@ -504,10 +536,11 @@ def init_database(url: str | None = None, *, create: bool = True, read_only: boo
     (``mode=ro`` when it cannot be written), so reads work on a read-only disk; it implies
     ``create=False``. A file pfdb creates is mode 0600, and so are its -wal and -shm.
 
-    Example: ``init_database("sqlite:///shop.db")``
+    Example: ``bind_database("sqlite:///shop.db")``
     """
     global _settings
-    settings = load_settings(url, **overrides)
+    if settings is None:
+        settings = load_settings(url, **overrides)
     with _lock:
         close_database()
         database = build_database(settings, create=create and not read_only)
@@ -516,10 +549,6 @@ def init_database(url: str | None = None, *, create: bool = True, read_only: boo
         db.initialize(database)
         _settings = settings
     _configure_echo(settings.echo)
-    if settings.migration_auto_upgrade:
-        from .migrations import migrate
-
-        migrate()
     return database
 
 
@@ -548,6 +577,22 @@ def get_database() -> pw.Database:
     return database
 
 
+@contextmanager
+def borrow_connection(database: pw.Database | None = None) -> Iterator[pw.Database]:
+    """Use the thread's connection, opening one only if it has none, and give back only what was opened.
+
+    The one way pfdb borrows a connection: a connection the caller already holds (or a
+    transaction in progress) is left open; one opened here is closed (returned to the pool).
+    """
+    database = get_database() if database is None else database
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield database
+    finally:
+        if opened and not database.is_closed() and not database.in_transaction():
+            database.close()
+
+
 def get_settings() -> Settings:
     get_database()
     assert _settings is not None
@@ -570,14 +615,8 @@ def db_session_scope() -> Iterator[pw.Database]:
     belong in ``db_read_scope()``. On PostgreSQL lock rows you read to change with
     ``for_update(query)``.
     """
-    database = get_database()
-    opened = database.connect(reuse_if_open=True)
-    try:
-        with database.atomic():
-            yield database
-    finally:
-        if opened and not database.is_closed() and not database.in_transaction():
-            database.close()
+    with borrow_connection() as database, database.atomic():
+        yield database
 
 
 session_scope = db_session_scope
@@ -593,9 +632,7 @@ def db_read_scope() -> Iterator[pw.Database]:
 
     Example: ``with db_read_scope(): n = Product.select().count()``
     """
-    database = get_database()
-    opened = database.connect(reuse_if_open=True)
-    try:
+    with borrow_connection() as database:
         if database.in_transaction():
             with database.atomic():
                 yield database
@@ -611,9 +648,6 @@ def db_read_scope() -> Iterator[pw.Database]:
         finally:
             if sqlite and not database.is_closed():
                 database.execute_sql("PRAGMA query_only = 0")
-    finally:
-        if opened and not database.is_closed() and not database.in_transaction():
-            database.close()
 
 
 def for_update(query: pw.Select) -> pw.Select:
@@ -627,13 +661,16 @@ def for_update(query: pw.Select) -> pw.Select:
     return query.for_update() if get_database().for_update else query
 
 
-def database_health_check(timeout: float | None = None) -> dict[str, Any]:
+def database_health_check(timeout: float | None = None, *,
+                          checks: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
-    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None) and ``error`` (None
-    when healthy).
+    (None here: ``pfdb.database_health_check``, from ``pfdb.lifecycle``, fills it through
+    ``checks``), ``pool`` (PostgreSQL, else None) and ``error`` (None when healthy).
+    ``checks(report)`` runs after a good probe, within the same time bound, and may mark
+    the report unhealthy: it is how the layer above adds what this one cannot know.
     """
     # Every key is always there (None when it does not apply): scripts read it as a schema.
     report: dict[str, Any] = {"status": "unhealthy", "connection_test": False, "backend": None, "database": None,
@@ -649,7 +686,7 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     report.update(backend=url.backend, database=url.masked)
     start = time.perf_counter()
     if url.backend == "sqlite":  # a file: nothing to wait for, and :memory: lives in this thread only
-        _probe(database, url, report, start)
+        _probe(database, url, report, start, checks)
         return report
     # On PostgreSQL the probe runs in a helper thread, so a server that accepts connections
     # and never answers cannot hold the caller: the answer comes within ``timeout`` seconds
@@ -657,7 +694,7 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     bound = timeout if timeout is not None else (settings.connect_timeout or 10.0)
     probe_report = dict(report)
     try:
-        call_within(bound, _probe, database, url, probe_report, start)
+        call_within(bound, _probe, database, url, probe_report, start, checks)
     except TimeoutError:
         report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2),
                       error=f"no answer from {url.masked} within {bound:g} s")
@@ -665,18 +702,15 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
     return probe_report
 
 
-def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], start: float) -> None:
+def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], start: float,
+           checks: Callable[[dict[str, Any]], None] | None = None) -> None:
     try:
-        opened = database.connect(reuse_if_open=True)
-        try:
+        with borrow_connection(database):
             database.execute_sql("SELECT 1").fetchone()
             if url.backend == "sqlite":
                 version = database.execute_sql("SELECT sqlite_version()").fetchone()[0]
             else:
                 version = database.execute_sql("SHOW server_version").fetchone()[0]
-        finally:
-            if opened and not database.in_transaction():
-                database.close()
     except Exception as exc:
         message = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2), error=message)
@@ -689,13 +723,8 @@ def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], star
     )
     if hasattr(database, "pool_usage"):
         report["pool"] = database.pool_usage()
-    try:  # reads the history table only: peewee_migrate is not imported for this
-        from .migrations import status
-
-        state = status()
-        report["migrations"] = {"current": state.current, "pending": list(state.pending)}
-    except Exception as exc:
-        report["migrations"] = {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}
+    if checks is not None:
+        checks(report)
 
 
 def ensure_database_exists(settings: Settings) -> bool:
@@ -770,12 +799,8 @@ def call_within(seconds: float, function: Any, *args: Any) -> Any:
 
 
 def _ping(database: pw.Database) -> None:
-    opened = database.connect(reuse_if_open=True)
-    try:
+    with borrow_connection(database):
         database.execute_sql("SELECT 1").fetchone()
-    finally:
-        if opened and not database.in_transaction():
-            database.close()
 
 
 def wait_for_database(timeout: float = 30.0, interval: float = 0.5) -> dict[str, Any]:

@@ -50,6 +50,14 @@ class DatabaseNotInitialisedError(PfdbError):
     """The proxy is used before ``init_database()`` bound it."""
 
 
+class SchemaMissingError(PfdbError):
+    """A query met a table that is not there: the database has no pfdb schema yet (or is behind the code).
+
+    Translated at the database boundary from SQLite's 'no such table' and PostgreSQL's
+    undefined_table (42P01), so Python callers and the CLI read the same one line.
+    """
+
+
 class DatabaseUnavailableError(PfdbError):
     """The database cannot be reached or opened."""
 

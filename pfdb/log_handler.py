@@ -444,20 +444,15 @@ def recent_logs(level: str | None = None, limit: int = 10) -> RecentLogs:
 
     Example: ``recent_logs("ERROR", 5)``
     """
-    from .database import get_database
+    from .database import borrow_connection
     from .errors import ValidationError
 
     if level is not None and str(level).upper() not in LOG_LEVELS:
         raise ValidationError("level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
     if int(limit) < 1:
         raise ValidationError("limit", f"must be at least 1, got {limit}")
-    database = get_database()
-    opened = database.connect(reuse_if_open=True)
-    try:
+    with borrow_connection():
         rows = list(SystemLog.recent(level, int(limit)))
-    finally:
-        if opened and not database.in_transaction():
-            database.close()
     entries = tuple(LogEntry(id=r.id, created_at=r.created_at, level=r.level, logger=r.logger, message=r.message,
                              module=r.module, function=r.function, line=r.line, exception=r.exception, extra=r.extra)
                     for r in rows)

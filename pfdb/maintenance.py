@@ -12,14 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import _files, _pg_tools, _sqlite_tools
-from .database import get_database, get_settings, require_sqlite_file
+from .database import borrow_connection, get_database, get_settings, require_sqlite_file
 from .errors import BackupError, RestoreError, UnsafePathError, UsageError
 from .paths import check_output, database_files, same_file
 
@@ -212,15 +211,7 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
                         leftovers=tuple(str(p) for p in leftovers))
 
 
-@contextmanager
-def _connection(database: Any) -> Iterator[Any]:
-    """Use the thread's connection, opening (and afterwards closing) one only if needed."""
-    opened = database.connect(reuse_if_open=True)
-    try:
-        yield database
-    finally:
-        if opened and not database.is_closed() and not database.in_transaction():
-            database.close()
+_connection = borrow_connection
 
 
 # -- restore ----------------------------------------------------------------------------------

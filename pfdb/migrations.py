@@ -13,7 +13,6 @@ waiting process re-reads the history after the winner committed and finds nothin
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import sys
 import time
@@ -23,14 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import hooks
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
-from .database import backend, get_database, get_settings
+from .config import migrations_dir_setting
+from .database import backend, borrow_connection, get_database, get_settings
 from .errors import DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
 
-HISTORY_TABLE = "migratehistory"  # peewee-migrate's own, so its CLI still reads our history
+HISTORY_TABLE = "migratehistory"  # peewee-migrate's own, so its CLI still reads our history; named only here
 DEFAULT_LOCK_TIMEOUT = 600.0
 _FILE = re.compile(r"^(\d{3})_[^.]+\.py$")
 # An arbitrary, fixed 64-bit key: every pfdb process on one server contends for it.
@@ -154,7 +155,7 @@ class DriftReport:
 def migrations_dir() -> Path:
     """The migration files: ``$PFDB_MIGRATIONS_DIR`` if set, else ``pfdb/_migrations`` in an
     installed wheel, else the checkout's top-level ``migrations/``."""
-    override = os.environ.get("PFDB_MIGRATIONS_DIR")
+    override = migrations_dir_setting()
     if override:
         path = Path(override)
         if not path.is_dir():
@@ -173,7 +174,7 @@ def writable_migrations_dir() -> Path:
     An installed pfdb reads its migrations from inside site-packages; a new migration written
     there would be lost on the next upgrade and never reach version control, so it is refused.
     """
-    if os.environ.get("PFDB_MIGRATIONS_DIR"):
+    if migrations_dir_setting():
         return migrations_dir()
     checkout = Path(__file__).resolve().parent.parent / "migrations"
     if checkout.is_dir():
@@ -452,14 +453,29 @@ def _step(database: pw.Database, timeout: float) -> Iterator[None]:
         database.pragma("foreign_keys", 1)
 
 
-@contextmanager
-def _connection(database: pw.Database) -> Iterator[None]:
-    opened = database.connect(reuse_if_open=True)
-    try:
-        yield
-    finally:
-        if opened and not database.in_transaction():
-            database.close()
+_connection = borrow_connection
+
+
+# -- backup before a change: a hook, because backups are not this module's (see set_backup_hook)
+BackupHook = Callable[..., Any]
+
+
+def set_backup_hook(hook: BackupHook | None) -> BackupHook | None:
+    """Set what ``migrate()`` and ``rollback()`` call to take a backup first; returns the previous hook.
+
+    ``hook(label=…)`` returns a ``BackupResult``. ``pfdb.lifecycle`` sets ``pfdb.maintenance.backup``
+    when pfdb is imported: this module only knows the schema, and must not import the module
+    that backs it up (that module reads the schema from here).
+    """
+    previous, hooks.backup_before_change = hooks.backup_before_change, hook
+    return previous
+
+
+def _take_backup(label: str = "") -> Any:
+    if hooks.backup_before_change is None:
+        raise MigrationError("a backup before this change was asked for, and no backup function is set",
+                             hint="pass backup=False, or set one with pfdb.migrations.set_backup_hook()")
+    return hooks.backup_before_change(label=label)
 
 
 def _run_hook(scope: dict[str, Any], hook: str, name: str, database: pw.Database) -> None:
@@ -543,10 +559,6 @@ def status(*, drift: bool = False) -> MigrationStatus:
     )
 
 
-def pending() -> list[str]:
-    return list(status().pending)
-
-
 def migrate(target: str | None = None, *, fake: bool = False, dry_run: bool = False,
             lock_timeout: float = DEFAULT_LOCK_TIMEOUT, backup: bool | None = None) -> MigrateResult:
     """Apply pending migrations in order, each in its own transaction, up to ``target``.
@@ -571,9 +583,7 @@ def migrate(target: str | None = None, *, fake: bool = False, dry_run: bool = Fa
         if dry_run:
             return _dry_run(database, directory, names, target_name, lock_timeout)
         if backup and not fake and not get_settings().database_url.is_memory and _has_data(database):
-            from .maintenance import backup as take_backup
-
-            backup_result = take_backup()
+            backup_result = _take_backup()
         applied: list[str] = []
         migrator, state = None, None
         with _run_lock(database, lock_timeout):
@@ -748,9 +758,7 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
         done = [m.name for m in _history(database)]
         keep = done[: len(done) - len(plan.undo)]
         if plan.undo and backup and not get_settings().database_url.is_memory and _has_data(database):
-            from .maintenance import backup as take_backup
-
-            backup_result = take_backup(label="pre-rollback-")
+            backup_result = _take_backup(label="pre-rollback-")
         undone: list[str] = []
         migrator, state = None, None
         with _run_lock(database, lock_timeout):
@@ -878,11 +886,11 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
     Example: ``init("sqlite:///shop.db")``
     """
     from .config import load_settings
-    from .database import ensure_database_exists, init_database
+    from .database import bind_database, ensure_database_exists
 
-    settings = load_settings(url, **overrides)
+    settings = load_settings(url, **overrides)  # read once: .env is not read again to bind
     created = ensure_database_exists(settings)
-    database = init_database(url, **overrides)
+    database = bind_database(settings=settings)
     with _connection(database):  # one connection: a :memory: database lives only as long as it
         result = migrate()
         state = status()

@@ -33,8 +33,8 @@ from typing import Any
 from ._peewee import peewee as pw
 from .config import DatabaseURL, load_settings, parse_database_url
 from .errors import CopyError, UsageError
+from .migrations import HISTORY_TABLE
 
-HISTORY_TABLE = "migratehistory"
 BATCH_ROWS = 5000
 _MASK64 = (1 << 64) - 1
 

@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from .. import _files
 from .._peewee import peewee as pw
-from ..database import db_read_scope, get_database
+from ..database import borrow_connection, db_read_scope, get_database
 from ..errors import FeedError, NotFoundError, UsageError
 from ..models import Category, Product, ProductImage
 from ..models.catalog import path_prefix
@@ -195,8 +195,7 @@ def export_products(
         # `pfdb export shop.db` replaced the live database; standard input may be a file too.
         check_output(Path(output).expanduser(), what=f"the export file {output}",
                      inputs=[("standard input", sys.stdin)])
-    opened = database.connect(reuse_if_open=True)
-    try:
+    with borrow_connection(database):
         with db_read_scope():  # one snapshot, and no wait behind an import's write lock
             paths = category_paths()
             where = []
@@ -214,9 +213,6 @@ def export_products(
                 out.discard()
                 raise
             out.commit()
-    finally:
-        if opened and not database.is_closed() and not database.in_transaction():
-            database.close()
     return ExportResult(output=out.name, format=fmt, products=count, images=images,
                         category=root.slug if root is not None else None, changed_since=since,
                         seconds=time.monotonic() - started)

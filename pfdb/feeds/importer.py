@@ -30,7 +30,7 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import db_read_scope, get_database, translated_errors
+from ..database import borrow_connection, db_read_scope, get_database, translated_errors
 from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, SyncHistory
 from ..models.fields import utcnow
@@ -263,8 +263,11 @@ class _Import:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> ImportResult:
+        with borrow_connection(self.database):
+            return self._run()
+
+    def _run(self) -> ImportResult:
         database = self.database
-        opened = database.connect(reuse_if_open=True)
         try:
             if not self.dry_run:
                 self._begin_job()
@@ -313,8 +316,6 @@ class _Import:
         finally:
             if self.rejects_file is not None:
                 self.rejects_file.close()
-            if opened and not database.is_closed() and not database.in_transaction():
-                database.close()
 
     def _disk_full(self, exc: DiskFullError) -> DiskFullError:
         """The full-disk error with what the operator needs next: where it stopped, what is kept."""

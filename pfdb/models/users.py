@@ -7,7 +7,7 @@ import re
 from .._peewee import peewee as pw
 from ..errors import ValidationError
 from .base import BaseModel, require_text
-from .fields import UTCDateTimeField, utcnow
+from .fields import UTCDateTimeField
 
 # Deliberately simple: one @, something on each side, a dot in the domain, no spaces.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -46,10 +46,6 @@ class User(BaseModel):
         from werkzeug.security import check_password_hash
 
         return bool(self.password_hash) and check_password_hash(self.password_hash, password)
-
-    def record_login(self) -> None:
-        self.last_login_at = utcnow()
-        self.save(only=[User.last_login_at])
 
     @property
     def full_name(self) -> str:
