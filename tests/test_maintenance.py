@@ -472,7 +472,7 @@ def test_cli_backup_info_optimize_restore(run_cli, database_url, backend, tmp_pa
     assert code == 0 and f"backend:    {backend}" in out and "configuration" in out and f"{LATEST} (up to date)" in out
     code, out, _ = run_cli("--database-url", url, "info", "--json")
     data = json.loads(out)
-    assert code == 0 and data["tables"]["migratehistory"] == 2 and data["backend"] == backend
+    assert code == 0 and data["tables"]["migratehistory"] == 3 and data["backend"] == backend
 
     code, out, _ = run_cli("--database-url", url, "optimize", "--json")
     assert code == 0 and json.loads(out)["size_after"] > 0
