@@ -160,7 +160,7 @@ class PfdbCLI:
                 print(f"{verb}: {name}")
 
     def rollback(self, version: str | None = None, yes: bool = False, lock_timeout: float = 600.0,
-                 json: bool = False):
+                 json: bool = False, fake: bool = False):
         """Undo the last migration, everything after VERSION, or all of them (zero).
 
         A rollback that drops tables or columns shows what it drops and asks on a terminal;
@@ -171,6 +171,7 @@ class PfdbCLI:
             --yes: roll back even when it drops tables or columns (required without a terminal)
             --lock-timeout SECONDS: how long to wait for another process's migration lock
             --json: print the result as one line of JSON
+            --fake: only remove the migrations from the history, running no rollback code (undoes migrate --fake)
 
         Example: pfdb rollback 001
         """
@@ -180,7 +181,7 @@ class PfdbCLI:
         target = None if version is None else str(version)
         timeout = number("lock_timeout", lock_timeout)
         confirmed = bool(yes)
-        if not yes:
+        if not yes and not fake:  # a fake rollback drops nothing: nothing to confirm
             plan = rollback_plan(target)
             if plan.destructive:
                 if not sys.stdin.isatty():
@@ -195,13 +196,13 @@ class PfdbCLI:
                     raise Exit(EXIT_FAILED)
                 confirmed = True
         # Not confirmed: the API checks again, so nothing destructive slips through.
-        result = rollback(target, lock_timeout=timeout, destructive_ok=confirmed)
+        result = rollback(target, lock_timeout=timeout, destructive_ok=confirmed, fake=bool(fake))
         if json:
             return _print_json(result.as_dict())
         if result.backup is not None:
             print(f"backup: {result.backup.path}")
         for name in result.rolled_back:
-            print(f"rolled back: {name}")
+            print(f"rolled back: {name}{' (fake: history only, no rollback code run)' if result.fake else ''}")
         if not result.rolled_back:
             print(f"nothing to roll back: already at {result.current}")
         print(f"current: {result.current or 'zero (no migration applied)'}")

@@ -390,6 +390,7 @@ class SqliteDatabase(pw.SqliteDatabase):
 def _pooled_postgres_class():
     """Build the pooled PostgreSQL class on first use: psycopg2 loads only then."""
     enable_psycopg2()
+    from ._pg_session import prepare_session
     from .pool import PooledPostgresqlDatabase
 
     class PostgresqlDatabase(PooledPostgresqlDatabase):
@@ -416,6 +417,7 @@ def _pooled_postgres_class():
                 raise translated from exc
 
         def prepare_connection(self, conn: Any) -> None:
+            prepare_session(conn)  # UTC and jsonb as text: see pfdb/_pg_session.py
             # Server-side, so it also ends a statement whose client went away.
             if self.pfdb_settings.statement_timeout:
                 with conn.cursor() as cursor:

@@ -96,11 +96,12 @@ class RollbackResult:
     current: str | None
     backup: Any = None  # BackupResult when a backup was taken first
     drops: tuple[str, ...] = ()  # what the rollbacks dropped: "table products", "column products.notes"
+    fake: bool = False  # history rows removed, rollback code not run
 
     def as_dict(self) -> dict[str, Any]:
         """The same keys every time (``backup`` None unless one was taken)."""
         return {"rolled_back": list(self.rolled_back), "current": self.current, "drops": list(self.drops),
-                "backup": self.backup.as_dict() if self.backup is not None else None}
+                "backup": self.backup.as_dict() if self.backup is not None else None, "fake": self.fake}
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,9 @@ def _run_step(name: str, scope: dict[str, Any], migrator: Any, database: pw.Data
     except MigrationError:
         raise
     except Exception as exc:
-        raise MigrationError(f"{action} {name} failed: {type(exc).__name__}: {exc}; nothing of it was applied") from exc
+        # One line: psycopg2's message ends in a newline and may carry DETAIL/CONTEXT lines.
+        reason = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        raise MigrationError(f"{action} {name} failed: {type(exc).__name__}: {reason}; nothing of it was applied") from exc
     if down:
         _unrecord(database, name)
     else:
@@ -732,19 +735,23 @@ def rollback_plan(target: str | None = None) -> RollbackPlan:
 
 
 def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-             destructive_ok: bool = False, backup: bool | None = None) -> RollbackResult:
+             destructive_ok: bool = False, backup: bool | None = None, fake: bool = False) -> RollbackResult:
     """Undo migrations: the last one, everything after ``target`` (``"001"``), or all (``"zero"``).
 
     Each is undone in its own transaction; an unknown or not-applied target undoes nothing.
     A rollback that drops a table or column (see ``rollback_plan``) is refused with
     ``DestructiveRollbackError`` unless ``destructive_ok=True``. With ``backup`` (default:
     ``MIGRATION_BACKUP_BEFORE_UPGRADE``) a backup is taken first, as ``migrate()`` does.
+    ``fake`` only removes the history rows (the undo of ``migrate(fake=True)``): no rollback
+    code runs, nothing is dropped, so it needs no ``destructive_ok`` and takes no backup.
 
-    Example: ``rollback("001")``, ``rollback("zero", destructive_ok=True)``
+    Example: ``rollback("001")``, ``rollback("zero", destructive_ok=True)``, ``rollback(fake=True)``
     """
     database = get_database()
     directory = migrations_dir()
     names = migration_names(directory)
+    if fake:
+        return _rollback_fake(database, target, names, lock_timeout)
     if backup is None:
         backup = get_settings().migration_backup_before_upgrade
     backup_result = None
@@ -779,6 +786,24 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
     drops = tuple(d for name in undone for d in plan.drops.get(name, ()))
     return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result,
                           drops=drops)
+
+
+def _rollback_fake(database: pw.Database, target: str | None, names: list[str], lock_timeout: float) -> RollbackResult:
+    """Remove the history rows ``rollback(target)`` would, newest first, without running any rollback.
+
+    A migration whose file is gone can be unrecorded too: nothing of it is needed.
+    """
+    undone: list[str] = []
+    with _connection(database):
+        if not _history(database):
+            raise MigrationError("there is nothing to roll back: no migration is applied")
+        with _run_lock(database, lock_timeout), _step(database, lock_timeout):
+            done = [m.name for m in _history(database)]
+            keep = _keep_after_rollback(target, names, done)
+            for name in reversed(done[len(keep):]):
+                _unrecord(database, name)
+                undone.append(name)
+    return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None, fake=True)
 
 
 def _keep_after_rollback(target: str | None, names: list[str], done: list[str]) -> list[str]:

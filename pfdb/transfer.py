@@ -199,6 +199,9 @@ class _Side:
                 import psycopg2
 
                 self.conn = psycopg2.connect(dbname=self.url.database, **_pg_params(self.url))
+                from ._pg_session import prepare_session
+
+                prepare_session(self.conn)  # UTC and jsonb as text, as pfdb's own pool does
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if self.url.password:

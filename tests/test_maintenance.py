@@ -24,7 +24,7 @@ from pfdb.maintenance import backup, check_backup, info, optimize, restore
 
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
-LATEST = "002_unique_category_names"  # the last migration pfdb ships
+LATEST = "003_postgres_jsonb_timestamptz"  # the last migration pfdb ships
 PASSWORD = "s3cretpw"
 
 WRITER = '''
@@ -344,7 +344,7 @@ def two_migrations(tmp_path, monkeypatch):
     folder.mkdir()
     for shipped in sorted(INITIAL.parent.glob("0*.py")):
         (folder / shipped.name).write_text(shipped.read_text())
-    (folder / "003_extra_notes.py").write_text(NOTE_MIGRATION)
+    (folder / "004_extra_notes.py").write_text(NOTE_MIGRATION)
     monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(folder))
     monkeypatch.chdir(tmp_path)
     return folder
@@ -358,7 +358,7 @@ def test_migrate_takes_a_backup_only_when_something_is_pending(db, two_migration
     line = next(li for li in out.splitlines() if li.startswith("backup: "))
     path = Path(line.removeprefix("backup: "))
     assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "applied: 003_extra_notes" in out
+    assert "applied: 004_extra_notes" in out
     assert check_backup(path) == LATEST  # taken before the migration ran
     folder = path.parent
     before = sorted(folder.iterdir())
@@ -376,25 +376,25 @@ def test_restoring_an_older_backup_reports_pending_migrations(db, two_migrations
         pfdb.db.execute_sql("INSERT INTO extra_notes (id, user_id) VALUES (1, NULL)")
     code, out, err = run_cli("--database-url", database_url, "restore", str(old.path), "--yes")
     assert code == 0, err
-    assert f"(migration {LATEST})" in out and "run pfdb migrate (pending: 003_extra_notes)" in out
+    assert f"(migration {LATEST})" in out and "run pfdb migrate (pending: 004_extra_notes)" in out
     pfdb.init_database(database_url)
     assert "extra_notes" not in pfdb.db.get_tables()  # the backup's schema, exactly
     assert len(snapshot()["configuration"]) == 2
     # with MIGRATION_AUTO_UPGRADE the restore brings it up to date itself
     pfdb.init_database(database_url, migration_auto_upgrade=True)
     result = restore(old.path)
-    assert result.migrated == ("003_extra_notes",) and result.pending == ()
+    assert result.migrated == ("004_extra_notes",) and result.pending == ()
 
 
 @pytest.mark.fresh_database  # changes the schema
 def test_restoring_a_backup_from_newer_code_warns(db, two_migrations, run_cli, database_url, monkeypatch):
     pfdb.migrations.migrate(backup=False)
     newer = backup()
-    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows 001 and 002 only
+    monkeypatch.delenv("PFDB_MIGRATIONS_DIR")  # back to code that knows the shipped migrations only
     code, out, err = run_cli("--database-url", database_url, "restore", str(newer.path), "--yes")
     assert code == 0, err
-    assert "(migration 003_extra_notes)" in out
-    assert "warning: the restored data has migrations this pfdb does not know: 003_extra_notes" in out
+    assert "(migration 004_extra_notes)" in out
+    assert "warning: the restored data has migrations this pfdb does not know: 004_extra_notes" in out
 
 
 # -- info and optimize -------------------------------------------------------------------------
@@ -472,7 +472,7 @@ def test_cli_backup_info_optimize_restore(run_cli, database_url, backend, tmp_pa
     assert code == 0 and f"backend:    {backend}" in out and "configuration" in out and f"{LATEST} (up to date)" in out
     code, out, _ = run_cli("--database-url", url, "info", "--json")
     data = json.loads(out)
-    assert code == 0 and data["tables"]["migratehistory"] == 2 and data["backend"] == backend
+    assert code == 0 and data["tables"]["migratehistory"] == 3 and data["backend"] == backend
 
     code, out, _ = run_cli("--database-url", url, "optimize", "--json")
     assert code == 0 and json.loads(out)["size_after"] > 0

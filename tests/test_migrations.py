@@ -20,7 +20,7 @@ from pfdb.migrations import check, create, migrate, rollback, status
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
 # every migration pfdb ships, in order
-SHIPPED = ("001_initial", "002_unique_category_names")
+SHIPPED = ("001_initial", "002_unique_category_names", "003_postgres_jsonb_timestamptz")
 
 ADD_NOTES = '''
 import peewee as pw

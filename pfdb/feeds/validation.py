@@ -155,10 +155,9 @@ def json_cleaner(raw: Any) -> dict | None:
             raise Invalid(f"is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
         raise Invalid("must be a JSON object such as {\"color\": \"red\"}")
-    if raw is value:  # a JSON Lines object: its reader took NaN
-        problem = json_problem(value)
-        if problem:
-            raise Invalid(problem)
+    problem = json_problem(value)  # NaN (a JSON Lines reader takes it), a NUL (jsonb cannot keep it)
+    if problem:
+        raise Invalid(problem)
     return value or None
 
 

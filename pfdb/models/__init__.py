@@ -2,7 +2,7 @@
 
 from .base import BaseModel
 from .catalog import Category, Icon, Product, ProductImage, gtin_is_valid, image_hash, to_money
-from .fields import JSONField, UTCDateTimeField, utcnow
+from .fields import JSONField, PlacesDecimalField, UTCDateTimeField, utcnow
 from .jobs import Job, SyncHistory
 from .system import Configuration, SystemLog
 from .users import User
@@ -17,6 +17,7 @@ __all__ = [
     "Icon",
     "JSONField",
     "Job",
+    "PlacesDecimalField",
     "Product",
     "ProductImage",
     "SyncHistory",

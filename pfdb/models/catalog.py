@@ -17,7 +17,7 @@ from ..errors import DuplicateError, ValidationError
 from ..numbers import DecimalGrammar, NumberError, parse_integer
 from ..text import slugify
 from .base import BaseModel, require_choice, require_text
-from .fields import JSONField, UTCDateTimeField, json_problem
+from .fields import JSONField, PlacesDecimalField, UTCDateTimeField, json_problem
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 CENT = Decimal("0.01")
@@ -179,14 +179,14 @@ class Product(BaseModel):
     sku = pw.CharField(max_length=100, unique=True)
     name = pw.CharField(max_length=500)
     description = pw.TextField(null=True)
-    price = pw.DecimalField(max_digits=12, decimal_places=2, null=True)
-    compare_at_price = pw.DecimalField(max_digits=12, decimal_places=2, null=True)
+    price = PlacesDecimalField(max_digits=12, decimal_places=2, null=True)
+    compare_at_price = PlacesDecimalField(max_digits=12, decimal_places=2, null=True)
     currency = pw.CharField(max_length=3, default="USD")
     brand = pw.CharField(max_length=255, null=True)
     manufacturer = pw.CharField(max_length=255, null=True)
     manufacturer_part_number = pw.CharField(max_length=100, null=True)
     gtin = pw.CharField(max_length=14, null=True, index=True)
-    weight = pw.DecimalField(max_digits=10, decimal_places=3, null=True)
+    weight = PlacesDecimalField(max_digits=10, decimal_places=3, null=True)
     inventory_quantity = pw.IntegerField(default=0)
     status = pw.CharField(max_length=20, default="draft")
     category = pw.ForeignKeyField(Category, null=True, backref="products", on_delete="SET NULL")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 from .._peewee import peewee as pw
@@ -25,7 +26,8 @@ class UTCDateTimeField(pw.DateTimeField):
 
     PostgreSQL ``timestamp`` silently drops an offset instead of converting, and SQLite
     stores text: normalising to naive UTC on the way in is the only form both compare and
-    sort correctly.
+    sort correctly. Since migration 003 the PostgreSQL column is ``timestamptz``, which reads
+    a naive value in the session's TimeZone: pfdb's sessions are UTC (``pfdb._pg_session``).
     """
 
     def db_value(self, value: Any) -> Any:
@@ -35,13 +37,42 @@ class UTCDateTimeField(pw.DateTimeField):
 
     def python_value(self, value: Any) -> Any:
         value = super().python_value(value)
-        if isinstance(value, dt.datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            elif value.tzinfo is not UTC:  # timestamptz (migration 003): psycopg2's own UTC tzinfo
+                value = value.astimezone(UTC)
         return value
 
 
+class PlacesDecimalField(pw.DecimalField):
+    """A decimal read back with exactly its ``decimal_places`` (money: two, weight: three).
+
+    PostgreSQL ``numeric(12,2)`` returns ``Decimal('50.00')``; SQLite's NUMERIC affinity
+    stores that as the integer 50 (or the REAL 19.9) and returns ``Decimal('50')``.
+    Padding the places on the way out makes both backends return the same value and text.
+    A value with more places (only SQLite keeps one, written by raw SQL) is returned as
+    stored: rounding it would hide it from the importer's comparison and from the reader.
+    """
+
+    def python_value(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if value.__class__ is not Decimal:
+            value = Decimal(str(value))  # str: a REAL 19.9 is Decimal('19.9'), not its binary expansion
+        exponent = value.as_tuple().exponent
+        if not isinstance(exponent, int) or exponent <= -self.decimal_places:
+            return value  # PostgreSQL numeric(…, places): already in form (or more places, or not finite)
+        return value.quantize(self._exp)  # exact: only adds zeros
+
+
 class JSONField(pw.TextField):
-    """JSON stored as text: portable across both backends, decoded on read."""
+    """JSON: ``text`` on SQLite, ``jsonb`` on PostgreSQL (migration 003); decoded on read.
+
+    pfdb's PostgreSQL connections hand jsonb back as text (``pfdb._pg_session``), so a
+    stored JSON string ``"abc"`` is told apart from its decoded form and round-trips. A
+    value another driver already decoded (a dict, a list, a number) is returned as it is.
+    """
 
     def db_value(self, value: Any) -> Any:
         if value is None:
@@ -55,19 +86,25 @@ class JSONField(pw.TextField):
 
 
 def json_problem(value: Any) -> str | None:
-    """Why ``value`` is not standard JSON (a NaN or an infinity in it), or ``None`` when it is.
+    """Why ``value`` cannot be stored as JSON (a NaN, an infinity, a NUL in it), or ``None`` when it can.
 
     ``json.dumps`` writes ``float("nan")`` as a bare ``NaN`` that strict JSON readers (and
-    PostgreSQL's ``json`` type) refuse, so such a value is refused before it is stored.
+    PostgreSQL's ``json`` type) refuse, so such a value is refused before it is stored. A NUL
+    character is JSON (``\\u0000``) but PostgreSQL's ``jsonb`` cannot hold it: refused on both
+    backends alike, as in text fields.
     """
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         path, item = stack.pop()
         if isinstance(item, float):
             if item != item or item in (_INF, -_INF):
-                where = f" at {path}" if path else ""
-                return f"holds {json.dumps(item)}{where}, which is not JSON; use null or a string instead"
+                return f"holds {json.dumps(item)}{_at(path)}, which is not JSON; use null or a string instead"
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return f"holds a NUL character (\\x00){_at(path)}, which PostgreSQL cannot store; remove it"
         elif isinstance(item, dict):
+            if any(isinstance(key, str) and "\x00" in key for key in item):
+                return f"holds a NUL character (\\x00) in a key{_at(path)}, which PostgreSQL cannot store; remove it"
             stack.extend((f"{path}.{key}" if path else str(key), v) for key, v in item.items())
         elif isinstance(item, (list, tuple)):
             stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item))
@@ -75,3 +112,7 @@ def json_problem(value: Any) -> str | None:
 
 
 _INF = float("inf")
+
+
+def _at(path: str) -> str:
+    return f" at {path}" if path else ""
