@@ -106,10 +106,12 @@ def run_pgloader(source: str, target: str) -> float:
 def memory(source_rows: int, folder: Path, admin) -> dict:
     source = build_source(folder, source_rows)
     name, target = new_pg_database(admin)
-    code = (f"import resource, sys; sys.path.insert(0, {str(ROOT)!r}); from pfdb.transfer import copy_database; "
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
-            "copy_database(sys.argv[1], sys.argv[2]); "
-            "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    # VmHWM (the peak resident set of this process) rather than ru_maxrss, which Linux carries
+    # over from the parent across exec and so would report the benchmark's own peak.
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pfdb.transfer import copy_database\n"
+            "def hwm():\n"
+            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+            "before = hwm(); copy_database(sys.argv[1], sys.argv[2]); print(before, hwm())")
     try:
         out = subprocess.run([sys.executable, "-c", code, source, target], capture_output=True, text=True, check=True)
     finally:

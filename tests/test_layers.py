@@ -102,13 +102,13 @@ def test_pfdb_init_reads_the_settings_and_env_file_once(run_cli, empty_url, monk
 def test_health_is_unhealthy_while_migrations_are_unapplied(run_cli, empty_url):
     pfdb.init_database(empty_url)
     names = migrations.migration_names()
-    migrations.migrate(names[0], backup=False)
+    migrations.migrate(names[-2], backup=False)  # all but the newest
     report = pfdb.database_health_check()
     assert report["status"] == "unhealthy" and report["connection_test"] is True
-    assert report["migrations"] == {"current": names[0], "pending": names[1:]}
-    assert report["error"] == f"1 migration not applied ({names[1]}); run pfdb migrate"
+    assert report["migrations"] == {"current": names[-2], "pending": names[-1:]}
+    assert report["error"] == f"1 migration not applied ({names[-1]}); run pfdb migrate"
     code, out, _ = run_cli("--database-url", empty_url, "health")
-    assert code == 1 and "status:     unhealthy" in out and f"not applied ({names[1]})" in out
+    assert code == 1 and "status:     unhealthy" in out and f"not applied ({names[-1]})" in out
     code, out, _ = run_cli("--database-url", empty_url, "health", "--json")
     assert code == 1 and json.loads(out)["status"] == "unhealthy"
     pfdb.init_database(empty_url)

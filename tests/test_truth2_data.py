@@ -81,10 +81,12 @@ def test_json_values_round_trip(db, value):
     assert stored == value and type(stored) is type(value)
 
 
+POSTGRES_ONLY = [pytest.param("postgresql", marks=pytest.mark.postgres)]  # SQLite keeps both as text
+
+
+@pytest.mark.parametrize("backend", POSTGRES_ONLY)
 def test_postgres_columns_are_jsonb_and_timestamptz_and_json_operators_work(db, backend):
     types = column_types(EVERY_JSON + EVERY_TIME)
-    if backend == "sqlite":
-        pytest.skip("SQLite keeps JSON and timestamps as text: nothing to check")
     assert {types[c] for c in EVERY_JSON} == {"jsonb"}
     assert {types[c] for c in EVERY_TIME} == {"timestamp with time zone"}
     Product.create(sku="J-2", name="json", attributes=NESTED)
@@ -209,9 +211,8 @@ def test_migration_003_forward_and_back_keeps_every_value(empty_url, backend):
     assert snapshot() == before
 
 
+@pytest.mark.parametrize("backend", POSTGRES_ONLY)  # on SQLite migration 003 changes nothing
 def test_migration_003_refuses_a_json_column_holding_no_json_and_changes_nothing(empty_url, backend):
-    if backend == "sqlite":
-        pytest.skip("SQLite: migration 003 changes nothing, so there is nothing to refuse")
     pfdb.init_database(empty_url)
     migrations.migrate("002", backup=False)
     with pfdb.db_session_scope():
