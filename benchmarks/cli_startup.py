@@ -63,8 +63,10 @@ def main() -> None:
         ]
         results = [(label, median_ms(cmd, args.runs, case_env, folder)) for label, cmd, case_env in cases]
     base = results[0][1][0]
-    print(f"median of {args.runs} runs on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} "
-          "(target: pfdb status <= 150 ms)")
+    print(
+        f"median of {args.runs} runs on {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} "
+        "(target: pfdb status <= 150 ms)"
+    )
     for label, (wall, cpu) in results:
         print(f"{label:28s} {wall:7.1f} ms wall  {cpu:7.1f} ms cpu  {wall / base:5.1f}x python -c pass")
 

@@ -108,10 +108,12 @@ def memory(source_rows: int, folder: Path, admin) -> dict:
     name, target = new_pg_database(admin)
     # VmHWM (the peak resident set of this process) rather than ru_maxrss, which Linux carries
     # over from the parent across exec and so would report the benchmark's own peak.
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pfdb.transfer import copy_database\n"
-            "def hwm():\n"
-            "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
-            "before = hwm(); copy_database(sys.argv[1], sys.argv[2]); print(before, hwm())")
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pfdb.transfer import copy_database\n"
+        "def hwm():\n"
+        "    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+        "before = hwm(); copy_database(sys.argv[1], sys.argv[2]); print(before, hwm())"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code, source, target], capture_output=True, text=True, check=True)
     finally:
@@ -149,17 +151,25 @@ def main(argv: list[str] | None = None) -> int:
                     drop(admin, name)
                 times[tool].append(pair[tool])
             ratios.append(pair["pfdb copy"] / pair["pgloader"])
-            print(f"run {n + 1}: pfdb copy {pair['pfdb copy']:.2f} s, pgloader {pair['pgloader']:.2f} s, "
-                  f"ratio {ratios[-1]:.2f}x")
+            print(
+                f"run {n + 1}: pfdb copy {pair['pfdb copy']:.2f} s, pgloader {pair['pgloader']:.2f} s, "
+                f"ratio {ratios[-1]:.2f}x"
+            )
         for tool, values in times.items():
-            print(f"{tool:>10}: median {statistics.median(values):.2f} s "
-                  f"({args.rows / statistics.median(values):,.0f} products/s)")
-        print(f"pfdb copy vs pgloader: {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}); "
-              "below 1 is faster; pfdb's figure includes its verification")
+            print(
+                f"{tool:>10}: median {statistics.median(values):.2f} s "
+                f"({args.rows / statistics.median(values):,.0f} products/s)"
+            )
+        print(
+            f"pfdb copy vs pgloader: {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}); "
+            "below 1 is faster; pfdb's figure includes its verification"
+        )
         if not args.skip_memory:
             m = memory(args.memory_rows, folder, admin)
-            print(f"memory: a copy of {m['rows']:,} products grew the peak RSS by {m['growth_mib']:.0f} MiB "
-                  f"(peak {m['peak_mib']:.0f} MiB)")
+            print(
+                f"memory: a copy of {m['rows']:,} products grew the peak RSS by {m['growth_mib']:.0f} MiB "
+                f"(peak {m['peak_mib']:.0f} MiB)"
+            )
     finally:
         admin.close()
         shutil.rmtree(folder, ignore_errors=True)

@@ -51,8 +51,19 @@ from pfdb.text import slugify  # noqa: E402
 
 PG_URL = os.environ.get("PFDB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 2000
-COLUMNS = ["sku", "name", "description", "price", "compare_at_price", "currency", "brand", "gtin",
-           "inventory_quantity", "category", "images"]
+COLUMNS = [
+    "sku",
+    "name",
+    "description",
+    "price",
+    "compare_at_price",
+    "currency",
+    "brand",
+    "gtin",
+    "inventory_quantity",
+    "category",
+    "images",
+]
 
 
 # -- the feed -----------------------------------------------------------------------------------
@@ -70,9 +81,19 @@ def feed_rows(rows: int, changed: bool = False) -> Iterator[list[str]]:
         price = f"{cents // 100}.{cents % 100:02d}"
         compare = f"{cents * 12 // 1000}.{cents * 12 // 10 % 100:02d}" if i % 3 == 0 else ""
         description = f'<p>Item {i}: "quoted", with a comma</p>' + ("\n<p>second line</p>" if i % 50 == 0 else "")
-        yield [f"BENCH-{i:07d}", f"Product {i} – Größe {i % 7}", description, price, compare, "USD",
-               f"Brand {i % 200}", gtin13(200000000000 + i), str(i % 100), f"Dept {i % 10} > Sub {i % 50}",
-               f"https://img.example.com/{i}/1.jpg|https://img.example.com/{i}/2.jpg"]
+        yield [
+            f"BENCH-{i:07d}",
+            f"Product {i} – Größe {i % 7}",
+            description,
+            price,
+            compare,
+            "USD",
+            f"Brand {i % 200}",
+            gtin13(200000000000 + i),
+            str(i % 100),
+            f"Dept {i % 10} > Sub {i % 50}",
+            f"https://img.example.com/{i}/1.jpg|https://img.example.com/{i}/2.jpg",
+        ]
 
 
 def write_feed(path: Path, rows: int, changed: bool = False) -> Path:
@@ -184,24 +205,63 @@ class _Categories:
                 parent_id = self.execute(
                     f"INSERT INTO categories (created_at, updated_at, name, slug, parent_id, level, path, sort_order, "
                     f"is_active) VALUES ({', '.join([self.p] * 9)}) RETURNING id",
-                    (now, now, name, slug, parent_id, level, parent_path, 0, True))[0][0]
+                    (now, now, name, slug, parent_id, level, parent_path, 0, True),
+                )[0][0]
                 parent_path = f"{parent_path}{parent_id}/"
                 self.execute(f"UPDATE categories SET path = {self.p} WHERE id = {self.p}", (parent_path, parent_id))
             self.cache[key] = (parent_id, parent_path)
         return parent_id
 
 
-PRODUCT_COLS = ["created_at", "updated_at", "sku", "name", "description", "price", "compare_at_price", "currency",
-                "brand", "gtin", "inventory_quantity", "status", "category_id", "shopify_sync_status"]
-UPDATE_COLS = ["name", "description", "price", "compare_at_price", "currency", "brand", "gtin", "inventory_quantity",
-               "category_id", "updated_at"]
+PRODUCT_COLS = [
+    "created_at",
+    "updated_at",
+    "sku",
+    "name",
+    "description",
+    "price",
+    "compare_at_price",
+    "currency",
+    "brand",
+    "gtin",
+    "inventory_quantity",
+    "status",
+    "category_id",
+    "shopify_sync_status",
+]
+UPDATE_COLS = [
+    "name",
+    "description",
+    "price",
+    "compare_at_price",
+    "currency",
+    "brand",
+    "gtin",
+    "inventory_quantity",
+    "category_id",
+    "updated_at",
+]
 IMAGE_COLS = ["created_at", "updated_at", "product_id", "url", "content_hash", "position", "is_primary"]
 
 
 def _product_tuple(row: list[str], category_id: int | None, now: str) -> tuple:
     sku, name, description, price, compare, currency, brand, gtin, qty, _, _ = row
-    return (now, now, sku, name, description or None, price or None, compare or None, currency, brand or None,
-            gtin or None, int(qty or 0), "draft", category_id, "pending")
+    return (
+        now,
+        now,
+        sku,
+        name,
+        description or None,
+        price or None,
+        compare or None,
+        currency,
+        brand or None,
+        gtin or None,
+        int(qty or 0),
+        "draft",
+        category_id,
+        "pending",
+    )
 
 
 def baseline_sqlite(url: str, feed: Path) -> dict:
@@ -212,18 +272,23 @@ def baseline_sqlite(url: str, feed: Path) -> dict:
         conn.execute(f"PRAGMA {pragma}")
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(" ")
     cats = _Categories(lambda sql, params: conn.execute(sql, params).fetchall(), "?")
-    upsert = (f"INSERT INTO products ({', '.join(PRODUCT_COLS)}) VALUES ({', '.join('?' * len(PRODUCT_COLS))}) "
-              f"ON CONFLICT (sku) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPDATE_COLS)}")
-    images = (f"INSERT INTO product_images ({', '.join(IMAGE_COLS)}) VALUES "
-              f"(?, ?, (SELECT id FROM products WHERE sku = ?), ?, ?, ?, ?) ON CONFLICT (product_id, content_hash) "
-              f"DO NOTHING")
+    upsert = (
+        f"INSERT INTO products ({', '.join(PRODUCT_COLS)}) VALUES ({', '.join('?' * len(PRODUCT_COLS))}) "
+        f"ON CONFLICT (sku) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPDATE_COLS)}"
+    )
+    images = (
+        f"INSERT INTO product_images ({', '.join(IMAGE_COLS)}) VALUES "
+        f"(?, ?, (SELECT id FROM products WHERE sku = ?), ?, ?, ?, ?) ON CONFLICT (product_id, content_hash) "
+        f"DO NOTHING"
+    )
     products, pictures, count = [], [], 0
     conn.execute("BEGIN")
     for row in _read(feed):
         products.append(_product_tuple(row, cats.id_for(row[9], now), now))
         for position, image in enumerate(row[10].split("|") if row[10] else ()):
-            pictures.append((now, now, row[0], image, hashlib.sha256(image.encode()).hexdigest(), position,
-                             position == 0))
+            pictures.append(
+                (now, now, row[0], image, hashlib.sha256(image.encode()).hexdigest(), position, position == 0)
+            )
         if len(products) >= BATCH:
             conn.executemany(upsert, products)
             conn.executemany(images, pictures)
@@ -266,25 +331,34 @@ def baseline_postgres(url: str, feed: Path) -> dict:
 
     cats = _Categories(execute, "%s")
     cur.execute(f"CREATE TEMP TABLE stage AS SELECT {', '.join(PRODUCT_COLS)} FROM products WITH NO DATA")
-    cur.execute("CREATE TEMP TABLE image_stage (created_at timestamp, updated_at timestamp, sku varchar, "
-                "url varchar, content_hash varchar, position int, is_primary boolean)")
+    cur.execute(
+        "CREATE TEMP TABLE image_stage (created_at timestamp, updated_at timestamp, sku varchar, "
+        "url varchar, content_hash varchar, position int, is_primary boolean)"
+    )
     products, pictures = io.StringIO(), io.StringIO()
     count = 0
     for row in _read(feed):
         products.write(_copy_line(_product_tuple(row, cats.id_for(row[9], now), now)))
         for position, image in enumerate(row[10].split("|") if row[10] else ()):
-            pictures.write(_copy_line((now, now, row[0], image, hashlib.sha256(image.encode()).hexdigest(),
-                                       position, position == 0)))
+            pictures.write(
+                _copy_line(
+                    (now, now, row[0], image, hashlib.sha256(image.encode()).hexdigest(), position, position == 0)
+                )
+            )
         count += 1
     products.seek(0)
     pictures.seek(0)
     cur.copy_expert(f"COPY stage ({', '.join(PRODUCT_COLS)}) FROM STDIN", products)
-    cur.execute(f"INSERT INTO products ({', '.join(PRODUCT_COLS)}) SELECT {', '.join(PRODUCT_COLS)} FROM stage "
-                f"ON CONFLICT (sku) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPDATE_COLS)}")
+    cur.execute(
+        f"INSERT INTO products ({', '.join(PRODUCT_COLS)}) SELECT {', '.join(PRODUCT_COLS)} FROM stage "
+        f"ON CONFLICT (sku) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in UPDATE_COLS)}"
+    )
     cur.copy_expert("COPY image_stage FROM STDIN", pictures)
-    cur.execute(f"INSERT INTO product_images ({', '.join(IMAGE_COLS)}) SELECT s.created_at, s.updated_at, p.id, "
-                "s.url, s.content_hash, s.position, s.is_primary FROM image_stage s JOIN products p ON p.sku = s.sku "
-                "ON CONFLICT (product_id, content_hash) DO NOTHING")
+    cur.execute(
+        f"INSERT INTO product_images ({', '.join(IMAGE_COLS)}) SELECT s.created_at, s.updated_at, p.id, "
+        "s.url, s.content_hash, s.position, s.is_primary FROM image_stage s JOIN products p ON p.sku = s.sku "
+        "ON CONFLICT (product_id, content_hash) DO NOTHING"
+    )
     conn.commit()
     conn.close()
     return {"rows": count}
@@ -299,28 +373,70 @@ def peewee_import(url: str, feed: Path) -> dict:
     pfdb.init_database(url)
     database = pfdb.get_database()
     resolver = CategoryResolver()
-    fields = [Product.created_at, Product.updated_at, Product.sku, Product.name, Product.description, Product.price,
-              Product.compare_at_price, Product.currency, Product.brand, Product.gtin, Product.inventory_quantity,
-              Product.status, Product.category, Product.shopify_sync_status]
-    preserve = [Product.name, Product.description, Product.price, Product.compare_at_price, Product.currency,
-                Product.brand, Product.gtin, Product.inventory_quantity, Product.category, Product.updated_at]
+    fields = [
+        Product.created_at,
+        Product.updated_at,
+        Product.sku,
+        Product.name,
+        Product.description,
+        Product.price,
+        Product.compare_at_price,
+        Product.currency,
+        Product.brand,
+        Product.gtin,
+        Product.inventory_quantity,
+        Product.status,
+        Product.category,
+        Product.shopify_sync_status,
+    ]
+    preserve = [
+        Product.name,
+        Product.description,
+        Product.price,
+        Product.compare_at_price,
+        Product.currency,
+        Product.brand,
+        Product.gtin,
+        Product.inventory_quantity,
+        Product.category,
+        Product.updated_at,
+    ]
     count = 0
 
     def flush(batch):
         with database.atomic():
             for i in range(0, len(batch), 500):
-                chunk = batch[i:i + 500]
-                (Product.insert_many([p for p, _ in chunk], fields=fields)
-                 .on_conflict(conflict_target=[Product.sku], preserve=preserve).execute())
-                ids = dict(Product.select(Product.sku, Product.id)
-                           .where(Product.sku.in_([p[2] for p, _ in chunk])).tuples())
-                images = [(now, now, ids[p[2]], url, image_hash(url), pos, pos == 0)
-                          for p, urls in chunk for pos, url in enumerate(urls)]
+                chunk = batch[i : i + 500]
+                (
+                    Product.insert_many([p for p, _ in chunk], fields=fields)
+                    .on_conflict(conflict_target=[Product.sku], preserve=preserve)
+                    .execute()
+                )
+                ids = dict(
+                    Product.select(Product.sku, Product.id).where(Product.sku.in_([p[2] for p, _ in chunk])).tuples()
+                )
+                images = [
+                    (now, now, ids[p[2]], url, image_hash(url), pos, pos == 0)
+                    for p, urls in chunk
+                    for pos, url in enumerate(urls)
+                ]
                 if images:
-                    (ProductImage.insert_many(images, fields=[
-                        ProductImage.created_at, ProductImage.updated_at, ProductImage.product, ProductImage.url,
-                        ProductImage.content_hash, ProductImage.position, ProductImage.is_primary])
-                     .on_conflict_ignore().execute())
+                    (
+                        ProductImage.insert_many(
+                            images,
+                            fields=[
+                                ProductImage.created_at,
+                                ProductImage.updated_at,
+                                ProductImage.product,
+                                ProductImage.url,
+                                ProductImage.content_hash,
+                                ProductImage.position,
+                                ProductImage.is_primary,
+                            ],
+                        )
+                        .on_conflict_ignore()
+                        .execute()
+                    )
 
     with database.connection_context():
         batch = []
@@ -329,9 +445,27 @@ def peewee_import(url: str, feed: Path) -> dict:
             sku, name, description, price, compare, currency, brand, gtin, qty, category, images = row
             with database.atomic():
                 category_id = resolver.resolve(category) if category else None
-            batch.append(((now, now, sku, name, description or None, price or None, compare or None, currency,
-                           brand or None, gtin or None, int(qty or 0), "draft", category_id, "pending"),
-                          images.split("|") if images else []))
+            batch.append(
+                (
+                    (
+                        now,
+                        now,
+                        sku,
+                        name,
+                        description or None,
+                        price or None,
+                        compare or None,
+                        currency,
+                        brand or None,
+                        gtin or None,
+                        int(qty or 0),
+                        "draft",
+                        category_id,
+                        "pending",
+                    ),
+                    images.split("|") if images else [],
+                )
+            )
             if len(batch) >= BATCH:
                 flush(batch)
                 count += len(batch)
@@ -378,9 +512,18 @@ def run_backend(backend: str, dbs: Databases, first: Path, changed: Path, rows: 
                 ratios = [seconds / statistics.median(t[phase] for t in runs["baseline"])]
             else:
                 ratios = [t[phase] / b[phase] for t, b in zip(taken, runs["baseline"], strict=True)]
-            results.append({"backend": backend, "method": method, "phase": phase, "seconds": seconds,
-                            "rows_per_second": rows / seconds, "runs": len(taken),
-                            "vs_baseline": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)]})
+            results.append(
+                {
+                    "backend": backend,
+                    "method": method,
+                    "phase": phase,
+                    "seconds": seconds,
+                    "rows_per_second": rows / seconds,
+                    "runs": len(taken),
+                    "vs_baseline": statistics.median(ratios),
+                    "ratio_range": [min(ratios), max(ratios)],
+                }
+            )
     return results
 
 
@@ -449,25 +592,33 @@ def report(results: list[dict], memory: dict, args) -> None:
     if args.json:
         print(json.dumps({"rows": args.rows, "results": results, "memory": memory}, indent=2, default=str))
         return
-    print(f"\nfeed: {args.rows:,} rows (pfdb CSV, 2 images and a 2-level category per row); "
-          f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
-          f"medians of {max(1, args.repeat)} runs (peewee: 1)")
+    print(
+        f"\nfeed: {args.rows:,} rows (pfdb CSV, 2 images and a 2-level category per row); "
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+        f"medians of {max(1, args.repeat)} runs (peewee: 1)"
+    )
     print(f"{'backend':<11}{'method':<10}{'phase':<14}{'seconds':>9}{'rows/s':>11}{'vs baseline':>13}  range")
     for r in results:
         low, high = r["ratio_range"]
-        print(f"{r['backend']:<11}{r['method']:<10}{r['phase']:<14}{r['seconds']:>9.2f}{r['rows_per_second']:>11,.0f}"
-              f"{r['vs_baseline']:>12.2f}x  {low:.2f}-{high:.2f}x")
+        print(
+            f"{r['backend']:<11}{r['method']:<10}{r['phase']:<14}{r['seconds']:>9.2f}{r['rows_per_second']:>11,.0f}"
+            f"{r['vs_baseline']:>12.2f}x  {low:.2f}-{high:.2f}x"
+        )
     for backend in sorted({r["backend"] for r in results}):
         pf = {r["phase"]: r for r in results if r["backend"] == backend and r["method"] == "pfdb"}
         ratios = {p: pf[p]["vs_baseline"] for p in ("first load", "10% changed")}
         faster = pf["unchanged"]["seconds"] < pf["first load"]["seconds"]
         ok = all(v <= 1.5 for v in ratios.values()) and faster
-        print(f"targets {backend}: first load {ratios['first load']:.2f}x, 10% changed {ratios['10% changed']:.2f}x "
-              f"(<= 1.5x); unchanged {pf['unchanged']['seconds']:.2f} s < first {pf['first load']['seconds']:.2f} s: "
-              f"{'met' if ok else 'NOT met'}")
+        print(
+            f"targets {backend}: first load {ratios['first load']:.2f}x, 10% changed {ratios['10% changed']:.2f}x "
+            f"(<= 1.5x); unchanged {pf['unchanged']['seconds']:.2f} s < first {pf['first load']['seconds']:.2f} s: "
+            f"{'met' if ok else 'NOT met'}"
+        )
     for backend, m in memory.items():
-        line = (f"memory {backend}: {args.memory_rows:,} rows in {m['seconds']:.1f} s, peak RSS growth "
-                f"{m['growth_mib']:.1f} MiB (target < 100 MB)")
+        line = (
+            f"memory {backend}: {args.memory_rows:,} rows in {m['seconds']:.1f} s, peak RSS growth "
+            f"{m['growth_mib']:.1f} MiB (target < 100 MB)"
+        )
         if m.get("tracemalloc_peak") is not None:
             line += f", tracemalloc peak {m['tracemalloc_peak'] / 2**20:.1f} MiB"
         print(line)

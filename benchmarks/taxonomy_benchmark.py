@@ -35,8 +35,28 @@ PG_URL = os.environ.get("PFDB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.
 TOTAL = 5600
 SUBTREE = 1000  # nodes in the moved subtree, its root included
 MAX_DEPTH = 7
-WORDS = ("Accessories", "Parts", "Supplies", "Tools", "Kits", "Care", "Décor", "Boutonnières", "Sets", "Other",
-         "Cases", "Covers", "Lights", "Storage", "Cleaning", "Bags", "Mounts", "Cables", "Toys", "Gear")
+WORDS = (
+    "Accessories",
+    "Parts",
+    "Supplies",
+    "Tools",
+    "Kits",
+    "Care",
+    "Décor",
+    "Boutonnières",
+    "Sets",
+    "Other",
+    "Cases",
+    "Covers",
+    "Lights",
+    "Storage",
+    "Cleaning",
+    "Bags",
+    "Mounts",
+    "Cables",
+    "Toys",
+    "Gear",
+)
 
 
 def generate_taxonomy(seed: int = 2019) -> tuple[list[str], str]:
@@ -123,8 +143,12 @@ def run(url: str, taxonomy: Path, subtree_path: str) -> dict[str, float]:
         moved = Category.get_by_id(big.id)
         deepest = moved.descendants().order_by(Category.level.desc()).first()
         assert deepest.level == moved.level + 3 and deepest.path.startswith(moved.path)
-        return {"first import": first_s, "unchanged re-import": again_s, "move 1,000-node subtree": move_s,
-                "UPDATE statements per move": len(updates)}
+        return {
+            "first import": first_s,
+            "unchanged re-import": again_s,
+            "move 1,000-node subtree": move_s,
+            "UPDATE statements per move": len(updates),
+        }
     finally:
         pfdb.close_database()
 

@@ -44,8 +44,7 @@ def _alter(json_type: str, json_using: str, time_type: str) -> list[str]:
     statements = []
     for table in TIMESTAMPS:
         clauses = [f'ALTER COLUMN "{c}" TYPE {json_type} USING "{c}"{json_using}' for c in JSON.get(table, ())]
-        clauses += [f'ALTER COLUMN "{c}" TYPE {time_type} USING "{c}" AT TIME ZONE \'UTC\''
-                    for c in TIMESTAMPS[table]]
+        clauses += [f'ALTER COLUMN "{c}" TYPE {time_type} USING "{c}" AT TIME ZONE \'UTC\'' for c in TIMESTAMPS[table]]
         statements.append(f'ALTER TABLE "{table}" ' + ", ".join(clauses))
     return statements
 

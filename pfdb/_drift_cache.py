@@ -68,11 +68,21 @@ def _model_signature(model: Any) -> Any:
     meta = model._meta
     # A field's classes, not just its own: peewee-migrate types a custom field by its first
     # peewee base class, so changing a base changes the drift.
-    fields = [[f.name, [_stable(c) for c in type(f).__mro__],
-               _stable({k: v for k, v in vars(f).items() if k not in _UNSTABLE})]
-              for f in meta.sorted_fields]
-    return [meta.table_name, fields, _stable(meta.indexes), _stable(meta.constraints),
-            _stable(getattr(meta, "primary_key", None))]
+    fields = [
+        [
+            f.name,
+            [_stable(c) for c in type(f).__mro__],
+            _stable({k: v for k, v in vars(f).items() if k not in _UNSTABLE}),
+        ]
+        for f in meta.sorted_fields
+    ]
+    return [
+        meta.table_name,
+        fields,
+        _stable(meta.indexes),
+        _stable(meta.constraints),
+        _stable(getattr(meta, "primary_key", None)),
+    ]
 
 
 def _file_stamp(path: str | None) -> list[Any]:
@@ -100,9 +110,11 @@ def drift_key(models: Iterable[Any], directory: Path, backend: str) -> str:
         "migrations": [[p.name, hashlib.sha256(p.read_bytes()).hexdigest()] for p in migrations],
         # The diff is computed by peewee-migrate, patched by pfdb.migrations: a new version
         # of either may answer differently.
-        "code": [_file_stamp(os.path.join(os.path.dirname(__file__), "migrations.py")),
-                 _file_stamp(peewee_migrate_dir and os.path.join(peewee_migrate_dir, "auto.py")),
-                 _peewee_version()],
+        "code": [
+            _file_stamp(os.path.join(os.path.dirname(__file__), "migrations.py")),
+            _file_stamp(peewee_migrate_dir and os.path.join(peewee_migrate_dir, "auto.py")),
+            _peewee_version(),
+        ],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -24,13 +24,28 @@ RESTORE_ATTEMPTS = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Debian/Ubuntu install each client version here; /usr/bin/pg_dump may be another version.
 VERSIONED_BIN_DIRS = ("/usr/lib/postgresql/{major}/bin",)
-SETTINGS = ("server_version", "max_connections", "shared_buffers", "work_mem", "maintenance_work_mem",
-            "effective_cache_size", "timezone", "statement_timeout", "lock_timeout")
+SETTINGS = (
+    "server_version",
+    "max_connections",
+    "shared_buffers",
+    "work_mem",
+    "maintenance_work_mem",
+    "effective_cache_size",
+    "timezone",
+    "statement_timeout",
+    "lock_timeout",
+)
 # DATABASE_URL query options libpq also reads from the environment
 _OPTION_ENV = {
-    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
-    "connect_timeout": "PGCONNECT_TIMEOUT", "application_name": "PGAPPNAME", "options": "PGOPTIONS",
-    "target_session_attrs": "PGTARGETSESSIONATTRS", "password": "PGPASSWORD",
+    "sslmode": "PGSSLMODE",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "connect_timeout": "PGCONNECT_TIMEOUT",
+    "application_name": "PGAPPNAME",
+    "options": "PGOPTIONS",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "password": "PGPASSWORD",
 }
 
 
@@ -40,8 +55,13 @@ def tool_env(url: DatabaseURL, *, lock_timeout: float | None = None) -> dict[str
     for key, value in url.options.items():
         if key in _OPTION_ENV:
             env[_OPTION_ENV[key]] = str(value)
-    for var, value in (("PGHOST", url.host), ("PGPORT", url.port), ("PGUSER", url.user),
-                       ("PGDATABASE", url.database), ("PGPASSWORD", url.password)):
+    for var, value in (
+        ("PGHOST", url.host),
+        ("PGPORT", url.port),
+        ("PGUSER", url.user),
+        ("PGDATABASE", url.database),
+        ("PGPASSWORD", url.password),
+    ):
         if value is not None:
             env[var] = str(value)
     if lock_timeout:
@@ -95,16 +115,24 @@ def find_tool(name: str, server: int, error: type[PfdbError]) -> str:
         found.append(major)
     if not found:
         raise error(f"{name} was not found on PATH; it is needed for PostgreSQL backups and restores", hint=install)
-    raise error(f"{name} {found[0]} cannot {'dump' if name == 'pg_dump' else 'restore into'} a server of version {server}",
-                hint=install)
+    raise error(
+        f"{name} {found[0]} cannot {'dump' if name == 'pg_dump' else 'restore into'} a server of version {server}",
+        hint=install,
+    )
 
 
 def _run(args: list[str], url: DatabaseURL, error: type[PfdbError], what: str, **kwargs: Any) -> str:
     try:
         # child_guard: the tool ends with pfdb; a pg_restore outliving a killed pfdb would
         # still replace the data after the operator saw the command die.
-        proc = subprocess.run(args, capture_output=True, text=True, env=kwargs.pop("env", None) or tool_env(url),
-                              **_files.child_guard(), **kwargs)
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=kwargs.pop("env", None) or tool_env(url),
+            **_files.child_guard(),
+            **kwargs,
+        )
     except OSError as exc:
         raise error(f"cannot run {args[0]}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
     if proc.returncode != 0:
@@ -125,18 +153,23 @@ def _conninfo(url: DatabaseURL) -> str:
 def backup(database: Any, url: DatabaseURL, target: Path) -> None:
     """``pg_dump -Fc`` of the whole database into ``target``."""
     pg_dump = find_tool("pg_dump", server_major(database), BackupError)
-    _run([pg_dump, "--format=custom", "--no-password", f"--file={target}", f"--dbname={_conninfo(url)}"],
-         url, BackupError, "pg_dump")
+    _run(
+        [pg_dump, "--format=custom", "--no-password", f"--file={target}", f"--dbname={_conninfo(url)}"],
+        url,
+        BackupError,
+        "pg_dump",
+    )
 
 
 def _history_rows(path: Path, url: DatabaseURL, pg_restore: str, error: type[PfdbError]) -> list[str]:
     """The migration names in the dump's ``migratehistory`` data, in id order."""
-    script = _run([pg_restore, "--data-only", f"--table={HISTORY_TABLE}", "--file=-", str(path)],
-                  url, error, f"reading {path}")
+    script = _run(
+        [pg_restore, "--data-only", f"--table={HISTORY_TABLE}", "--file=-", str(path)], url, error, f"reading {path}"
+    )
     rows, columns, in_copy = [], [], False
     for line in script.splitlines():
         if not in_copy:
-            match = re.match(r'COPY \S*migratehistory \(([^)]*)\) FROM stdin;', line)
+            match = re.match(r"COPY \S*migratehistory \(([^)]*)\) FROM stdin;", line)
             if match:
                 columns, in_copy = [c.strip().strip('"') for c in match.group(1).split(",")], True
         elif line == "\\.":
@@ -160,29 +193,37 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
     with path.open("rb") as handle:
         head = handle.read(16)
     if head.startswith(SQLITE_HEADER):
-        raise RestoreError(f"{path} is a SQLite database, not a PostgreSQL dump",
-                           hint="restore it into a SQLite database (DATABASE_URL=sqlite:///…)")
+        raise RestoreError(
+            f"{path} is a SQLite database, not a PostgreSQL dump",
+            hint="restore it into a SQLite database (DATABASE_URL=sqlite:///…)",
+        )
     pg_restore = find_tool("pg_restore", server_major(database), RestoreError)
     try:
         toc = _run([pg_restore, "--list", str(path)], url, RestoreError, "pg_restore --list")
     except RestoreError as exc:
         if head.startswith(b"PGDMP"):  # the archive's magic: it is a dump, but not a whole one
-            raise RestoreError(f"{path} is a truncated or damaged pg_dump archive ({exc.message})",
-                               hint="use an earlier backup") from None
-        raise RestoreError(f"{path} is not a pg_dump custom-format archive ({exc.message})",
-                           hint="pass a file written by pfdb backup (pg_dump -Fc)") from None
+            raise RestoreError(
+                f"{path} is a truncated or damaged pg_dump archive ({exc.message})", hint="use an earlier backup"
+            ) from None
+        raise RestoreError(
+            f"{path} is not a pg_dump custom-format archive ({exc.message})",
+            hint="pass a file written by pfdb backup (pg_dump -Fc)",
+        ) from None
     # "TABLE public products owner"; not "TABLE DATA public products owner" (that named "public")
     tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE (?!DATA )\S+ (\S+) ", toc, flags=re.MULTILINE))
     if HISTORY_TABLE not in tables:
-        raise RestoreError(f"{path} is a PostgreSQL dump but not of a pfdb database: it has no {HISTORY_TABLE} table",
-                           hint="pass a file written by pfdb backup")
+        raise RestoreError(
+            f"{path} is a PostgreSQL dump but not of a pfdb database: it has no {HISTORY_TABLE} table",
+            hint="pass a file written by pfdb backup",
+        )
     # The table of contents sits at the start of the file; only reading every data block
     # proves the rest is there. A script to /dev/null reads them all and writes nothing.
     try:
         _run([pg_restore, f"--file={os.devnull}", str(path)], url, RestoreError, "pg_restore")
     except RestoreError as exc:
-        raise RestoreError(f"{path} is a truncated or damaged pg_dump archive ({exc.message})",
-                           hint="use an earlier backup") from None
+        raise RestoreError(
+            f"{path} is a truncated or damaged pg_dump archive ({exc.message})", hint="use an earlier backup"
+        ) from None
     names = _history_rows(path, url, pg_restore, RestoreError)
     return (names[-1] if names else None), tables
 
@@ -192,13 +233,17 @@ def history(path: Path, url: DatabaseURL, database: Any) -> list[str]:
     try:
         return _history_rows(path, url, find_tool("pg_restore", server_major(database), RestoreError), RestoreError)
     except (ValueError, IndexError) as exc:  # a history table without pfdb's id and name columns
-        raise RestoreError(f"{path} is not a pfdb backup: its {HISTORY_TABLE} table is not pfdb's ({exc})",
-                           hint="pass a file written by pfdb backup") from exc
+        raise RestoreError(
+            f"{path} is not a pfdb backup: its {HISTORY_TABLE} table is not pfdb's ({exc})",
+            hint="pass a file written by pfdb backup",
+        ) from exc
 
 
 def current_tables(database: Any) -> set[str]:
-    sql = ("SELECT table_name FROM information_schema.tables "
-           "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'")
+    sql = (
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+    )
     return {row[0] for row in database.execute_sql(sql).fetchall()}
 
 
@@ -237,18 +282,40 @@ def _restore_once(pg_restore: str, psql: str, path: Path, url: DatabaseURL, env:
     # Their stderr goes to files: a pipe nobody reads while pfdb feeds psql could fill and stall both.
     with tempfile.TemporaryFile() as source_err, tempfile.TemporaryFile() as sink_err:
         try:
-            source = subprocess.Popen([pg_restore, "--clean", "--if-exists", "--file=-", str(path)],
-                                      stdout=subprocess.PIPE, stderr=source_err, env=env, **guard)
+            source = subprocess.Popen(
+                [pg_restore, "--clean", "--if-exists", "--file=-", str(path)],
+                stdout=subprocess.PIPE,
+                stderr=source_err,
+                env=env,
+                **guard,
+            )
         except OSError as exc:
-            raise RestoreError(f"cannot run {pg_restore}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
+            raise RestoreError(
+                f"cannot run {pg_restore}: {exc.strerror}", hint="install the PostgreSQL client tools"
+            ) from exc
         try:
-            sink = subprocess.Popen([psql, "--no-psqlrc", "--quiet", "--no-password", "--set=ON_ERROR_STOP=1",
-                                     f"--dbname={_conninfo(url)}", "--file=-"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sink_err, env=env, **guard)
+            sink = subprocess.Popen(
+                [
+                    psql,
+                    "--no-psqlrc",
+                    "--quiet",
+                    "--no-password",
+                    "--set=ON_ERROR_STOP=1",
+                    f"--dbname={_conninfo(url)}",
+                    "--file=-",
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=sink_err,
+                env=env,
+                **guard,
+            )
         except OSError as exc:
             source.kill()
             source.wait()
-            raise RestoreError(f"cannot run {psql}: {exc.strerror}", hint="install the PostgreSQL client tools") from exc
+            raise RestoreError(
+                f"cannot run {psql}: {exc.strerror}", hint="install the PostgreSQL client tools"
+            ) from exc
         finished = False
         try:
             sink.stdin.write(b"BEGIN;\n" + drops.encode())

@@ -70,8 +70,10 @@ def backup(db_path: str, target: Path, *, timeout: float, progress: Progress | N
         dest.execute("PRAGMA journal_mode = DELETE")
         problems = [row[0] for row in dest.execute("PRAGMA integrity_check").fetchall()]
         if problems != ["ok"]:
-            raise BackupError(f"the backup failed its integrity check: {problems[0]}",
-                              hint="check the disk; the live database may need PRAGMA integrity_check too")
+            raise BackupError(
+                f"the backup failed its integrity check: {problems[0]}",
+                hint="check the disk; the live database may need PRAGMA integrity_check too",
+            )
         return _last_migration(dest) if _has_history(dest) else None
     except sqlite3.Error as exc:
         raise BackupError(f"cannot back up {db_path}: {exc}", hint="check free disk space and permissions") from exc
@@ -88,18 +90,23 @@ def inspect_backup(path: Path) -> str | None:
     with path.open("rb") as handle:
         header = handle.read(100)
     if header.startswith(PG_DUMP_MAGIC):
-        raise RestoreError(f"{path} is a PostgreSQL dump, not a SQLite backup",
-                           hint="restore it into a PostgreSQL database (DATABASE_URL=postgresql://…)")
+        raise RestoreError(
+            f"{path} is a PostgreSQL dump, not a SQLite backup",
+            hint="restore it into a PostgreSQL database (DATABASE_URL=postgresql://…)",
+        )
     if len(header) < 100 or not header.startswith(HEADER):
-        raise RestoreError(f"{path} is not a SQLite database (no SQLite header)",
-                           hint="pass a file written by pfdb backup")
+        raise RestoreError(
+            f"{path} is not a SQLite database (no SQLite header)", hint="pass a file written by pfdb backup"
+        )
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")
     size = path.stat().st_size
     if pages and size < page_size * pages:
-        raise RestoreError(f"{path} is truncated: {size} bytes of the {page_size * pages} its header announces",
-                           hint="use an earlier backup; this copy was cut short")
+        raise RestoreError(
+            f"{path} is truncated: {size} bytes of the {page_size * pages} its header announces",
+            hint="use an earlier backup; this copy was cut short",
+        )
     try:
         conn = _read_only(path)
         try:
@@ -107,8 +114,10 @@ def inspect_backup(path: Path) -> str | None:
             if problems != ["ok"]:
                 raise RestoreError(f"{path} is damaged: {problems[0]}", hint="use an earlier backup")
             if not _has_history(conn):
-                raise RestoreError(f"{path} is a SQLite database but not a pfdb backup: it has no {HISTORY_TABLE} table",
-                                   hint="pass a file written by pfdb backup")
+                raise RestoreError(
+                    f"{path} is a SQLite database but not a pfdb backup: it has no {HISTORY_TABLE} table",
+                    hint="pass a file written by pfdb backup",
+                )
             return _last_migration(conn)
         finally:
             conn.close()
@@ -122,14 +131,20 @@ def contents(path: Path) -> tuple[list[str], set[str]]:
         conn = _read_only(path)
         try:
             history = [row[0] for row in conn.execute(f'SELECT name FROM "{HISTORY_TABLE}" ORDER BY id')]
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+            tables = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+                )
+            }
             return history, tables
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
-        raise RestoreError(f"{path} is not a pfdb backup: its {HISTORY_TABLE} table cannot be read ({exc})",
-                           hint="pass a file written by pfdb backup") from exc
+        raise RestoreError(
+            f"{path} is not a pfdb backup: its {HISTORY_TABLE} table cannot be read ({exc})",
+            hint="pass a file written by pfdb backup",
+        ) from exc
 
 
 def restore(backup_path: Path, db_path: str, *, timeout: float) -> None:
@@ -148,8 +163,10 @@ def restore(backup_path: Path, db_path: str, *, timeout: float) -> None:
         if problems != ["ok"]:  # pragma: no cover - the source passed integrity_check
             raise RestoreError(f"the restored database fails its check: {problems[0]}")
     except sqlite3.Error as exc:
-        raise RestoreError(f"cannot restore {backup_path} into {db_path}: {exc}",
-                           hint="another process may hold the write lock; retry, or stop the writers") from exc
+        raise RestoreError(
+            f"cannot restore {backup_path} into {db_path}: {exc}",
+            hint="another process may hold the write lock; retry, or stop the writers",
+        ) from exc
     finally:
         dest.close()
         source.close()
@@ -157,6 +174,7 @@ def restore(backup_path: Path, db_path: str, *, timeout: float) -> None:
 
 def file_sizes(db_path: str) -> dict[str, int]:
     """Bytes of the database file and of its WAL (0 when absent)."""
+
     def size(p: str) -> int:
         try:
             return os.stat(p).st_size
@@ -168,10 +186,16 @@ def file_sizes(db_path: str) -> dict[str, int]:
 
 def info(database: Any, db_path: str | None) -> dict[str, Any]:
     """SQLite library version, file and WAL sizes, the pragmas in force, row counts."""
-    pragmas = {name: database.execute_sql(f"PRAGMA {name}").fetchone()[0]
-               for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout", "page_size", "cache_size")}
-    tables = [row[0] for row in database.execute_sql(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    pragmas = {
+        name: database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+        for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout", "page_size", "cache_size")
+    }
+    tables = [
+        row[0]
+        for row in database.execute_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
     return {
         "server_version": database.execute_sql("SELECT sqlite_version()").fetchone()[0],
         "path": str(Path(db_path).resolve()) if db_path else None,

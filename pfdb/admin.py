@@ -31,8 +31,9 @@ def check_password_strength(password: str) -> None:
     if not isinstance(password, str):
         raise ValidationError("password", "must be text")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise ValidationError("password", f"must be at least {MIN_PASSWORD_LENGTH} characters long",
-                              hint="choose a longer password")
+        raise ValidationError(
+            "password", f"must be at least {MIN_PASSWORD_LENGTH} characters long", hint="choose a longer password"
+        )
     if not password.strip():
         raise ValidationError("password", "must not be only spaces")
 

@@ -39,7 +39,8 @@ def split_path(path: str | Sequence[str]) -> tuple[str, ...]:
     if problem:
         shown = str(path) if len(str(path)) <= 60 else str(path)[:57] + "..."
         raise ValidationError(
-            "category", f"{shown!r} is not a category path ({problem})",
+            "category",
+            f"{shown!r} is not a category path ({problem})",
             hint="use names separated by ' > ', e.g. 'Apparel > Shirts'",
         )
     return tuple(clean_name(part) for part in parts)
@@ -92,8 +93,9 @@ def _free_slug_from_db(name: str, parent_slug: str | None, external_id: str | No
                 return slug
 
 
-def _insert_node(name: str, slug: str, parent_id: int | None, parent_path: str, level: int,
-                 external_id: str | None = None) -> tuple[int, str] | None:
+def _insert_node(
+    name: str, slug: str, parent_id: int | None, parent_path: str, level: int, external_id: str | None = None
+) -> tuple[int, str] | None:
     """INSERT one category unless it (or its slug) exists, and set its path; ``None`` if nothing was inserted.
 
     ``ON CONFLICT DO NOTHING`` (both backends) instead of catching IntegrityError: on
@@ -104,10 +106,30 @@ def _insert_node(name: str, slug: str, parent_id: int | None, parent_path: str, 
     """
     database = get_database()
     now = utcnow()
-    columns = ("name", "slug", "parent_id", "level", "path", "external_id", "sort_order", "is_active",
-               "created_at", "updated_at")
-    values = (name, slug, parent_id, level, parent_path, external_id, 0, Category.is_active.db_value(True),
-              Category.created_at.db_value(now), Category.updated_at.db_value(now))
+    columns = (
+        "name",
+        "slug",
+        "parent_id",
+        "level",
+        "path",
+        "external_id",
+        "sort_order",
+        "is_active",
+        "created_at",
+        "updated_at",
+    )
+    values = (
+        name,
+        slug,
+        parent_id,
+        level,
+        parent_path,
+        external_id,
+        0,
+        Category.is_active.db_value(True),
+        Category.created_at.db_value(now),
+        Category.updated_at.db_value(now),
+    )
     quoted = ", ".join(f'"{c}"' for c in columns)
     marks = ", ".join([database.param] * len(columns))
     sql = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES ({marks}) ON CONFLICT DO NOTHING'
@@ -128,8 +150,12 @@ def _insert_node(name: str, slug: str, parent_id: int | None, parent_path: str, 
 def _existing_node(name: str, parent_id: int | None) -> tuple[int, str, int, str] | None:
     """``(id, path, level, slug)`` of the category named ``name`` under ``parent_id``, if any."""
     parent = Category.parent.is_null() if parent_id is None else (Category.parent == parent_id)
-    return (Category.select(Category.id, Category.path, Category.level, Category.slug)
-            .where(parent & (Category.name == name)).tuples().first())
+    return (
+        Category.select(Category.id, Category.path, Category.level, Category.slug)
+        .where(parent & (Category.name == name))
+        .tuples()
+        .first()
+    )
 
 
 # -- the resolver used by product imports ------------------------------------------------
@@ -269,8 +295,13 @@ class CategoryImportResult:
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
-                "total": self.total, "dry_run": self.dry_run}
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "total": self.total,
+            "dry_run": self.dry_run,
+        }
 
 
 @dataclass
@@ -304,7 +335,9 @@ def _plan(nodes: list[TaxonomyNode], source: str) -> _Plan:
         cid: (name, parent_id, slug, ext)
         for cid, name, parent_id, slug, ext in Category.select(
             Category.id, Category.name, Category.parent, Category.slug, Category.external_id
-        ).order_by(Category.id).tuples()
+        )
+        .order_by(Category.id)
+        .tuples()
     }
     by_ext = {ext: cid for cid, (_, _, _, ext) in rows.items() if ext is not None}
     by_parent_name: dict[tuple[int | None, str], list[int]] = {}
@@ -365,8 +398,9 @@ def _assign_slugs(creates: list[_New], slug_of: dict[int, str], taken: set[str])
             return
         if new.parent_key is not None and new.parent_key < 0:
             assign(by_key[new.parent_key])
-        new.slug = choose_slug(new.node.names[-1], slug_of.get(new.parent_key), new.node.external_id,
-                               taken.__contains__)
+        new.slug = choose_slug(
+            new.node.names[-1], slug_of.get(new.parent_key), new.node.external_id, taken.__contains__
+        )
         taken.add(new.slug)
         slug_of[new.key] = new.slug
 
@@ -383,14 +417,24 @@ def _insert_rows(rows: list[tuple]) -> None:
     database = get_database()
     # The model's Python-side defaults, as the database stores them.
     defaults = (0, Category.is_active.db_value(True), *[Category.created_at.db_value(utcnow())] * 2)
-    columns = ("name", "slug", "parent_id", "level", "path", "external_id", "sort_order", "is_active",
-               "created_at", "updated_at")
+    columns = (
+        "name",
+        "slug",
+        "parent_id",
+        "level",
+        "path",
+        "external_id",
+        "sort_order",
+        "is_active",
+        "created_at",
+        "updated_at",
+    )
     quoted = ", ".join(f'"{c}"' for c in columns)  # both backends quote identifiers with ""
     head = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES '
 
     one = "(" + ", ".join([database.param] * len(columns)) + ")"
     for start in range(0, len(rows), _INSERT_BATCH):
-        batch = rows[start:start + _INSERT_BATCH]
+        batch = rows[start : start + _INSERT_BATCH]
         params = [value for row in batch for value in (*row, *defaults)]
         database.execute_sql(head + ", ".join([one] * len(batch)), params)
 
@@ -409,13 +453,13 @@ def _apply(plan: _Plan) -> None:
     for depth in depths:
         level = [n for n in plan.creates if n.node.depth == depth]
         if level:
-            _insert_rows([
-                (n.node.names[-1], n.slug, real(n.parent_key), depth, _PENDING_PATH, n.node.external_id)
-                for n in level
-            ])
-            new_ids = dict(
-                Category.select(Category.slug, Category.id).where(Category.path == _PENDING_PATH).tuples()
+            _insert_rows(
+                [
+                    (n.node.names[-1], n.slug, real(n.parent_key), depth, _PENDING_PATH, n.node.external_id)
+                    for n in level
+                ]
             )
+            new_ids = dict(Category.select(Category.slug, Category.id).where(Category.path == _PENDING_PATH).tuples())
             for n in level:
                 ids[n.key] = new_ids[n.slug]
             Category.update(
@@ -439,7 +483,7 @@ def _update_in_place(changes: list[_Change]) -> None:
     now = Category.updated_at.db_value(utcnow())
     table, param = Category._meta.table_name, database.param
     for start in range(0, len(changes), _INSERT_BATCH):
-        batch = changes[start:start + _INSERT_BATCH]
+        batch = changes[start : start + _INSERT_BATCH]
         sets, params = [], []
         for column in ("name", "external_id"):
             pairs = [(c.category_id, c.fields[column]) for c in batch if column in c.fields]
@@ -448,8 +492,10 @@ def _update_in_place(changes: list[_Change]) -> None:
                 sets.append(f'"{column}" = CASE "id" {whens} ELSE "{column}" END')
                 params.extend(value for pair in pairs for value in pair)
         ids = [c.category_id for c in batch]
-        sql = (f'UPDATE "{table}" SET {", ".join(sets)}, "updated_at" = {param} '
-               f'WHERE "id" IN ({", ".join([param] * len(ids))})')
+        sql = (
+            f'UPDATE "{table}" SET {", ".join(sets)}, "updated_at" = {param} '
+            f'WHERE "id" IN ({", ".join([param] * len(ids))})'
+        )
         database.execute_sql(sql, [*params, now, *ids])
 
 
@@ -489,12 +535,17 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
                 try:
                     _apply(plan)
                 except pw.IntegrityError as exc:  # a product import's resolver created one meanwhile
-                    raise FeedError(f"{source_name(path_or_file)}: another process created some of these "
-                                    f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
-                                    hint="run the import again: it finds them and writes nothing twice") from exc
+                    raise FeedError(
+                        f"{source_name(path_or_file)}: another process created some of these "
+                        f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
+                        hint="run the import again: it finds them and writes nothing twice",
+                    ) from exc
     return CategoryImportResult(
-        created=len(plan.creates), updated=len(plan.changes), unchanged=plan.unchanged,
-        total=len(nodes), dry_run=dry_run,
+        created=len(plan.creates),
+        updated=len(plan.changes),
+        unchanged=plan.unchanged,
+        total=len(nodes),
+        dry_run=dry_run,
     )
 
 
@@ -556,9 +607,14 @@ class CategoryDeleteResult:
     products_reassigned: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"category_id": self.category_id, "name": self.name, "policy": self.policy,
-                "new_parent_id": self.new_parent_id, "children_reassigned": self.children_reassigned,
-                "products_reassigned": self.products_reassigned}
+        return {
+            "category_id": self.category_id,
+            "name": self.name,
+            "policy": self.policy,
+            "new_parent_id": self.new_parent_id,
+            "children_reassigned": self.children_reassigned,
+            "products_reassigned": self.products_reassigned,
+        }
 
 
 def delete_category(category: Category | int, policy: str = "refuse") -> CategoryDeleteResult:
@@ -592,17 +648,17 @@ def delete_category(category: Category | int, policy: str = "refuse") -> Categor
                 path=pw.Value(parent_path).concat(pw.fn.SUBSTR(Category.path, len(category.path) + 1)),
                 level=Category.level - 1,
             ).where(path_prefix(Category.path, category.path) & (Category.id != category.id)).execute()
-            Category.update(parent=category.parent_id, updated_at=now).where(
-                Category.parent == category.id
-            ).execute()
+            Category.update(parent=category.parent_id, updated_at=now).where(Category.parent == category.id).execute()
         if products:
-            Product.update(category=category.parent_id, updated_at=now).where(
-                Product.category == category.id
-            ).execute()
+            Product.update(category=category.parent_id, updated_at=now).where(Product.category == category.id).execute()
         Category.delete().where(Category.id == category.id).execute()
     return CategoryDeleteResult(
-        category_id=category.id, name=category.name, policy=policy, new_parent_id=category.parent_id,
-        children_reassigned=children, products_reassigned=products,
+        category_id=category.id,
+        name=category.name,
+        policy=policy,
+        new_parent_id=category.parent_id,
+        children_reassigned=children,
+        products_reassigned=products,
     )
 
 
@@ -633,9 +689,11 @@ def merge_duplicate_categories() -> MergeResult:
     with db_session_scope():
         while True:
             groups: dict[tuple[int | None, str], list[tuple[int, str | None]]] = {}
-            for cid, parent_id, name, ext in Category.select(
-                Category.id, Category.parent, Category.name, Category.external_id
-            ).order_by(Category.id).tuples():
+            for cid, parent_id, name, ext in (
+                Category.select(Category.id, Category.parent, Category.name, Category.external_id)
+                .order_by(Category.id)
+                .tuples()
+            ):
                 groups.setdefault((parent_id, name), []).append((cid, ext))
             duplicates = [group for group in groups.values() if len(group) > 1]
             if not duplicates:
@@ -643,9 +701,12 @@ def merge_duplicate_categories() -> MergeResult:
             for (keeper, keeper_ext), *others in duplicates:
                 for cid, ext in others:
                     if ext is not None and keeper_ext is not None and ext != keeper_ext:
-                        raise ValidationError("external_id", f"categories {keeper} and {cid} share a parent and a "
-                                              f"name but have the external ids {keeper_ext!r} and {ext!r}",
-                                              hint="rename one of them instead")
+                        raise ValidationError(
+                            "external_id",
+                            f"categories {keeper} and {cid} share a parent and a "
+                            f"name but have the external ids {keeper_ext!r} and {ext!r}",
+                            hint="rename one of them instead",
+                        )
                     moved += Product.update(category=keeper).where(Product.category == cid).execute()
                     Icon.update(category=keeper).where(Icon.category == cid).execute()
                     for child in Category.select().where(Category.parent == cid):

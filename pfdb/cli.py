@@ -61,8 +61,9 @@ class PfdbCLI:
 
         overrides.setdefault("migration_auto_upgrade", False)
         command = getattr(self, "_command", None)
-        return init_database(self._database_url, create=command in CREATING_COMMANDS,
-                             read_only=command in READING_COMMANDS, **overrides)
+        return init_database(
+            self._database_url, create=command in CREATING_COMMANDS, read_only=command in READING_COMMANDS, **overrides
+        )
 
     # -- migration lifecycle --------------------------------------------------------------
     def init(self, json: bool = False):
@@ -83,7 +84,9 @@ class PfdbCLI:
             print(f"applied:  {', '.join(result.applied)}")
         if result.backup:
             print(f"backup:   {result.backup}")
-        print(f"current:  {result.current or '-'} ({'up to date' if not result.pending else 'pending: ' + ', '.join(result.pending)})")
+        print(
+            f"current:  {result.current or '-'} ({'up to date' if not result.pending else 'pending: ' + ', '.join(result.pending)})"
+        )
 
     def status(self, json: bool = False, exit_code: bool = False, drift: bool = True):
         """Applied migrations with their times, pending ones, and model drift.
@@ -111,16 +114,26 @@ class PfdbCLI:
             for name in result.unknown:
                 print(f"  [?] {name}  (applied, but no migration file)")
             if result.drift:
-                print(f"drift: the models differ from the migrations ({len(result.drift)} "
-                      f"change{'s' if len(result.drift) != 1 else ''}); run pfdb create-migration:")
+                print(
+                    f"drift: the models differ from the migrations ({len(result.drift)} "
+                    f"change{'s' if len(result.drift) != 1 else ''}); run pfdb create-migration:"
+                )
                 _print_changes(result.drift)
             elif result.drift is not None:
                 print("drift: none")
         if exit_code and result.pending:
             raise Exit(EXIT_FAILED)
 
-    def migrate(self, target: str | None = None, fake: bool = False, dry_run: bool = False,
-                wait: bool = False, timeout: float = 30.0, lock_timeout: float = 600.0, json: bool = False):
+    def migrate(
+        self,
+        target: str | None = None,
+        fake: bool = False,
+        dry_run: bool = False,
+        wait: bool = False,
+        timeout: float = 30.0,
+        lock_timeout: float = 600.0,
+        json: bool = False,
+    ):
         """Apply pending migrations (up to --target), each in its own transaction.
 
         Args:
@@ -141,8 +154,12 @@ class PfdbCLI:
             from .database import wait_for_database
 
             wait_for_database(timeout=number("timeout", timeout))
-        result = migrate(None if target is None else str(target), fake=fake, dry_run=dry_run,
-                         lock_timeout=number("lock_timeout", lock_timeout))
+        result = migrate(
+            None if target is None else str(target),
+            fake=fake,
+            dry_run=dry_run,
+            lock_timeout=number("lock_timeout", lock_timeout),
+        )
         if json:
             return _print_json(result.as_dict())
         if result.backup is not None:
@@ -159,8 +176,14 @@ class PfdbCLI:
             for name in result.applied:
                 print(f"{verb}: {name}")
 
-    def rollback(self, version: str | None = None, yes: bool = False, lock_timeout: float = 600.0,
-                 json: bool = False, fake: bool = False):
+    def rollback(
+        self,
+        version: str | None = None,
+        yes: bool = False,
+        lock_timeout: float = 600.0,
+        json: bool = False,
+        fake: bool = False,
+    ):
         """Undo the last migration, everything after VERSION, or all of them (zero).
 
         A rollback that drops tables or columns shows what it drops and asks on a terminal;
@@ -185,8 +208,11 @@ class PfdbCLI:
             plan = rollback_plan(target)
             if plan.destructive:
                 if not sys.stdin.isatty():
-                    raise UsageError(f"pfdb rollback: {plan.summary}; refusing without --yes "
-                                     "because standard input is not a terminal", hint="add --yes")
+                    raise UsageError(
+                        f"pfdb rollback: {plan.summary}; refusing without --yes "
+                        "because standard input is not a terminal",
+                        hint="add --yes",
+                    )
                 print(f"Rolling back {', '.join(plan.undo)} drops, with their data:")
                 for item in (d for ds in plan.drops.values() for d in ds):
                     print(f"  {item}")
@@ -337,10 +363,15 @@ class PfdbCLI:
         migration = check_backup(path)
         if not yes:
             if not sys.stdin.isatty():
-                raise UsageError("pfdb restore replaces the current data; refusing without --yes "
-                                 "because standard input is not a terminal", hint="add --yes")
-            answer = input(f"Replace the data of {get_settings().database_url.masked} with {path} "
-                           f"(migration {migration or 'none'})? A safety backup is taken first. [y/N] ")
+                raise UsageError(
+                    "pfdb restore replaces the current data; refusing without --yes "
+                    "because standard input is not a terminal",
+                    hint="add --yes",
+                )
+            answer = input(
+                f"Replace the data of {get_settings().database_url.masked} with {path} "
+                f"(migration {migration or 'none'})? A safety backup is taken first. [y/N] "
+            )
             if answer.strip().lower() not in ("y", "yes"):
                 print("restore cancelled; nothing was changed")
                 raise Exit(EXIT_FAILED)
@@ -380,7 +411,9 @@ class PfdbCLI:
             print(f"size:       {human_size(result.size)}")
         print("settings:   " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
         m = result.migrations
-        print(f"migrations: {m['current'] or 'none'} ({'up to date' if m['up_to_date'] else 'pending: ' + ', '.join(m['pending'])})")
+        print(
+            f"migrations: {m['current'] or 'none'} ({'up to date' if m['up_to_date'] else 'pending: ' + ', '.join(m['pending'])})"
+        )
         if result.pool:
             print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
         print("tables:")
@@ -432,14 +465,23 @@ class PfdbCLI:
             migrations = report.get("migrations") or {}
             if "pending" in migrations:
                 pending = migrations["pending"]
-                print(f"migrations: {migrations['current'] or 'none'}" + (f" (pending: {', '.join(pending)})" if pending else ""))
+                print(
+                    f"migrations: {migrations['current'] or 'none'}"
+                    + (f" (pending: {', '.join(pending)})" if pending else "")
+                )
             if report.get("error"):
                 print(f"error:      {report['error']}")
         if report["status"] != "healthy":
             raise Exit(EXIT_FAILED)
 
-    def create_admin(self, email: str, password: str | None = None, password_stdin: bool = False,
-                     update: bool = False, json: bool = False):
+    def create_admin(
+        self,
+        email: str,
+        password: str | None = None,
+        password_stdin: bool = False,
+        update: bool = False,
+        json: bool = False,
+    ):
         """Create an administrator, or with --update reset a user's password and make it admin.
 
         The password is asked twice on a terminal, or read as one line with --password-stdin.
@@ -458,12 +500,18 @@ class PfdbCLI:
         if password is not None:
             if password_stdin:
                 raise UsageError("pass the password either as an argument or with --password-stdin, not both")
-            print("warning: a password on the command line stays in the shell history; "
-                  "prefer the prompt or --password-stdin", file=sys.stderr)
+            print(
+                "warning: a password on the command line stays in the shell history; "
+                "prefer the prompt or --password-stdin",
+                file=sys.stderr,
+            )
         elif password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
             if not password:
-                raise UsageError("--password-stdin read no password", hint='e.g. echo "$PASSWORD" | pfdb create-admin EMAIL --password-stdin')
+                raise UsageError(
+                    "--password-stdin read no password",
+                    hint='e.g. echo "$PASSWORD" | pfdb create-admin EMAIL --password-stdin',
+                )
         elif sys.stdin.isatty():
             import getpass
 
@@ -471,8 +519,10 @@ class PfdbCLI:
             if getpass.getpass("Repeat password: ") != password:
                 raise UsageError("the two passwords differ; nothing was changed")
         else:
-            raise UsageError("no password given and standard input is not a terminal to ask on",
-                             hint="pipe it in with --password-stdin")
+            raise UsageError(
+                "no password given and standard input is not a terminal to ask on",
+                hint="pipe it in with --password-stdin",
+            )
         self._init()
         result = create_admin(email, password, update=update)
         if json:
@@ -533,13 +583,25 @@ class PfdbCLI:
         if json:
             return _print_json(result.as_dict())
         verb = "would import" if dry_run else "imported"
-        print(f"{verb} {result.total} categories: {result.created} created, {result.updated} updated, "
-              f"{result.unchanged} unchanged{' (dry run: nothing written)' if dry_run else ''}")
+        print(
+            f"{verb} {result.total} categories: {result.created} created, {result.updated} updated, "
+            f"{result.unchanged} unchanged{' (dry run: nothing written)' if dry_run else ''}"
+        )
 
     # -- feeds: import, export ------------------------------------------------------------
-    def import_products(self, file: str, format: str = "auto", mapping: str = "", dry_run: bool = False,
-                        strict: bool = False, rejects: str = "", batch_size: int = 2000,
-                        encoding: str = "utf-8-sig", currency: str = "", json: bool = False):
+    def import_products(
+        self,
+        file: str,
+        format: str = "auto",
+        mapping: str = "",
+        dry_run: bool = False,
+        strict: bool = False,
+        rejects: str = "",
+        batch_size: int = 2000,
+        encoding: str = "utf-8-sig",
+        currency: str = "",
+        json: bool = False,
+    ):
         """Import a product feed: pfdb CSV/JSON Lines, Shopify, WooCommerce, Google Merchant or Google Retail.
 
         New SKUs are created; known ones change only in the fields the feed carries, and
@@ -577,9 +639,18 @@ class PfdbCLI:
         except ValueError:  # not the main thread
             previous = None
         try:
-            result = import_products(str(file), format=str(format), mapping=str(mapping) or None, dry_run=dry_run,
-                                     strict=strict, rejects=str(rejects) or None, batch_size=batch_size,
-                                     encoding=str(encoding), progress=bar, currency=str(currency) or None)
+            result = import_products(
+                str(file),
+                format=str(format),
+                mapping=str(mapping) or None,
+                dry_run=dry_run,
+                strict=strict,
+                rejects=str(rejects) or None,
+                batch_size=batch_size,
+                encoding=str(encoding),
+                progress=bar,
+                currency=str(currency) or None,
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -589,23 +660,34 @@ class PfdbCLI:
             _print_json(result.as_dict())
         else:
             verb = "checked" if dry_run else "imported"
-            counted = f"{result.rows} {result.unit}" + (f" from {result.lines} lines" if result.lines != result.rows
-                                                        else "")
-            print(f"{verb} {result.source} ({result.format}): {counted}, {result.created} created, "
-                  f"{result.updated} updated, {result.unchanged} unchanged, {result.rejected} rejected")
+            counted = f"{result.rows} {result.unit}" + (
+                f" from {result.lines} lines" if result.lines != result.rows else ""
+            )
+            print(
+                f"{verb} {result.source} ({result.format}): {counted}, {result.created} created, "
+                f"{result.updated} updated, {result.unchanged} unchanged, {result.rejected} rejected"
+            )
             if result.skipped:
-                print("not products: " + ", ".join(f"{n} {kind}" for kind, n in result.skipped)
-                      + " (a variable product's variations are imported; a grouped product lists others)")
+                print(
+                    "not products: "
+                    + ", ".join(f"{n} {kind}" for kind, n in result.skipped)
+                    + " (a variable product's variations are imported; a grouped product lists others)"
+                )
             if not result.written:
                 print("nothing was written: " + ("dry run" if dry_run else "--strict and some rows were rejected"))
             if result.currency:
-                print(f"currency: {result.currency} for rows that name none (--currency)" if currency else
-                      f"currency: the feed names none; new products get {result.currency} (--currency CODE to set one)")
+                print(
+                    f"currency: {result.currency} for rows that name none (--currency)"
+                    if currency
+                    else f"currency: the feed names none; new products get {result.currency} (--currency CODE to set one)"
+                )
             if result.generated_skus:
                 print(f"generated SKUs: {result.generated_skus} (variants without one; stable across re-imports)")
             if result.images_added or result.images_removed or result.categories_created:
-                print(f"images: {result.images_added} added, {result.images_removed} removed; "
-                      f"categories: {result.categories_created} created")
+                print(
+                    f"images: {result.images_added} added, {result.images_removed} removed; "
+                    f"categories: {result.categories_created} created"
+                )
             if result.ignored_columns:
                 shown = ", ".join(result.ignored_columns[:8])
                 more = len(result.ignored_columns) - 8
@@ -619,8 +701,14 @@ class PfdbCLI:
         if result.rejected:
             raise Exit(EXIT_FAILED)
 
-    def export(self, output: str | None = None, format: str = "", category: str = "", changed_since: str = "",
-               json: bool = False):
+    def export(
+        self,
+        output: str | None = None,
+        format: str = "",
+        category: str = "",
+        changed_since: str = "",
+        json: bool = False,
+    ):
         """Export products, with category paths and image lists, as pfdb CSV or JSON Lines.
 
         The file imports back with pfdb import.
@@ -643,9 +731,13 @@ class PfdbCLI:
         to_stdout = output is None or str(output) == "-"
         bar = ProgressBar("exporting", unit="products") if sys.stderr.isatty() and not to_stdout else None
         try:
-            result = export_products(sys.stdout if to_stdout else str(output), format=str(format) or None,
-                                     category=str(category) or None, changed_since=str(changed_since) or None,
-                                     progress=bar)
+            result = export_products(
+                sys.stdout if to_stdout else str(output),
+                format=str(format) or None,
+                category=str(category) or None,
+                changed_since=str(changed_since) or None,
+                progress=bar,
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -698,8 +790,10 @@ class PfdbCLI:
             print(f"  {t.table:<{width}}  {t.rows:>10,} rows  checksum {t.checksum}  {'ok' if t.ok else 'DIFFERS'}")
         if result.backup:
             print(f"backup of the replaced target: {result.backup}")
-        print(f"copied {result.rows:,} rows from {result.source} to {result.target} "
-              f"(migration {result.migration}) in {result.seconds:.2f} s; verified")
+        print(
+            f"copied {result.rows:,} rows from {result.source} to {result.target} "
+            f"(migration {result.migration}) in {result.seconds:.2f} s; verified"
+        )
 
     # -- the shell ----------------------------------------------------------------------------
     def completion(self, shell: str):
@@ -780,8 +874,11 @@ def number(name: str, value: Any) -> float:
 def _method_names() -> dict[str, str]:
     """Command name as typed -> PfdbCLI method name, in help order."""
     shown = {target: alias for alias, target in ALIASES.items()}
-    return {shown.get(name, name.replace("_", "-")): name for name, fn in vars(PfdbCLI).items()
-            if inspect.isfunction(fn) and not name.startswith("_")}
+    return {
+        shown.get(name, name.replace("_", "-")): name
+        for name, fn in vars(PfdbCLI).items()
+        if inspect.isfunction(fn) and not name.startswith("_")
+    }
 
 
 def command_spec(name: str) -> Any:
@@ -854,8 +951,9 @@ def main(argv: list[str] | None = None) -> int:
         if spec is None:
             what = "option" if args[0].startswith("-") else "command"
             names = list(_method_names())
-            raise UsageError(f"unknown {what} {args[0]!r}{cli_spec.suggest(args[0], names)}",
-                             hint=f"commands: {', '.join(names)}")
+            raise UsageError(
+                f"unknown {what} {args[0]!r}{cli_spec.suggest(args[0], names)}", hint=f"commands: {', '.join(names)}"
+            )
         rest = args[1:]
         if "--help" in rest or "-h" in rest:
             print(cli_spec.command_help(spec))

@@ -184,10 +184,21 @@ def command_from_method(name: str, fn: Callable[..., Any]) -> Command:
             if not is_bool and not metavar:
                 raise ValueError(f"{name}: {flag} takes a value: write it as '{flag} NAME'")
             if is_bool and (flag.startswith("--no-") != (param.default is True)):
-                raise ValueError(f"{name}: {flag} must be spelled --no-{param_name.replace('_', '-')} "
-                                 f"when it is on by default, --{param_name.replace('_', '-')} otherwise")
-            arguments.append(Argument(param_name, flag, metavar or None, help_text,
-                                      param.default, False, _converter(param.annotation, param.default)))
+                raise ValueError(
+                    f"{name}: {flag} must be spelled --no-{param_name.replace('_', '-')} "
+                    f"when it is on by default, --{param_name.replace('_', '-')} otherwise"
+                )
+            arguments.append(
+                Argument(
+                    param_name,
+                    flag,
+                    metavar or None,
+                    help_text,
+                    param.default,
+                    False,
+                    _converter(param.annotation, param.default),
+                )
+            )
         else:
             param_name = spelling.lower()
             param = params.get(param_name)
@@ -196,8 +207,17 @@ def command_from_method(name: str, fn: Callable[..., Any]) -> Command:
             required = param.default is inspect.Parameter.empty
             if not required and param.default is not None:
                 raise ValueError(f"{name}: positional {spelling} must be required or default to None")
-            arguments.append(Argument(param_name, None, spelling, help_text, None if required else param.default,
-                                      required, _converter(param.annotation, param.default)))
+            arguments.append(
+                Argument(
+                    param_name,
+                    None,
+                    spelling,
+                    help_text,
+                    None if required else param.default,
+                    required,
+                    _converter(param.annotation, param.default),
+                )
+            )
         if param_name in seen:
             raise ValueError(f"{name}: {param_name} is documented twice")
         seen.add(param_name)
@@ -237,8 +257,7 @@ def parse(command: Command, args: list[str]) -> dict[str, Any]:
             option = by_flag.get(flag)
             if option is None:
                 known = [a.flag for a in command.options if a.flag]
-                raise UsageError(f"{where}: unknown option {flag}{suggest(flag, known)}",
-                                 hint=f"see {where} --help")
+                raise UsageError(f"{where}: unknown option {flag}{suggest(flag, known)}", hint=f"see {where} --help")
             if option.param in values:
                 raise UsageError(f"{where}: option {flag} is given twice")
             if option.is_switch:
@@ -313,13 +332,21 @@ def command_help(command: Command) -> str:
 
 
 def main_help(summary: str, commands: list[Command]) -> str:
-    lines = [f"usage: {PROG} [--database-url URL] [--debug] COMMAND [ARGUMENTS] [OPTIONS]", "", summary, "",
-             "commands:"]
+    lines = [
+        f"usage: {PROG} [--database-url URL] [--debug] COMMAND [ARGUMENTS] [OPTIONS]",
+        "",
+        summary,
+        "",
+        "commands:",
+    ]
     lines += _table([(c.name, c.summary) for c in commands])
     lines += ["", "global options:"]
     lines += _table(list(GLOBAL_OPTIONS))
-    lines += ["", f"Run '{PROG} COMMAND --help' for a command's arguments and options; every command is a "
-              "Python function too (docs/commands.md)."]
+    lines += [
+        "",
+        f"Run '{PROG} COMMAND --help' for a command's arguments and options; every command is a "
+        "Python function too (docs/commands.md).",
+    ]
     return "\n".join(lines)
 
 
@@ -354,7 +381,7 @@ _{PROG}() {{
         return 0
     fi
     if [[ -z "$command" ]]; then
-        COMPREPLY=($(compgen -W "{names} {' '.join(_GLOBAL_FLAGS)}" -- "$cur"))
+        COMPREPLY=($(compgen -W "{names} {" ".join(_GLOBAL_FLAGS)}" -- "$cur"))
         return 0
     fi
     opts="--help"; files=0
@@ -373,6 +400,8 @@ complete -o default -F _{PROG} {PROG}
     if shell == "bash":
         return bash
     if shell == "zsh":
-        return (f"# {PROG} completion for zsh: eval \"$({PROG} completion zsh)\" in ~/.zshrc\n"
-                "autoload -U +X compinit && compinit\nautoload -U +X bashcompinit && bashcompinit\n" + bash)
+        return (
+            f'# {PROG} completion for zsh: eval "$({PROG} completion zsh)" in ~/.zshrc\n'
+            "autoload -U +X compinit && compinit\nautoload -U +X bashcompinit && bashcompinit\n" + bash
+        )
     raise UsageError(f"no completion for shell {shell!r}{suggest(shell, ('bash', 'zsh'))}", hint="use bash or zsh")

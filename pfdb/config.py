@@ -247,8 +247,9 @@ def _parse_seconds(name: str, raw: Any) -> float:
     if value < 0:
         raise ConfigError(f"{name} must not be negative, got {raw!r}", hint=f"e.g. {name}=30")
     if not math.isfinite(value) or value > MAX_SECONDS:
-        raise ConfigError(f"{name} must be a finite number of seconds from 0 to {MAX_SECONDS}, got {raw!r}",
-                          hint=f"e.g. {name}=30")
+        raise ConfigError(
+            f"{name} must be a finite number of seconds from 0 to {MAX_SECONDS}, got {raw!r}", hint=f"e.g. {name}=30"
+        )
     return value
 
 

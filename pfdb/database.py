@@ -48,8 +48,8 @@ _settings: Settings | None = None
 _PERMANENT = (
     ("password authentication failed", "check the password in DATABASE_URL"),
     ("no password supplied", "put the password in DATABASE_URL"),
-    ("role \"", "check the user name in DATABASE_URL, or create that role on the server"),
-    ("database \"", "create it with pfdb init, or correct the name in DATABASE_URL"),
+    ('role "', "check the user name in DATABASE_URL, or create that role on the server"),
+    ('database "', "create it with pfdb init, or correct the name in DATABASE_URL"),
     ("no pg_hba.conf entry", "the server refuses this user or host: see its pg_hba.conf"),
 )
 
@@ -79,8 +79,10 @@ FILE_MODE = 0o600  # the database holds password hashes: owner only, like backup
 def _sqlite_file(url: DatabaseURL) -> Path:
     path = Path(url.path).expanduser()
     if path.is_dir():  # sqlite3 would fail with 'unable to open database file'
-        raise ConfigError(f"DATABASE_URL names a folder, not a database file: {path}",
-                          hint=f"name the file, e.g. sqlite:///{path / 'pfdb.db'}")
+        raise ConfigError(
+            f"DATABASE_URL names a folder, not a database file: {path}",
+            hint=f"name the file, e.g. sqlite:///{path / 'pfdb.db'}",
+        )
     return path
 
 
@@ -88,8 +90,10 @@ def require_sqlite_file(url: DatabaseURL) -> Path:
     """The SQLite file of ``url``, or ``DatabaseNotFoundError`` saying to run ``pfdb init``."""
     path = _sqlite_file(url)
     if not path.exists():
-        raise DatabaseNotFoundError(f"there is no SQLite database at {path}",
-                                    hint="create it with pfdb init (or correct DATABASE_URL / --database-url)")
+        raise DatabaseNotFoundError(
+            f"there is no SQLite database at {path}",
+            hint="create it with pfdb init (or correct DATABASE_URL / --database-url)",
+        )
     return path
 
 
@@ -106,8 +110,11 @@ def translated_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         settings = _settings
-        translated = (_sqlite_error(settings.database_url, exc) or _schema_missing(settings.database_url, exc)
-                      if settings is not None else None)
+        translated = (
+            _sqlite_error(settings.database_url, exc) or _schema_missing(settings.database_url, exc)
+            if settings is not None
+            else None
+        )
         if translated is None:
             raise
         raise translated from exc
@@ -120,13 +127,17 @@ def _check_writable(path: Path) -> None:
     """A write command on a file or folder it may only read: say which, before SQLite fails midway."""
     folder = path.resolve().parent
     if not os.access(path, os.W_OK):
-        raise ReadOnlyDatabaseError(f"the SQLite database {path} is read-only (its permissions or a read-only disk)",
-                                    hint=f"this command writes: run it where the file is writable; {_READS_WORK}")
+        raise ReadOnlyDatabaseError(
+            f"the SQLite database {path} is read-only (its permissions or a read-only disk)",
+            hint=f"this command writes: run it where the file is writable; {_READS_WORK}",
+        )
     companions_exist = all(Path(f"{path}{s}").exists() for s in ("-wal", "-shm"))
     if not os.access(folder, os.W_OK) and not companions_exist:
-        raise ReadOnlyDatabaseError(f"the folder {folder} of the SQLite database is read-only; "
-                                    f"SQLite must create {path.name}-wal and {path.name}-shm beside it to write",
-                                    hint=f"this command writes: make the folder writable; {_READS_WORK}")
+        raise ReadOnlyDatabaseError(
+            f"the folder {folder} of the SQLite database is read-only; "
+            f"SQLite must create {path.name}-wal and {path.name}-shm beside it to write",
+            hint=f"this command writes: make the folder writable; {_READS_WORK}",
+        )
 
 
 def create_sqlite_file(path: Path) -> bool:
@@ -146,8 +157,9 @@ def create_sqlite_file(path: Path) -> bool:
 _NO_SHM = ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT")
 
 
-def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, create: bool = False,
-                **params: Any) -> sqlite3.Connection:
+def open_sqlite(
+    path: str | os.PathLike, *, read_only: bool, timeout: float, create: bool = False, **params: Any
+) -> sqlite3.Connection:
     """Open a SQLite file with the sqlite3 defaults peewee uses (autocommit, ``timeout``).
 
     Read-only opens use SQLite's ``mode=ro`` when the file or its folder cannot be written.
@@ -161,8 +173,9 @@ def open_sqlite(path: str | os.PathLike, *, read_only: bool, timeout: float, cre
     path = Path(path)
     uri = path.resolve().as_uri()
     if not read_only:
-        return sqlite3.connect(f"{uri}?mode={'rwc' if create else 'rw'}", uri=True, timeout=timeout,
-                               isolation_level=None, **params)
+        return sqlite3.connect(
+            f"{uri}?mode={'rwc' if create else 'rw'}", uri=True, timeout=timeout, isolation_level=None, **params
+        )
     writable = os.access(path, os.W_OK) and os.access(path.resolve().parent, os.W_OK)
     if writable:
         return sqlite3.connect(f"{uri}?mode=rw", uri=True, timeout=timeout, isolation_level=None, **params)
@@ -189,18 +202,24 @@ def _sqlite_error(url: DatabaseURL, exc: BaseException) -> PfdbError | None:
     text = str(exc)
     if url.backend == "postgresql":
         if "No space left on device" in text or "could not extend file" in text:  # SQLSTATE 53100
-            return DiskFullError(f"the disk of the PostgreSQL server of {url.masked} is full "
-                                 f"({text.strip().splitlines()[0]}); the transaction in progress was rolled back",
-                                 hint="free disk space on the server, then run it again")
+            return DiskFullError(
+                f"the disk of the PostgreSQL server of {url.masked} is full "
+                f"({text.strip().splitlines()[0]}); the transaction in progress was rolled back",
+                hint="free disk space on the server, then run it again",
+            )
         return None
     where = "memory" if url.is_memory else str(Path(url.path).expanduser())
     if "database or disk is full" in text:
-        return DiskFullError(f"the disk holding {where} is full (SQLite: database or disk is full); "
-                             f"the transaction in progress was rolled back",
-                             hint="free disk space, then run it again")
+        return DiskFullError(
+            f"the disk holding {where} is full (SQLite: database or disk is full); "
+            f"the transaction in progress was rolled back",
+            hint="free disk space, then run it again",
+        )
     if "readonly database" in text:
-        return ReadOnlyDatabaseError(f"cannot write to {where}: the file or its folder is read-only ({text})",
-                                     hint="run write commands where the database is writable")
+        return ReadOnlyDatabaseError(
+            f"cannot write to {where}: the file or its folder is read-only ({text})",
+            hint="run write commands where the database is writable",
+        )
     return None
 
 
@@ -219,9 +238,11 @@ def _schema_missing(url: DatabaseURL, exc: BaseException) -> SchemaMissingError 
     if code != _UNDEFINED_TABLE and not text.startswith("no such table"):
         return None
     reason = text.splitlines()[0] if text else type(exc).__name__
-    return SchemaMissingError(f"the database {url.masked} has no pfdb schema ({reason})",
-                              hint="run pfdb init (pfdb.migrations.init() from Python); "
-                                   "on a database that already holds data, run pfdb migrate")
+    return SchemaMissingError(
+        f"the database {url.masked} has no pfdb schema ({reason})",
+        hint="run pfdb init (pfdb.migrations.init() from Python); "
+        "on a database that already holds data, run pfdb migrate",
+    )
 
 
 _SQLITE_BUSY = 5  # primary result code; extended codes (BUSY_SNAPSHOT, …) keep it in the low byte
@@ -261,17 +282,23 @@ class SqliteDatabase(pw.SqliteDatabase):
             try:
                 create_sqlite_file(path)
             except OSError as exc:  # a read-only disk or folder, a missing folder
-                error = ReadOnlyDatabaseError if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) \
+                error = (
+                    ReadOnlyDatabaseError
+                    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
                     else DatabaseUnavailableError
-                raise error(f"cannot create the SQLite database {path}: {exc.strerror}",
-                            hint="point DATABASE_URL at a writable folder") from exc
+                )
+                raise error(
+                    f"cannot create the SQLite database {path}: {exc.strerror}",
+                    hint="point DATABASE_URL at a writable folder",
+                ) from exc
         else:
             path = require_sqlite_file(self.pfdb_url)
         if mode != "ro":
             _check_writable(path)
         try:
-            conn = open_sqlite(path, read_only=mode == "ro", timeout=self._timeout, create=mode == "rwc",
-                               **self.connect_params)
+            conn = open_sqlite(
+                path, read_only=mode == "ro", timeout=self._timeout, create=mode == "rwc", **self.connect_params
+            )
         except PfdbError:
             raise
         except Exception as exc:  # sqlite3.OperationalError: unable to open database file
@@ -346,8 +373,10 @@ class SqliteDatabase(pw.SqliteDatabase):
         if _is_busy(exc):
             return self._busy(time.monotonic() - start)
         if "readonly database" in str(exc) and self.pfdb_mode != "ro" and self._query_only():
-            return ReadOnlyDatabaseError("a write inside db_read_scope(), whose transaction is read-only; "
-                                         "nothing was written", hint="write inside db_session_scope()")
+            return ReadOnlyDatabaseError(
+                "a write inside db_read_scope(), whose transaction is read-only; nothing was written",
+                hint="write inside db_session_scope()",
+            )
         return _sqlite_error(self.pfdb_url, exc) or _schema_missing(self.pfdb_url, exc)
 
     def _query_only(self) -> bool:
@@ -472,14 +501,18 @@ def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
         # the write lock first and waits for it on the busy timeout. A deferred BEGIN reads,
         # then fails at once when it tries to write after another writer committed (SQLite
         # cannot wait there without a deadlock). Readers use db_read_scope(): BEGIN DEFERRED.
-        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout,
-                              lock_type="IMMEDIATE")
+        return SqliteDatabase(url, settings, pragmas=pragmas, timeout=settings.pool_timeout, lock_type="IMMEDIATE")
 
     if _PG_CLASS is None:
         _PG_CLASS = _pooled_postgres_class()
     params: dict[str, Any] = dict(url.options)
-    params.update({k: v for k, v in (("user", url.user), ("password", url.password),
-                                     ("host", url.host), ("port", url.port)) if v is not None})
+    params.update(
+        {
+            k: v
+            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
+            if v is not None
+        }
+    )
     params.setdefault("connect_timeout", _connect_timeout(settings))  # the URL's own wins
     return _PG_CLASS(
         url,
@@ -523,8 +556,14 @@ def _configure_echo(enabled: bool) -> None:
         logger.addHandler(_echo_handler)
 
 
-def bind_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
-                  settings: Settings | None = None, **overrides: Any) -> pw.Database:
+def bind_database(
+    url: str | None = None,
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> pw.Database:
     """Bind ``pfdb.db`` to the database of ``url`` (default: ``DATABASE_URL`` or ``pfdb.db``).
 
     Overrides take settings by name (``pool_size=5``, ``echo=True``); ``settings`` already
@@ -573,9 +612,7 @@ def get_database() -> pw.Database:
     """The bound database, or a clear error when ``init_database()`` has not been called."""
     database = db.obj
     if database is None:
-        raise DatabaseNotInitialisedError(
-            "the database is not initialised", hint="call pfdb.init_database() first"
-        )
+        raise DatabaseNotInitialisedError("the database is not initialised", hint="call pfdb.init_database() first")
     return database
 
 
@@ -663,8 +700,9 @@ def for_update(query: pw.Select) -> pw.Select:
     return query.for_update() if get_database().for_update else query
 
 
-def database_health_check(timeout: float | None = None, *,
-                          checks: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def database_health_check(
+    timeout: float | None = None, *, checks: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """Probe the database with ``SELECT 1``; never raises.
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
@@ -675,9 +713,17 @@ def database_health_check(timeout: float | None = None, *,
     the report unhealthy: it is how the layer above adds what this one cannot know.
     """
     # Every key is always there (None when it does not apply): scripts read it as a schema.
-    report: dict[str, Any] = {"status": "unhealthy", "connection_test": False, "backend": None, "database": None,
-                              "latency_ms": None, "server_version": None, "migrations": None, "pool": None,
-                              "error": None}
+    report: dict[str, Any] = {
+        "status": "unhealthy",
+        "connection_test": False,
+        "backend": None,
+        "database": None,
+        "latency_ms": None,
+        "server_version": None,
+        "migrations": None,
+        "pool": None,
+        "error": None,
+    }
     try:
         settings = get_settings()
         database = get_database()
@@ -698,14 +744,21 @@ def database_health_check(timeout: float | None = None, *,
     try:
         call_within(bound, _probe, database, url, probe_report, start, checks)
     except TimeoutError:
-        report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2),
-                      error=f"no answer from {url.masked} within {bound:g} s")
+        report.update(
+            latency_ms=round((time.perf_counter() - start) * 1000, 2),
+            error=f"no answer from {url.masked} within {bound:g} s",
+        )
         return report
     return probe_report
 
 
-def _probe(database: pw.Database, url: DatabaseURL, report: dict[str, Any], start: float,
-           checks: Callable[[dict[str, Any]], None] | None = None) -> None:
+def _probe(
+    database: pw.Database,
+    url: DatabaseURL,
+    report: dict[str, Any],
+    start: float,
+    checks: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     try:
         with borrow_connection(database):
             database.execute_sql("SELECT 1").fetchone()
@@ -742,8 +795,13 @@ def ensure_database_exists(settings: Settings) -> bool:
     import psycopg2
 
     params = dict(url.options)
-    params.update({k: v for k, v in (("user", url.user), ("password", url.password),
-                                     ("host", url.host), ("port", url.port)) if v is not None})
+    params.update(
+        {
+            k: v
+            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
+            if v is not None
+        }
+    )
     try:
         psycopg2.connect(dbname=url.database, connect_timeout=10, **params).close()
         return False

@@ -125,8 +125,7 @@ class DestructiveRollbackError(MigrationError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, message: str, hint: str | None = None, *, migration: str = "",
-                 drops: tuple[str, ...] = ()):
+    def __init__(self, message: str, hint: str | None = None, *, migration: str = "", drops: tuple[str, ...] = ()):
         super().__init__(message, hint)
         self.migration = migration
         self.drops = drops

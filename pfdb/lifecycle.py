@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["backup_before_change", "database_health_check", "init", "init_database"]
 
 
-def init_database(url: str | None = None, *, create: bool = True, read_only: bool = False,
-                  **overrides: Any) -> pw.Database:
+def init_database(
+    url: str | None = None, *, create: bool = True, read_only: bool = False, **overrides: Any
+) -> pw.Database:
     """Bind ``pfdb.db`` to the database of ``url`` (default: ``DATABASE_URL`` or ``pfdb.db``).
 
     Overrides take settings by name (``pool_size=5``, ``echo=True``). Re-initialising
@@ -83,9 +84,11 @@ def _migration_state(report: dict[str, Any]) -> None:
     report["migrations"] = {"current": state.current, "pending": list(state.pending)}
     if state.pending:
         count = len(state.pending)
-        report.update(status="unhealthy",
-                      error=f"{count} migration{'s' if count != 1 else ''} not applied "
-                            f"({', '.join(state.pending)}); run pfdb migrate")
+        report.update(
+            status="unhealthy",
+            error=f"{count} migration{'s' if count != 1 else ''} not applied "
+            f"({', '.join(state.pending)}); run pfdb migrate",
+        )
 
 
 def database_health_check(timeout: float | None = None) -> dict[str, Any]:

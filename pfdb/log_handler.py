@@ -81,9 +81,17 @@ class SystemLogHandler(logging.Handler):
         flush_timeout: seconds ``flush()``/``close()`` wait for a writer that makes no progress.
     """
 
-    def __init__(self, level: int = logging.INFO, *, batch_size: int = 100, flush_level: int = logging.ERROR,
-                 flush_interval: float = 5.0, max_buffer: int = 10_000, max_wait: float = 0.5,
-                 flush_timeout: float = 5.0):
+    def __init__(
+        self,
+        level: int = logging.INFO,
+        *,
+        batch_size: int = 100,
+        flush_level: int = logging.ERROR,
+        flush_interval: float = 5.0,
+        max_buffer: int = 10_000,
+        max_wait: float = 0.5,
+        flush_timeout: float = 5.0,
+    ):
         super().__init__(level)
         self.batch_size = max(1, int(batch_size))
         self.flush_level = flush_level
@@ -215,8 +223,9 @@ class SystemLogHandler(logging.Handler):
                         self._wake = bool(self._queue) and self._wake
                         self._busy_since = now
                         break
-                    if not self._queue and (self._closing or (self._held is not None
-                                                              and now - self._last_write >= _IDLE_CLOSE)):
+                    if not self._queue and (
+                        self._closing or (self._held is not None and now - self._last_write >= _IDLE_CLOSE)
+                    ):
                         break
                     timeouts = []
                     if self._queue:
@@ -289,8 +298,9 @@ class SystemLogHandler(logging.Handler):
             try:  # one dumps for the common case; per value only when something cannot be JSON
                 extra_json = json.dumps(extra, ensure_ascii=False, sort_keys=True)
             except (TypeError, ValueError):
-                extra_json = json.dumps({k: _json_safe(v) for k, v in extra.items()}, ensure_ascii=False,
-                                        sort_keys=True)
+                extra_json = json.dumps(
+                    {k: _json_safe(v) for k, v in extra.items()}, ensure_ascii=False, sort_keys=True
+                )
         else:
             extra_json = None
         created = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
@@ -341,8 +351,10 @@ class SystemLogHandler(logging.Handler):
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 reason = mask_secrets(reason, getattr(database, "pfdb_url", None))
                 try:
-                    sys.stderr.write(f"pfdb: the system log cannot write to the database ({reason}); "
-                                     f"log records are dropped until it can\n")
+                    sys.stderr.write(
+                        f"pfdb: the system log cannot write to the database ({reason}); "
+                        f"log records are dropped until it can\n"
+                    )
                 except Exception:  # pragma: no cover - stderr itself is gone
                     pass
         finally:
@@ -359,8 +371,18 @@ def _in_transaction() -> bool:
     return database is not None and database.in_transaction()
 
 
-_COLUMNS = ("level", "logger", "message", "module", "function", "line", "exception", "extra", "created_at",
-            "updated_at")
+_COLUMNS = (
+    "level",
+    "logger",
+    "message",
+    "module",
+    "function",
+    "line",
+    "exception",
+    "extra",
+    "created_at",
+    "updated_at",
+)
 # Rows per statement: 5,000 parameters, within PostgreSQL's 65,535 and SQLite's 32,766
 # (SQLite before 3.32 allowed only 999).
 _CHUNK = 500 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(_COLUMNS)
@@ -382,7 +404,7 @@ def _insert(database: Any, rows: list[dict[str, Any]]) -> None:
     head = f'INSERT INTO "{table}" (' + ", ".join(f'"{f.column_name}"' for f in fields) + ") VALUES "
     stamp = SystemLog.created_at.db_value  # aware UTC -> the naive UTC every pfdb timestamp is stored as
     for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start:start + _CHUNK]
+        chunk = rows[start : start + _CHUNK]
         params = []
         for row in chunk:
             params.extend(row[name] for name in _COLUMNS[:-2])  # text and numbers, ready as they are
@@ -390,8 +412,9 @@ def _insert(database: Any, rows: list[dict[str, Any]]) -> None:
         database.execute_sql(head + ", ".join([row_sql] * len(chunk)), params)
 
 
-def install_log_handler(logger: logging.Logger | str | None = None, level: int = logging.INFO,
-                        **options: Any) -> SystemLogHandler:
+def install_log_handler(
+    logger: logging.Logger | str | None = None, level: int = logging.INFO, **options: Any
+) -> SystemLogHandler:
     """Attach a ``SystemLogHandler`` to ``logger`` (default: the root logger) and return it.
 
     The logger's level is lowered to ``level`` if it would drop such records before they
@@ -453,7 +476,19 @@ def recent_logs(level: str | None = None, limit: int = 10) -> RecentLogs:
         raise ValidationError("limit", f"must be at least 1, got {limit}")
     with borrow_connection():
         rows = list(SystemLog.recent(level, int(limit)))
-    entries = tuple(LogEntry(id=r.id, created_at=r.created_at, level=r.level, logger=r.logger, message=r.message,
-                             module=r.module, function=r.function, line=r.line, exception=r.exception, extra=r.extra)
-                    for r in rows)
+    entries = tuple(
+        LogEntry(
+            id=r.id,
+            created_at=r.created_at,
+            level=r.level,
+            logger=r.logger,
+            message=r.message,
+            module=r.module,
+            function=r.function,
+            line=r.line,
+            exception=r.exception,
+            extra=r.extra,
+        )
+        for r in rows
+    )
     return RecentLogs(entries=entries, level=str(level).upper() if level else None, limit=int(limit))

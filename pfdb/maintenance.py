@@ -39,9 +39,14 @@ class BackupResult:
     leftovers: tuple[str, ...] = ()  # temporary files of earlier, killed backups, removed by this one
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "backend": self.backend, "size": self.size,
-                "duration": round(self.duration, 3), "migration": self.migration,
-                "leftovers": list(self.leftovers)}
+        return {
+            "path": str(self.path),
+            "backend": self.backend,
+            "size": self.size,
+            "duration": round(self.duration, 3),
+            "migration": self.migration,
+            "leftovers": list(self.leftovers),
+        }
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,17 @@ class RestoreResult:
     unknown: tuple[str, ...] = ()  # applied in the backup, no migration file here (newer code)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "backend": self.backend, "migration": self.migration,
-                "safety_backup": str(self.safety_backup.path), "pending": list(self.pending),
-                "migrated": list(self.migrated), "dropped": list(self.dropped), "unknown": list(self.unknown),
-                "duration": round(self.duration, 3)}
+        return {
+            "path": str(self.path),
+            "backend": self.backend,
+            "migration": self.migration,
+            "safety_backup": str(self.safety_backup.path),
+            "pending": list(self.pending),
+            "migrated": list(self.migrated),
+            "dropped": list(self.dropped),
+            "unknown": list(self.unknown),
+            "duration": round(self.duration, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -77,10 +89,18 @@ class InfoResult:
     path: str | None = None  # SQLite file
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "database": self.database, "path": self.path,
-                "server_version": self.server_version, "size": self.size, "wal_size": self.wal_size,
-                "settings": dict(self.settings), "tables": dict(self.tables), "migrations": dict(self.migrations),
-                "pool": dict(self.pool) if self.pool is not None else None}
+        return {
+            "backend": self.backend,
+            "database": self.database,
+            "path": self.path,
+            "server_version": self.server_version,
+            "size": self.size,
+            "wal_size": self.wal_size,
+            "settings": dict(self.settings),
+            "tables": dict(self.tables),
+            "migrations": dict(self.migrations),
+            "pool": dict(self.pool) if self.pool is not None else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -92,8 +112,13 @@ class OptimizeResult:
     duration: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "steps": list(self.steps), "size_before": self.size_before,
-                "size_after": self.size_after, "duration": round(self.duration, 3)}
+        return {
+            "backend": self.backend,
+            "steps": list(self.steps),
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "duration": round(self.duration, 3),
+        }
 
 
 # -- where a backup goes --------------------------------------------------------------------
@@ -153,14 +178,14 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, list
     try:
         make_private_dirs(target.parent)
     except OSError as exc:
-        raise BackupError(f"cannot create the folder {target.parent}: {exc.strerror}",
-                          hint="choose a writable --backup-path") from exc
+        raise BackupError(
+            f"cannot create the folder {target.parent}: {exc.strerror}", hint="choose a writable --backup-path"
+        ) from exc
     return target, None
 
 
 # -- backup -----------------------------------------------------------------------------------
-def backup(path: str | os.PathLike | None = None, *, progress: Progress | None = None,
-           label: str = "") -> BackupResult:
+def backup(path: str | os.PathLike | None = None, *, progress: Progress | None = None, label: str = "") -> BackupResult:
     """Write a consistent backup of the bound database while it stays in use.
 
     SQLite: SQLite's online backup API from one read snapshot. PostgreSQL: ``pg_dump -Fc``.
@@ -175,7 +200,9 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
     url = settings.database_url
     database = get_database()
     if url.is_memory:
-        raise BackupError("an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+        raise BackupError(
+            "an in-memory database cannot be backed up", hint="use a file: DATABASE_URL=sqlite:///pfdb.db"
+        )
     if url.backend == "sqlite":
         require_sqlite_file(url)  # before any folder is made for a backup of nothing
     start = time.monotonic()
@@ -187,8 +214,9 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
         tmp = _files.temp_for(target)  # mode 0600
     except OSError as exc:
         where = exc.filename or path or default_backup_dir()
-        raise BackupError(f"cannot write a backup to {where}: {exc.strerror}",
-                          hint="choose a writable --backup-path") from exc
+        raise BackupError(
+            f"cannot write a backup to {where}: {exc.strerror}", hint="choose a writable --backup-path"
+        ) from exc
     try:
         if url.backend == "sqlite":
             migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
@@ -206,9 +234,14 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
         tmp.unlink(missing_ok=True)
         Path(f"{tmp}-journal").unlink(missing_ok=True)
         raise
-    return BackupResult(path=target, backend=url.backend, size=target.stat().st_size,
-                        duration=time.monotonic() - start, migration=migration,
-                        leftovers=tuple(str(p) for p in leftovers))
+    return BackupResult(
+        path=target,
+        backend=url.backend,
+        size=target.stat().st_size,
+        duration=time.monotonic() - start,
+        migration=migration,
+        leftovers=tuple(str(p) for p in leftovers),
+    )
 
 
 _connection = borrow_connection
@@ -221,8 +254,9 @@ def _require_file(source: Path) -> None:
     if not source.is_file():
         raise RestoreError(f"{source} is not a file", hint="pass the path of one backup file")
     if any(same_file(source, live) for live in database_files()):
-        raise UnsafePathError(f"{source} is the live database itself, not a backup of it",
-                              hint="pass a file written by pfdb backup")
+        raise UnsafePathError(
+            f"{source} is the live database itself, not a backup of it", hint="pass a file written by pfdb backup"
+        )
 
 
 def _recognise(source: Path, history: list[str], tables: set[str]) -> None:
@@ -238,21 +272,30 @@ def _recognise(source: Path, history: list[str], tables: set[str]) -> None:
     names = migration_names()
     refuse = "pass a file written by pfdb backup"
     if not history:
-        raise RestoreError(f"{source} is not a pfdb backup: its {HISTORY_TABLE} table records no migration",
-                           hint=refuse)
+        raise RestoreError(
+            f"{source} is not a pfdb backup: its {HISTORY_TABLE} table records no migration", hint=refuse
+        )
     if names and history[0] != names[0]:
-        raise RestoreError(f"{source} is not a pfdb backup: its migration history starts at {history[0]!r}, "
-                           f"pfdb's at {names[0]!r}", hint=refuse)
+        raise RestoreError(
+            f"{source} is not a pfdb backup: its migration history starts at {history[0]!r}, pfdb's at {names[0]!r}",
+            hint=refuse,
+        )
     ours = schema_tables() & tables
     if not ours:
         others = sorted(tables - {HISTORY_TABLE})
-        raise RestoreError(f"{source} is not a pfdb backup: it holds none of pfdb's tables"
-                           + (f" (it has {', '.join(others[:5])})" if others else ""), hint=refuse)
+        raise RestoreError(
+            f"{source} is not a pfdb backup: it holds none of pfdb's tables"
+            + (f" (it has {', '.join(others[:5])})" if others else ""),
+            hint=refuse,
+        )
     if all(name in names for name in history):
         missing = sorted(schema_tables(history) - tables)
         if missing:
-            raise RestoreError(f"{source} is not a whole pfdb backup: it lacks the tables {', '.join(missing)} "
-                               f"that its migrations create", hint=refuse)
+            raise RestoreError(
+                f"{source} is not a whole pfdb backup: it lacks the tables {', '.join(missing)} "
+                f"that its migrations create",
+                hint=refuse,
+            )
 
 
 def _inspect(source: Path) -> tuple[str | None, set[str]]:
@@ -291,7 +334,9 @@ def restore(path: str | os.PathLike) -> RestoreResult:
     source = Path(path).expanduser()
     _require_file(source)
     if url.is_memory:
-        raise RestoreError("cannot restore into an in-memory database", hint="use a file: DATABASE_URL=sqlite:///pfdb.db")
+        raise RestoreError(
+            "cannot restore into an in-memory database", hint="use a file: DATABASE_URL=sqlite:///pfdb.db"
+        )
     if database.in_transaction():
         raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
     start = time.monotonic()
@@ -321,9 +366,17 @@ def restore(path: str | os.PathLike) -> RestoreResult:
     if state.pending and settings.migration_auto_upgrade:
         migrated = migrate(backup=False).applied  # the safety copy is already on disk
         state = status()
-    return RestoreResult(path=source, backend=url.backend, migration=migration, safety_backup=safety,
-                         pending=state.pending, migrated=migrated, dropped=dropped,
-                         duration=time.monotonic() - start, unknown=state.unknown)
+    return RestoreResult(
+        path=source,
+        backend=url.backend,
+        migration=migration,
+        safety_backup=safety,
+        pending=state.pending,
+        migrated=migrated,
+        dropped=dropped,
+        duration=time.monotonic() - start,
+        unknown=state.unknown,
+    )
 
 
 # -- info and optimize ------------------------------------------------------------------------
@@ -353,18 +406,35 @@ def info() -> InfoResult:
             details = _pg_tools.info(database)
             size, wal = details["database_size"], None
     state = status()
-    migrations = {"current": state.current, "applied": [m.name for m in state.applied],
-                  "pending": list(state.pending), "up_to_date": state.up_to_date}
+    migrations = {
+        "current": state.current,
+        "applied": [m.name for m in state.applied],
+        "pending": list(state.pending),
+        "up_to_date": state.up_to_date,
+    }
     pool = None  # SQLite has no pool: its busy timeout is among the settings (busy_timeout)
     if url.backend == "postgresql":
-        pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
-                "max_connections": settings.max_connections, "pool_timeout": settings.pool_timeout,
-                "pool_recycle": settings.pool_recycle}
+        pool = {
+            "pool_size": settings.pool_size,
+            "max_overflow": settings.max_overflow,
+            "max_connections": settings.max_connections,
+            "pool_timeout": settings.pool_timeout,
+            "pool_recycle": settings.pool_recycle,
+        }
         if hasattr(database, "pool_usage"):
             pool.update(database.pool_usage())
-    return InfoResult(backend=url.backend, database=url.masked, path=details.get("path"),
-                      server_version=str(details["server_version"]), size=size, wal_size=wal,
-                      settings=details["settings"], tables=details["tables"], migrations=migrations, pool=pool)
+    return InfoResult(
+        backend=url.backend,
+        database=url.masked,
+        path=details.get("path"),
+        server_version=str(details["server_version"]),
+        size=size,
+        wal_size=wal,
+        settings=details["settings"],
+        tables=details["tables"],
+        migrations=migrations,
+        pool=pool,
+    )
 
 
 def optimize() -> OptimizeResult:
@@ -376,15 +446,18 @@ def optimize() -> OptimizeResult:
     url = get_settings().database_url
     database = get_database()
     if database.in_transaction():
-        raise UsageError("optimize cannot run inside a transaction (VACUUM refuses to)",
-                          hint="call optimize() outside db_session_scope()")
+        raise UsageError(
+            "optimize cannot run inside a transaction (VACUUM refuses to)",
+            hint="call optimize() outside db_session_scope()",
+        )
     start = time.monotonic()
     with _connection(database):
         before = _size(database)
         steps = _sqlite_tools.optimize(database) if url.backend == "sqlite" else _pg_tools.optimize(database)
         after = _size(database)
-    return OptimizeResult(backend=url.backend, steps=tuple(steps), size_before=before, size_after=after,
-                          duration=time.monotonic() - start)
+    return OptimizeResult(
+        backend=url.backend, steps=tuple(steps), size_before=before, size_after=after, duration=time.monotonic() - start
+    )
 
 
 def human_size(size: int | None) -> str:

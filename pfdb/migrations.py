@@ -67,8 +67,9 @@ class MigrationStatus:
         return {
             "database": self.database,
             "current": self.current,
-            "applied": [{"name": m.name, "applied_at": m.applied_at.isoformat() if m.applied_at else None}
-                        for m in self.applied],
+            "applied": [
+                {"name": m.name, "applied_at": m.applied_at.isoformat() if m.applied_at else None} for m in self.applied
+            ],
             "pending": list(self.pending),
             "unknown": list(self.unknown),
             "up_to_date": self.up_to_date,
@@ -86,8 +87,13 @@ class MigrateResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The same keys every time (``sql`` empty unless a dry run, ``backup`` None unless taken)."""
-        return {"applied": list(self.applied), "fake": self.fake, "dry_run": self.dry_run, "sql": list(self.sql),
-                "backup": self.backup.as_dict() if self.backup is not None else None}
+        return {
+            "applied": list(self.applied),
+            "fake": self.fake,
+            "dry_run": self.dry_run,
+            "sql": list(self.sql),
+            "backup": self.backup.as_dict() if self.backup is not None else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,13 @@ class RollbackResult:
 
     def as_dict(self) -> dict[str, Any]:
         """The same keys every time (``backup`` None unless one was taken)."""
-        return {"rolled_back": list(self.rolled_back), "current": self.current, "drops": list(self.drops),
-                "backup": self.backup.as_dict() if self.backup is not None else None, "fake": self.fake}
+        return {
+            "rolled_back": list(self.rolled_back),
+            "current": self.current,
+            "drops": list(self.drops),
+            "backup": self.backup.as_dict() if self.backup is not None else None,
+            "fake": self.fake,
+        }
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,12 @@ class RollbackPlan:
         return f"{', '.join(self.drops)} would drop {shown}" if every else f"{', '.join(self.undo)} drops nothing"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"undo": list(self.undo), "current": self.current, "destructive": self.destructive,
-                "drops": {name: list(d) for name, d in self.drops.items()}}
+        return {
+            "undo": list(self.undo),
+            "current": self.current,
+            "destructive": self.destructive,
+            "drops": {name: list(d) for name, d in self.drops.items()},
+        }
 
 
 @dataclass(frozen=True)
@@ -443,7 +458,9 @@ def _step(database: pw.Database, timeout: float) -> Iterator[None]:
             problems = database.execute_sql("PRAGMA foreign_key_check").fetchall()
             if problems:
                 table, rowid, parent, _ = problems[0]
-                raise MigrationError(f"{len(problems)} rows break a foreign key (first: {table} row {rowid} -> {parent})")
+                raise MigrationError(
+                    f"{len(problems)} rows break a foreign key (first: {table} row {rowid} -> {parent})"
+                )
         except BaseException:
             txn.__exit__(*sys.exc_info())
             raise
@@ -474,8 +491,10 @@ def set_backup_hook(hook: BackupHook | None) -> BackupHook | None:
 
 def _take_backup(label: str = "") -> Any:
     if hooks.backup_before_change is None:
-        raise MigrationError("a backup before this change was asked for, and no backup function is set",
-                             hint="pass backup=False, or set one with pfdb.migrations.set_backup_hook()")
+        raise MigrationError(
+            "a backup before this change was asked for, and no backup function is set",
+            hint="pass backup=False, or set one with pfdb.migrations.set_backup_hook()",
+        )
     return hooks.backup_before_change(label=label)
 
 
@@ -504,7 +523,9 @@ def _run_step(name: str, scope: dict[str, Any], migrator: Any, database: pw.Data
     except Exception as exc:
         # One line: psycopg2's message ends in a newline and may carry DETAIL/CONTEXT lines.
         reason = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
-        raise MigrationError(f"{action} {name} failed: {type(exc).__name__}: {reason}; nothing of it was applied") from exc
+        raise MigrationError(
+            f"{action} {name} failed: {type(exc).__name__}: {reason}; nothing of it was applied"
+        ) from exc
     if down:
         _unrecord(database, name)
     else:
@@ -562,8 +583,14 @@ def status(*, drift: bool = False) -> MigrationStatus:
     )
 
 
-def migrate(target: str | None = None, *, fake: bool = False, dry_run: bool = False,
-            lock_timeout: float = DEFAULT_LOCK_TIMEOUT, backup: bool | None = None) -> MigrateResult:
+def migrate(
+    target: str | None = None,
+    *,
+    fake: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    backup: bool | None = None,
+) -> MigrateResult:
     """Apply pending migrations in order, each in its own transaction, up to ``target``.
 
     ``fake`` records them as applied without running them; ``dry_run`` runs them in a
@@ -690,7 +717,9 @@ def _run_target(op: Any) -> str:
     return getattr(func, "__name__", None) or getattr(op, "__name__", "a function")
 
 
-def _rollback_drops(database: pw.Database, done: list[str], undo: Sequence[str], directory: Path) -> dict[str, tuple[str, ...]]:
+def _rollback_drops(
+    database: pw.Database, done: list[str], undo: Sequence[str], directory: Path
+) -> dict[str, tuple[str, ...]]:
     """For each migration to undo, what its ``rollback`` would drop (replayed with ``fake=True``)."""
     found: dict[str, tuple[str, ...]] = {}
     twin = _offline_twin(database)
@@ -702,8 +731,10 @@ def _rollback_drops(database: pw.Database, done: list[str], undo: Sequence[str],
         try:
             fn(migrator, twin, fake=True)
         except Exception as exc:
-            raise MigrationError(f"cannot tell what the rollback of {name} does: {type(exc).__name__}: {exc}",
-                                 hint="fix its rollback(); nothing was changed") from exc
+            raise MigrationError(
+                f"cannot tell what the rollback of {name} does: {type(exc).__name__}: {exc}",
+                hint="fix its rollback(); nothing was changed",
+            ) from exc
         drops = _describe_drops(migrator.__ops__)
         if drops:
             found[name] = tuple(drops)
@@ -715,12 +746,13 @@ def _plan(database: pw.Database, target: str | None, names: list[str], directory
     if not done:
         raise MigrationError("there is nothing to roll back: no migration is applied")
     keep = _keep_after_rollback(target, names, done)
-    undo = list(reversed(done[len(keep):]))
+    undo = list(reversed(done[len(keep) :]))
     missing = [n for n in undo if n not in names]
     if missing:
         raise MigrationError(f"cannot roll back {missing[0]}: its file is missing from {directory}")
-    return RollbackPlan(undo=tuple(undo), current=keep[-1] if keep else None,
-                        drops=_rollback_drops(database, done, undo, directory))
+    return RollbackPlan(
+        undo=tuple(undo), current=keep[-1] if keep else None, drops=_rollback_drops(database, done, undo, directory)
+    )
 
 
 def rollback_plan(target: str | None = None) -> RollbackPlan:
@@ -734,8 +766,14 @@ def rollback_plan(target: str | None = None) -> RollbackPlan:
         return _plan(database, target, migration_names(directory), directory)
 
 
-def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-             destructive_ok: bool = False, backup: bool | None = None, fake: bool = False) -> RollbackResult:
+def rollback(
+    target: str | None = None,
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    destructive_ok: bool = False,
+    backup: bool | None = None,
+    fake: bool = False,
+) -> RollbackResult:
     """Undo migrations: the last one, everything after ``target`` (``"001"``), or all (``"zero"``).
 
     Each is undone in its own transaction; an unknown or not-applied target undoes nothing.
@@ -761,7 +799,9 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
             raise DestructiveRollbackError(
                 f"rolling back {plan.summary}",
                 hint="pass destructive_ok=True (pfdb rollback --yes) to confirm; a backup is taken first",
-                migration=next(iter(plan.drops)), drops=tuple(d for ds in plan.drops.values() for d in ds))
+                migration=next(iter(plan.drops)),
+                drops=tuple(d for ds in plan.drops.values() for d in ds),
+            )
         done = [m.name for m in _history(database)]
         keep = done[: len(done) - len(plan.undo)]
         if plan.undo and backup and not get_settings().database_url.is_memory and _has_data(database):
@@ -776,16 +816,19 @@ def rollback(target: str | None = None, *, lock_timeout: float = DEFAULT_LOCK_TI
                         break
                     name = done[-1]
                     if name not in plan.undo:  # applied by another process since the plan: not confirmed
-                        raise MigrationError(f"{name} was applied while rolling back; it was left as it is",
-                                             hint="run the rollback again to see what it would drop")
+                        raise MigrationError(
+                            f"{name} was applied while rolling back; it was left as it is",
+                            hint="run the rollback again to see what it would drop",
+                        )
                     if state != done:
                         migrator, state = _migrator_for(database, done, directory), list(done)
                     _run_step(name, _load(name, directory), migrator, database, down=True)
                     state.pop()
                 undone.append(name)
     drops = tuple(d for name in undone for d in plan.drops.get(name, ()))
-    return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result,
-                          drops=drops)
+    return RollbackResult(
+        rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result, drops=drops
+    )
 
 
 def _rollback_fake(database: pw.Database, target: str | None, names: list[str], lock_timeout: float) -> RollbackResult:
@@ -800,7 +843,7 @@ def _rollback_fake(database: pw.Database, target: str | None, names: list[str], 
         with _run_lock(database, lock_timeout), _step(database, lock_timeout):
             done = [m.name for m in _history(database)]
             keep = _keep_after_rollback(target, names, done)
-            for name in reversed(done[len(keep):]):
+            for name in reversed(done[len(keep) :]):
                 _unrecord(database, name)
                 undone.append(name)
     return RollbackResult(rolled_back=tuple(undone), current=keep[-1] if keep else None, fake=True)
@@ -898,8 +941,12 @@ class InitResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "database": self.database, "backend": self.backend, "created": self.created,
-            "applied": list(self.applied), "current": self.current, "pending": list(self.pending),
+            "database": self.database,
+            "backend": self.backend,
+            "created": self.created,
+            "applied": list(self.applied),
+            "current": self.current,
+            "pending": list(self.pending),
             "backup": self.backup,
         }
 

@@ -81,8 +81,7 @@ class DecimalGrammar:
         self.fast = re.compile(whole + (f"(?:\\.[0-9]{{1,{places}}})?" if places else ""))
 
     def __repr__(self) -> str:
-        return (f"DecimalGrammar({self.digits}, {self.places}, negative={self.negative}, "
-                f"rounding={self.rounding})")
+        return f"DecimalGrammar({self.digits}, {self.places}, negative={self.negative}, rounding={self.rounding})"
 
     def parse(self, value: Any) -> Decimal | None:
         """``value`` as a Decimal with exactly ``places`` places; ``None`` for no value (None, blank text).

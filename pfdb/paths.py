@@ -88,10 +88,13 @@ def check_output(target: Any, *, what: str, inputs: Iterable[tuple[str, Any]] = 
     if database:
         for live in database_files():
             if same_file(target, live):
-                raise UnsafePathError(f"{what} is the database itself ({live}); refusing to write over it",
-                                      hint="choose another file")
+                raise UnsafePathError(
+                    f"{what} is the database itself ({live}); refusing to write over it", hint="choose another file"
+                )
     for description, source in inputs:
         if source is not None and same_file(target, source):
             shown = "standard input" if str(source) == STDIO or not isinstance(source, (str, os.PathLike)) else source
-            raise UnsafePathError(f"{what} is {description} ({shown}); refusing to write over a file being read",
-                                  hint="choose another file")
+            raise UnsafePathError(
+                f"{what} is {description} ({shown}); refusing to write over a file being read",
+                hint="choose another file",
+            )

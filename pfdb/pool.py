@@ -53,8 +53,10 @@ def _cursor_class():
 
     def lost(cursor: Any, exc: BaseException) -> BaseException:
         if cursor.connection.closed:
-            return ConnectionLostError(f"lost the connection to the server ({first_line(exc)})",
-                                       hint="the connection was replaced; run the operation again")
+            return ConnectionLostError(
+                f"lost the connection to the server ({first_line(exc)})",
+                hint="the connection was replaced; run the operation again",
+            )
         return exc
 
     class Cursor(extensions.cursor):
@@ -128,8 +130,16 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
         stale_timeout: seconds after which a connection is closed instead of reused (0/None: never).
     """
 
-    def __init__(self, database: Any, *, max_connections: int = 20, max_idle: int | None = None,
-                 timeout: float = 30.0, stale_timeout: float | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        database: Any,
+        *,
+        max_connections: int = 20,
+        max_idle: int | None = None,
+        timeout: float = 30.0,
+        stale_timeout: float | None = None,
+        **kwargs: Any,
+    ):
         self._max_connections = int(max_connections)
         self._max_idle = self._max_connections if max_idle is None else int(max_idle)
         self._wait_timeout = float(timeout)
@@ -358,5 +368,8 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
 
     def pool_usage(self) -> dict[str, int]:
         with self._pool_available:
-            return {"in_use": len(self._in_use), "idle": len(self._connections),
-                    "max_connections": self._max_connections}
+            return {
+                "in_use": len(self._in_use),
+                "idle": len(self._connections),
+                "max_connections": self._max_connections,
+            }

@@ -120,7 +120,9 @@ def iter_lines(source: Any) -> Iterator[tuple[int, str]]:
                 text = raw[1:] if number == 1 and raw.startswith("\ufeff") else raw
             yield number, text.rstrip("\r\n")
     except UnicodeDecodeError as exc:  # from a text stream the caller opened
-        raise FeedError(f"{name} line {number + 1}: not UTF-8 text ({exc.reason})", hint="save the file as UTF-8") from None
+        raise FeedError(
+            f"{name} line {number + 1}: not UTF-8 text ({exc.reason})", hint="save the file as UTF-8"
+        ) from None
     except (OSError, EOFError, zlib.error) as exc:
         raise FeedError(f"cannot read {name} after line {number}: {exc}", hint="check the file is complete") from None
     finally:

@@ -56,8 +56,14 @@ class TableCopy:
         return self.rows == self.target_rows and self.checksum == self.target_checksum
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "rows": self.rows, "checksum": self.checksum,
-                "target_rows": self.target_rows, "target_checksum": self.target_checksum, "ok": self.ok}
+        return {
+            "table": self.table,
+            "rows": self.rows,
+            "checksum": self.checksum,
+            "target_rows": self.target_rows,
+            "target_checksum": self.target_checksum,
+            "ok": self.ok,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,16 @@ class CopyResult:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "migration": self.migration,
-                "tables": [t.as_dict() for t in self.tables], "rows": self.rows, "created": self.created,
-                "backup": self.backup, "seconds": round(self.seconds, 3)}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "migration": self.migration,
+            "tables": [t.as_dict() for t in self.tables],
+            "rows": self.rows,
+            "created": self.created,
+            "backup": self.backup,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 # -- canonical rows ------------------------------------------------------------------------------
@@ -170,8 +183,13 @@ class _Checksum:
 # -- one side of the copy ------------------------------------------------------------------------
 def _pg_params(url: DatabaseURL) -> dict[str, Any]:
     params: dict[str, Any] = dict(url.options)
-    params.update({k: v for k, v in (("user", url.user), ("password", url.password),
-                                     ("host", url.host), ("port", url.port)) if v is not None})
+    params.update(
+        {
+            k: v
+            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
+            if v is not None
+        }
+    )
     params.setdefault("connect_timeout", 10)
     return params
 
@@ -237,8 +255,11 @@ class _Side:
         if self.sqlite:
             cur.execute(f'PRAGMA table_info("{table}")')
             return [row[1] for row in cur.fetchall()]
-        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
-                    "AND table_name = %s ORDER BY ordinal_position", (table,))
+        cur.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s ORDER BY ordinal_position",
+            (table,),
+        )
         return [row[0] for row in cur.fetchall()]
 
     def count(self, table: str) -> int:
@@ -294,8 +315,11 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
         return a.resolve() == b.resolve()
-    return ((source.host or "localhost"), source.port or 5432, source.database) == \
-        ((target.host or "localhost"), target.port or 5432, target.database)
+    return ((source.host or "localhost"), source.port or 5432, source.database) == (
+        (target.host or "localhost"),
+        target.port or 5432,
+        target.database,
+    )
 
 
 @contextmanager
@@ -320,8 +344,9 @@ def _bound(url: str) -> Iterator[Any]:
 
 
 # -- the copy ----------------------------------------------------------------------------------
-def copy_database(source_url: str, target_url: str, *, replace: bool = False,
-                  progress: Progress | None = None) -> CopyResult:
+def copy_database(
+    source_url: str, target_url: str, *, replace: bool = False, progress: Progress | None = None
+) -> CopyResult:
     """Copy every pfdb table and row from ``source_url`` to ``target_url``, verified.
 
     The target is migrated to the source's schema version first (a missing database or
@@ -352,16 +377,26 @@ def copy_database(source_url: str, target_url: str, *, replace: bool = False,
             raise CopyError(f"{source.masked} has no pfdb schema", hint="check the source URL (pfdb init creates one)")
         unknown = [name for name in history if name not in known]
         if unknown:
-            raise CopyError(f"the source has migrations this pfdb does not know: {', '.join(unknown)}",
-                            hint="copy with the pfdb version that wrote it")
+            raise CopyError(
+                f"the source has migrations this pfdb does not know: {', '.join(unknown)}",
+                hint="copy with the pfdb version that wrote it",
+            )
         version = history[-1]
         return _copy(src, source, target, target_url, version, replace, progress, start)
     finally:
         src.close()
 
 
-def _copy(src: _Side, source: DatabaseURL, target: DatabaseURL, target_url: str, version: str, replace: bool,
-          progress: Progress | None, start: float) -> CopyResult:
+def _copy(
+    src: _Side,
+    source: DatabaseURL,
+    target: DatabaseURL,
+    target_url: str,
+    version: str,
+    replace: bool,
+    progress: Progress | None,
+    start: float,
+) -> CopyResult:
     from .database import ensure_database_exists
 
     created = False
@@ -387,16 +422,22 @@ def _copy(src: _Side, source: DatabaseURL, target: DatabaseURL, target_url: str,
             os.chmod(write_path, 0o600)  # it will hold password hashes: owner only, like pfdb's own files
         target_history = dst.history()
         if target_history and target_history[-1] != version:
-            raise CopyError(f"the target is at migration {target_history[-1]} and the source at {version}",
-                            hint="migrate or roll back one of them so both are at the same version")
+            raise CopyError(
+                f"the target is at migration {target_history[-1]} and the source at {version}",
+                hint="migrate or roll back one of them so both are at the same version",
+            )
         stray = dst.tables() - {name for name, _, _ in _plan()} - {HISTORY_TABLE}
         if not target_history and stray:
-            raise CopyError(f"the target holds tables that are not pfdb's ({', '.join(sorted(stray)[:5])})",
-                            hint="copy into an empty database")
+            raise CopyError(
+                f"the target holds tables that are not pfdb's ({', '.join(sorted(stray)[:5])})",
+                hint="copy into an empty database",
+            )
         has_data = bool(target_history) and any(dst.count(name) for name, _, _ in _plan() if name in dst.tables())
         if has_data and not replace:
-            raise CopyError(f"the target {target.masked} already holds pfdb data",
-                            hint="pass --replace (replace=True) to replace it; a backup of it is taken first")
+            raise CopyError(
+                f"the target {target.masked} already holds pfdb data",
+                hint="pass --replace (replace=True) to replace it; a backup of it is taken first",
+            )
         dst.close()
         if not target_history:
             with _bound(migrate_url):
@@ -420,9 +461,16 @@ def _copy(src: _Side, source: DatabaseURL, target: DatabaseURL, target_url: str,
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(write_path + suffix).unlink(missing_ok=True)
         raise
-    return CopyResult(source=source.masked, target=target.masked, migration=version, tables=tuple(tables),
-                      rows=sum(t.rows for t in tables), created=created, backup=backup_path,
-                      seconds=time.monotonic() - start)
+    return CopyResult(
+        source=source.masked,
+        target=target.masked,
+        migration=version,
+        tables=tuple(tables),
+        rows=sum(t.rows for t in tables),
+        created=created,
+        backup=backup_path,
+        seconds=time.monotonic() - start,
+    )
 
 
 def _remove_leftovers(final_path: Path) -> None:
@@ -484,9 +532,11 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
         bad = [t for t in results if not t.ok]
         if bad:
             t = bad[0]
-            raise CopyError(f"verification failed for table {t.table}: the source has {t.rows} rows "
-                            f"(checksum {t.checksum}), the target {t.target_rows} (checksum {t.target_checksum}); "
-                            "nothing was kept")
+            raise CopyError(
+                f"verification failed for table {t.table}: the source has {t.rows} rows "
+                f"(checksum {t.checksum}), the target {t.target_rows} (checksum {t.target_checksum}); "
+                "nothing was kept"
+            )
         if not dst.sqlite:
             _set_sequences(cur, [name for name, fields, _ in plan if "id" in fields])
         dst.conn.commit() if not dst.sqlite else dst.conn.execute("COMMIT")
@@ -517,8 +567,7 @@ def _sqlite_rows(side: _Side, table: str, columns: list[str]) -> Iterator[list[t
         yield rows
 
 
-def _write(dst: _Side, table: str, columns: list[str], encoders: list[Callable[[Any], Any]],
-           rows: list[tuple]) -> None:
+def _write(dst: _Side, table: str, columns: list[str], encoders: list[Callable[[Any], Any]], rows: list[tuple]) -> None:
     column_list = ", ".join(_q(c) for c in columns)
     if dst.sqlite:
         converted = [tuple([f(v) for f, v in zip(encoders, row, strict=True)]) for row in rows]
@@ -579,5 +628,4 @@ def _set_sequences(cur: Any, tables: list[str]) -> None:
         cur.execute("SELECT pg_get_serial_sequence(%s, 'id')", (f'"{table}"',))
         sequence = cur.fetchone()[0]
         if sequence:
-            cur.execute(f'SELECT setval(%s, COALESCE((SELECT MAX("id") FROM "{table}"), 0) + 1, false)',
-                        (sequence,))
+            cur.execute(f'SELECT setval(%s, COALESCE((SELECT MAX("id") FROM "{table}"), 0) + 1, false)', (sequence,))

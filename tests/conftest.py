@@ -35,9 +35,18 @@ REQUIRE_PG = os.environ.get("PFDB_REQUIRE_POSTGRES", "").strip().lower() in ("1"
 ALL_FRESH = os.environ.get("PFDB_TEST_FRESH_DATABASES", "").strip().lower() in ("1", "true", "yes")
 
 # Tests never read a developer's environment or .env by accident.
-for _name in ("DATABASE_URL", "DATABASE_POOL_SIZE", "DATABASE_MAX_OVERFLOW", "DATABASE_POOL_TIMEOUT",
-              "DATABASE_POOL_RECYCLE", "DATABASE_ECHO", "MIGRATION_AUTO_UPGRADE", "MIGRATION_BACKUP_BEFORE_UPGRADE",
-              "DATABASE_CONNECT_TIMEOUT", "DATABASE_STATEMENT_TIMEOUT"):
+for _name in (
+    "DATABASE_URL",
+    "DATABASE_POOL_SIZE",
+    "DATABASE_MAX_OVERFLOW",
+    "DATABASE_POOL_TIMEOUT",
+    "DATABASE_POOL_RECYCLE",
+    "DATABASE_ECHO",
+    "MIGRATION_AUTO_UPGRADE",
+    "MIGRATION_BACKUP_BEFORE_UPGRADE",
+    "DATABASE_CONNECT_TIMEOUT",
+    "DATABASE_STATEMENT_TIMEOUT",
+):
     os.environ.pop(_name, None)
 
 
@@ -225,8 +234,11 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fresh_database: this test's PostgreSQL database is a copy of its own, "
-                                       "never the shared one (see docs/testing.md)")
+    config.addinivalue_line(
+        "markers",
+        "fresh_database: this test's PostgreSQL database is a copy of its own, "
+        "never the shared one (see docs/testing.md)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -264,8 +276,12 @@ def postgres_url(request) -> str:
         pfdb.close_database()  # pfdb's pool goes first: its idle connections would be terminated mid-pool
         if not shared.reset(request.node.nodeid):
             # A warning reaches the summary under pytest-xdist too, and names the test.
-            warnings.warn("this test changed the shared PostgreSQL database's schema, which cost a fresh copy: "
-                          "mark it @pytest.mark.fresh_database", pytest.PytestWarning, stacklevel=1)
+            warnings.warn(
+                "this test changed the shared PostgreSQL database's schema, which cost a fresh copy: "
+                "mark it @pytest.mark.fresh_database",
+                pytest.PytestWarning,
+                stacklevel=1,
+            )
 
     request.addfinalizer(reset)
     return pg_url(name)

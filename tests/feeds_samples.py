@@ -50,8 +50,16 @@ RETAIL_JSONL = (
 )
 
 
-def write(tmp_path: Path, name: str, text: str, *, bom: bool = False, crlf: bool = False,
-          gz: bool = False, encoding: str = "utf-8") -> Path:
+def write(
+    tmp_path: Path,
+    name: str,
+    text: str,
+    *,
+    bom: bool = False,
+    crlf: bool = False,
+    gz: bool = False,
+    encoding: str = "utf-8",
+) -> Path:
     """Write a sample feed: optionally with a BOM, CRLF line ends (inside quotes too) or gzipped."""
     if crlf:
         text = text.replace("\n", "\r\n")
@@ -82,11 +90,11 @@ def catalogue_state() -> dict:
         state[p.sku] = (
             tuple(getattr(p, f.name) for f in fields),
             category_path(p),
-            tuple((i.url, i.position, i.is_primary, i.content_hash)
-                  for i in p.images.order_by(ProductImage.position)),
+            tuple((i.url, i.position, i.is_primary, i.content_hash) for i in p.images.order_by(ProductImage.position)),
         )
     categories = sorted(c.breadcrumb() for c in Category.select())
     return {"products": state, "categories": categories}
+
 
 # WooCommerce's product export (its own column names, a Weight unit in the header, variations
 # naming their parent by SKU or id:N in Parent, comma-separated Images and Categories).
@@ -100,7 +108,7 @@ WOO_CSV = (
     "12,variation,TEE-BLUE,V-Neck Tee - Blue,1,,,3,1.5,,20,,,https://img.example.com/tee-blue.jpg,id:10,,,,,"
     "Color,Blue\n"
     '13,"simple, downloadable, virtual",,Album,0,,Music,,,,9.99,"Music\\, Film",,,,,,,,,\n'
-    "14,grouped,SET,Tee Set,1,,,,,,,Clothing,,,,\"TEE-RED, TEE-BLUE\",,,,,\n"
+    '14,grouped,SET,Tee Set,1,,,,,,,Clothing,,,,"TEE-RED, TEE-BLUE",,,,,\n'
     "15,external,PENNANT,Pennant,1,,,,,,11.05,Decor,,,,,https://shop.example.com/p,Buy there,,,\n"
     "16,simple,MUG,Mug,-1,,,7,12,,,Kitchen,,,,,,,,,\n"
 )

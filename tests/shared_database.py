@@ -121,8 +121,9 @@ def children_first(tables: list[tuple[str, str]], keys: list[tuple[tuple[str, st
     order: list[tuple[str, str]] = []
     remaining = list(tables)
     while remaining:
-        ready = [t for t in remaining
-                 if not any(parent == t and child != t and child not in order for child, parent in keys)]
+        ready = [
+            t for t in remaining if not any(parent == t and child != t and child not in order for child, parent in keys)
+        ]
         if not ready:  # a cycle: any order; a failing DELETE hands over to TRUNCATE
             return order + remaining
         order += ready
@@ -216,10 +217,13 @@ class SharedDatabase:
             with conn.cursor() as cur:
                 cur.execute("SET lock_timeout = '10s'")
                 # PostgreSQL 14+ waits (up to 5 s) for the backend to be gone, so its locks are too.
-                terminate = "pg_terminate_backend(pid, 5000)" if conn.server_version >= 140000 else \
-                    "pg_terminate_backend(pid)"
-                cur.execute(f"SELECT {terminate} FROM pg_stat_activity "
-                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+                terminate = (
+                    "pg_terminate_backend(pid, 5000)" if conn.server_version >= 140000 else "pg_terminate_backend(pid)"
+                )
+                cur.execute(
+                    f"SELECT {terminate} FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
                 if fingerprint(cur) != self._fingerprint:
                     return False
                 dirty = self._changed_tables(cur)

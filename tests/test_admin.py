@@ -20,8 +20,9 @@ def fast_hashes(monkeypatch):
     import werkzeug.security
 
     real = werkzeug.security.generate_password_hash
-    monkeypatch.setattr(werkzeug.security, "generate_password_hash",
-                        lambda password: real(password, method="pbkdf2:sha256:1000"))
+    monkeypatch.setattr(
+        werkzeug.security, "generate_password_hash", lambda password: real(password, method="pbkdf2:sha256:1000")
+    )
 
 
 class Terminal(io.StringIO):
@@ -57,15 +58,25 @@ def test_short_password_and_bad_email_are_refused(db):
 
 
 def test_cli_password_from_stdin(run_cli, database_url):
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "a@example.com", "--password-stdin",
-                             stdin=GOOD + "\n")
+    code, out, err = run_cli(
+        "--database-url", database_url, "create-admin", "a@example.com", "--password-stdin", stdin=GOOD + "\n"
+    )
     assert code == 0, err
     assert out == "created administrator a@example.com (id 1)\n" and err == ""
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "a@example.com", "--password-stdin",
-                             stdin="new password 2\n")
+    code, out, err = run_cli(
+        "--database-url", database_url, "create-admin", "a@example.com", "--password-stdin", stdin="new password 2\n"
+    )
     assert code == 1 and "already exists" in err and "--update" in err
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "a@example.com", "--password-stdin",
-                             "--update", "--json", stdin="new password 2\n")
+    code, out, err = run_cli(
+        "--database-url",
+        database_url,
+        "create-admin",
+        "a@example.com",
+        "--password-stdin",
+        "--update",
+        "--json",
+        stdin="new password 2\n",
+    )
     assert code == 0 and json.loads(out) == {"id": 1, "email": "a@example.com", "created": False, "is_admin": True}
     assert User.get_by_email("a@example.com").check_password("new password 2")
 
@@ -104,14 +115,17 @@ def test_cli_positional_password_warns_and_is_kept_verbatim(run_cli, database_ur
 def test_cli_errors(run_cli, database_url):
     code, out, err = run_cli("--database-url", database_url, "create-admin", "e@example.com", stdin="")
     assert code == 2 and "no password given and standard input is not a terminal" in err and "--password-stdin" in err
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "e@example.com", "--password-stdin",
-                             stdin="short\n")
+    code, out, err = run_cli(
+        "--database-url", database_url, "create-admin", "e@example.com", "--password-stdin", stdin="short\n"
+    )
     assert code == 1 and "at least 8 characters" in err and "short" not in err.replace("at least", "")
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "e@example.com", "--password-stdin",
-                             stdin="\n")
+    code, out, err = run_cli(
+        "--database-url", database_url, "create-admin", "e@example.com", "--password-stdin", stdin="\n"
+    )
     assert code == 2 and "read no password" in err
-    code, out, err = run_cli("--database-url", database_url, "create-admin", "e@example.com", GOOD, "--password-stdin",
-                             stdin=GOOD + "\n")
+    code, out, err = run_cli(
+        "--database-url", database_url, "create-admin", "e@example.com", GOOD, "--password-stdin", stdin=GOOD + "\n"
+    )
     assert code == 2 and "not both" in err
     code, out, err = run_cli("--database-url", database_url, "create-admin")
     assert code == 2 and "missing argument EMAIL" in err

@@ -49,7 +49,10 @@ def test_split_path_accepts_strings_and_lists():
 def test_slug_candidates_order():
     it = slug_candidates("Accessories", "clothing", "166")
     assert [next(it) for _ in range(5)] == [
-        "accessories", "clothing-accessories", "clothing-accessories-166", "clothing-accessories-2",
+        "accessories",
+        "clothing-accessories",
+        "clothing-accessories-166",
+        "clothing-accessories-2",
         "clothing-accessories-3",
     ]
     assert next(slug_candidates("!!!")) == "category"
@@ -140,8 +143,12 @@ def test_resolver_normalises_names(db):
 
 def test_resolver_rejects_bad_names(db):
     resolver = CategoryResolver()
-    for bad, why in (("Apparel >  > Shirts", "empty name"), ("Apparel > Sh\x00irts", "control character"),
-                     ("A > " + "x" * 256, "longer than 255"), ("", "empty name")):
+    for bad, why in (
+        ("Apparel >  > Shirts", "empty name"),
+        ("Apparel > Sh\x00irts", "control character"),
+        ("A > " + "x" * 256, "longer than 255"),
+        ("", "empty name"),
+    ):
         with pytest.raises(ValidationError, match=why):
             resolver.resolve(bad)
     with pytest.raises(ValidationError, match="no name at all"):
@@ -292,9 +299,12 @@ def test_rename_and_move_by_external_id_subtree_follows(db, tmp_path):
 def test_rename_in_place_touches_only_the_renamed(db, tmp_path):
     import_categories(write(tmp_path, WITH_IDS))
     before = tree_rows()
-    renamed = WITH_IDS.replace("8 - Electronics\n", "8 - Consumer Electronics\n").replace(
-        "9 - Electronics > Accessories", "9 - Consumer Electronics > Add-ons").replace(
-        "Jewelry > Accessories", "Jewelry > Trinkets") + "10 - Consumer Electronics > Cables\n"
+    renamed = (
+        WITH_IDS.replace("8 - Electronics\n", "8 - Consumer Electronics\n")
+        .replace("9 - Electronics > Accessories", "9 - Consumer Electronics > Add-ons")
+        .replace("Jewelry > Accessories", "Jewelry > Trinkets")
+        + "10 - Consumer Electronics > Cables\n"
+    )
     result = import_categories(write(tmp_path, renamed, "v2.txt"))
     assert (result.created, result.updated, result.unchanged) == (1, 3, 7)
     after = tree_rows()
@@ -308,9 +318,11 @@ def test_rename_in_place_touches_only_the_renamed(db, tmp_path):
 
 def test_move_of_a_node_to_a_new_parent_and_to_the_root(db, tmp_path):
     import_categories(write(tmp_path, WITH_IDS))
-    moved = WITH_IDS.replace("9 - Electronics > Accessories", "9 - Gadgets > Accessories").replace(
-        "2 - Apparel & Accessories > Clothing\n", "2 - Clothing\n").replace(
-        "Apparel & Accessories > Clothing >", "Clothing >")
+    moved = (
+        WITH_IDS.replace("9 - Electronics > Accessories", "9 - Gadgets > Accessories")
+        .replace("2 - Apparel & Accessories > Clothing\n", "2 - Clothing\n")
+        .replace("Apparel & Accessories > Clothing >", "Clothing >")
+    )
     result = import_categories(write(tmp_path, moved, "v2.txt"))
     assert (result.created, result.updated) == (1, 2)  # "Gadgets" is new; Clothing and 9 moved
     check_tree_invariants()
@@ -332,8 +344,16 @@ def test_numeric_suffix_when_prefixed_slug_is_taken(db, tmp_path):
     text = "A X\nX\nA > X\nX Y\nY\nX > Y\nX > Y > Z\n"  # no ids: numeric suffixes
     import_categories(write(tmp_path, text))
     slugs = {c.breadcrumb(): c.slug for c in Category.select()}
-    assert slugs == {"A X": "a-x", "X": "x", "A": "a", "A > X": "a-x-2", "X Y": "x-y", "Y": "y", "X > Y": "x-y-2",
-                     "X > Y > Z": "z"}
+    assert slugs == {
+        "A X": "a-x",
+        "X": "x",
+        "A": "a",
+        "A > X": "a-x-2",
+        "X Y": "x-y",
+        "Y": "y",
+        "X > Y": "x-y-2",
+        "X > Y > Z": "z",
+    }
     assert len({c.slug for c in Category.select()}) == Category.select().count()
 
 
@@ -498,8 +518,14 @@ def test_delete_refuses_with_children_or_products(db, tmp_path):
         delete_category(b.id)
     leaf = Category.get(Category.name == "M0")
     result = delete_category(leaf)
-    assert result.as_dict() == {"category_id": leaf.id, "name": "M0", "policy": "refuse",
-                                "new_parent_id": leaf.parent_id, "children_reassigned": 0, "products_reassigned": 0}
+    assert result.as_dict() == {
+        "category_id": leaf.id,
+        "name": "M0",
+        "policy": "refuse",
+        "new_parent_id": leaf.parent_id,
+        "children_reassigned": 0,
+        "products_reassigned": 0,
+    }
     assert Category.get_or_none(Category.id == leaf.id) is None
     with pytest.raises(ValidationError, match="policy"):
         delete_category(a, policy="cascade")
@@ -541,8 +567,13 @@ def test_category_tree_is_nested_from_one_query(db, tmp_path):
     clothing = apparel["children"][0]
     assert [c["slug"] for c in clothing["children"]] == ["accessories", "outerwear"]
     coats = clothing["children"][1]["children"][0]
-    assert coats == {"id": Category.get(Category.external_id == "7").id, "name": "Coats & Jackets",
-                     "slug": "coats-jackets", "level": 3, "children": []}
+    assert coats == {
+        "id": Category.get(Category.external_id == "7").id,
+        "name": "Coats & Jackets",
+        "slug": "coats-jackets",
+        "level": 3,
+        "children": [],
+    }
     jewelry = Category.get(Category.external_id == "4")
     with QueryLog(pfdb.db.obj) as log:
         sub = category_tree(jewelry.id)

@@ -31,7 +31,7 @@ def test_init_on_an_empty_database_then_again(run_cli, empty_url, backend):
 def _existing(empty_url: str) -> str:
     """An empty SQLite database is an empty file: status and logs no longer create one."""
     if empty_url.startswith("sqlite:///"):
-        Path(empty_url[len("sqlite:///"):]).touch()
+        Path(empty_url[len("sqlite:///") :]).touch()
     return empty_url
 
 
@@ -54,8 +54,9 @@ def test_migrate_rollback_cycle_keeps_data(run_cli, empty_url, backend):
     assert code == 0 and "rolled back: 002_unique_category_names" in out
     code, out, _ = run_cli("--database-url", empty_url, "rollback", "001")
     assert code == 0 and "nothing to roll back: already at 001_initial" in out
-    code, out, _ = run_cli("--database-url", empty_url, "rollback", "zero", "--yes",
-                           env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"})
+    code, out, _ = run_cli(
+        "--database-url", empty_url, "rollback", "zero", "--yes", env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"}
+    )
     assert code == 0 and "rolled back: 001_initial" in out
     code, out, _ = run_cli("--database-url", empty_url, "migrate", "--dry-run")
     assert code == 0 and 'CREATE TABLE IF NOT EXISTS "products"' in out and "nothing was changed" in out
@@ -69,8 +70,13 @@ def test_extra_arguments_are_refused_before_anything_runs(run_cli, database_url)
     assert code == 2 and "unexpected argument 'typo'" in err and out == ""
     code, _, err = run_cli("--database-url", database_url, "rollback", "--count", "2")
     assert code == 2 and "unknown option --count" in err
-    code, _, err = run_cli("--database-url", database_url, "rollback", "--yes",  # still nothing undone above
-                           env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"})
+    code, _, err = run_cli(
+        "--database-url",
+        database_url,
+        "rollback",
+        "--yes",  # still nothing undone above
+        env={"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"},
+    )
     assert code == 0
 
 
@@ -147,8 +153,9 @@ def test_help_lists_every_command_without_a_pager(run_cli):
 def run(args, cwd, env_extra=None, timeout=60):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PAGER")}
     env.update(env_extra or {})
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def test_bin_pfdb_help_and_init_on_the_sqlite_default(tmp_path):
@@ -200,10 +207,20 @@ def test_output_cut_short_by_the_reader_is_a_quiet_exit(tmp_path, sqlite_url, co
     # `pfdb export | head -1`: the reader closes the pipe early; no error message, no traceback.
     (tmp_path / "feed.csv").write_text("sku,name,price\n" + "".join(f"S{i},Item {i},1.00\n" for i in range(20000)))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    subprocess.run([sys.executable, str(BIN), "--database-url", sqlite_url, "import", str(tmp_path / "feed.csv")],
-                   env=env, check=True, capture_output=True, timeout=120)
-    child = subprocess.Popen([sys.executable, str(BIN), "--database-url", sqlite_url, command], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(BIN), "--database-url", sqlite_url, "import", str(tmp_path / "feed.csv")],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    child = subprocess.Popen(
+        [sys.executable, str(BIN), "--database-url", sqlite_url, command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     if command == "export":
         assert child.stdout.readline().startswith(b"sku,")
     child.stdout.close()  # info: before it writes a line

@@ -48,7 +48,7 @@ def documented_json_keys() -> dict[str, list[str]]:
     command = None
     for line in (ROOT / "docs" / "commands.md").read_text(encoding="utf-8").splitlines():
         if line.startswith("## pfdb "):
-            command = line[len("## pfdb "):].strip()
+            command = line[len("## pfdb ") :].strip()
         elif line.startswith("JSON keys: ") and command:
             keys[command] = re.findall(r"`([a-z_]+)`", line)
     return keys
@@ -115,9 +115,15 @@ def base_call(name: str, ws: Path, run_cli, url: str) -> tuple[list[str], str | 
 
 
 SAMPLE = {  # a value for each metavar that makes the call succeed
-    ("migrate", "--target"): "001", ("import", "--format"): "pfdb", ("import", "--encoding"): "utf-8",
-    ("import", "--batch-size"): "10", ("export", "--format"): "csv", ("export", "--category"): "apparel",
-    ("export", "--changed-since"): "24h", ("logs", "--level"): "ERROR", ("logs", "--limit"): "5",
+    ("migrate", "--target"): "001",
+    ("import", "--format"): "pfdb",
+    ("import", "--encoding"): "utf-8",
+    ("import", "--batch-size"): "10",
+    ("export", "--format"): "csv",
+    ("export", "--category"): "apparel",
+    ("export", "--changed-since"): "24h",
+    ("logs", "--level"): "ERROR",
+    ("logs", "--limit"): "5",
     ("import", "--currency"): "EUR",
 }
 
@@ -248,8 +254,7 @@ def test_the_command_table_rejects_a_method_whose_help_disagrees():
 
 def complete(script: str, words: list[str]) -> list[str]:
     line = " ".join(words)
-    program = (f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _pfdb\n"
-               'printf "%s\\n" "${COMPREPLY[@]}"\n')
+    program = f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _pfdb\nprintf "%s\\n" "${{COMPREPLY[@]}}"\n'
     result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()

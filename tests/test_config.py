@@ -12,7 +12,12 @@ from pfdb.errors import ConfigError
 def test_defaults_use_the_embedded_sqlite_file():
     settings = load_settings(environ={})
     assert settings.database_url.raw == DEFAULT_DATABASE_URL == "sqlite:///pfdb.db"
-    assert (settings.pool_size, settings.max_overflow, settings.pool_timeout, settings.pool_recycle) == (10, 20, 30, 3600)
+    assert (settings.pool_size, settings.max_overflow, settings.pool_timeout, settings.pool_recycle) == (
+        10,
+        20,
+        30,
+        3600,
+    )
     assert settings.echo is False and settings.migration_auto_upgrade is False
     assert settings.migration_backup_before_upgrade is True
     assert settings.max_connections == 30
@@ -24,10 +29,21 @@ def test_defaults_use_the_embedded_sqlite_file():
         ("sqlite:///relative.db", {"backend": "sqlite", "path": "relative.db"}),
         ("sqlite:////abs/path.db", {"backend": "sqlite", "path": "/abs/path.db"}),
         ("sqlite:///:memory:", {"backend": "sqlite", "path": ":memory:"}),
-        ("postgresql://u:p%40ss@db.example:6543/shop",
-         {"backend": "postgresql", "user": "u", "password": "p@ss", "host": "db.example", "port": 6543, "database": "shop"}),
-        ("postgres://u@localhost/shop?sslmode=require&connect_timeout=5",
-         {"backend": "postgresql", "database": "shop", "options": {"sslmode": "require", "connect_timeout": "5"}}),
+        (
+            "postgresql://u:p%40ss@db.example:6543/shop",
+            {
+                "backend": "postgresql",
+                "user": "u",
+                "password": "p@ss",
+                "host": "db.example",
+                "port": 6543,
+                "database": "shop",
+            },
+        ),
+        (
+            "postgres://u@localhost/shop?sslmode=require&connect_timeout=5",
+            {"backend": "postgresql", "database": "shop", "options": {"sslmode": "require", "connect_timeout": "5"}},
+        ),
     ],
 )
 def test_database_url_forms(url, expected):

@@ -69,18 +69,36 @@ def fill(url: str) -> None:
         Category.create(name="シャツ", slug="shatsu", parent=child, description="")
         Icon.create(category=child, url="https://img.example.com/i.png", generation={"prompt": "a shirt", "n": 1})
         for n in range(30):
-            product = Product.create(sku=f"SKU-{n}", name=f"Produit {n} 日本", price=Decimal("19.90") + n,
-                                     compare_at_price=None if n % 2 else Decimal("100"), currency="EUR",
-                                     weight=Decimal("1.5") if n % 3 else None, category=child if n % 2 else root,
-                                     attributes={"tags": ["été", "sale"], "n": n} if n % 4 else None,
-                                     description="line one\nline\ttwo \\ back" if n == 0 else "")
-            ProductImage.create(product=product, url=f"https://img.example.com/{n}.jpg", content_hash=f"{n:064x}",
-                                position=0, is_primary=True)
+            product = Product.create(
+                sku=f"SKU-{n}",
+                name=f"Produit {n} 日本",
+                price=Decimal("19.90") + n,
+                compare_at_price=None if n % 2 else Decimal("100"),
+                currency="EUR",
+                weight=Decimal("1.5") if n % 3 else None,
+                category=child if n % 2 else root,
+                attributes={"tags": ["été", "sale"], "n": n} if n % 4 else None,
+                description="line one\nline\ttwo \\ back" if n == 0 else "",
+            )
+            ProductImage.create(
+                product=product,
+                url=f"https://img.example.com/{n}.jpg",
+                content_hash=f"{n:064x}",
+                position=0,
+                is_primary=True,
+            )
         job = Job.create(job_type="import_products", user=user, parameters={"file": "feed.csv"})
         job.start(total_items=10)
         job.complete({"created": 10})
-        SyncHistory.create(sync_type="product_feed", direction="import", source="feed.csv", status="completed",
-                           job=job, user=user, error_details={"rejects": []})
+        SyncHistory.create(
+            sync_type="product_feed",
+            direction="import",
+            source="feed.csv",
+            status="completed",
+            job=job,
+            user=user,
+            error_details={"rejects": []},
+        )
         SystemLog.create(level="ERROR", logger="shop", message="boom ✗", extra={"order": 42}, user=user)
         Configuration.set_value("import.batch_size", 5000)
         Configuration.set_value("shop.name", "Café Ünïcode")
@@ -106,7 +124,10 @@ def test_copy_carries_every_table_and_row(new_url, source_backend, target_backen
     assert result.rows == sum(t.rows for t in result.tables) > 60
     before, after = snapshot(source), snapshot(target)
     assert after == before  # ids, timestamps, Decimals, JSON, NULLs and text in any script
-    assert after["products"][0]["description"] == "line one\nline\ttwo \\ back" and after["categories"][2]["description"] == ""
+    assert (
+        after["products"][0]["description"] == "line one\nline\ttwo \\ back"
+        and after["categories"][2]["description"] == ""
+    )
     if target_backend == "sqlite":
         assert (Path(target.removeprefix("sqlite:///")).stat().st_mode & 0o777) == 0o600
         assert not list(tmp_path.glob(".*.tmp*"))  # no debris of the copy
@@ -157,7 +178,8 @@ def test_same_database_unknown_migrations_and_other_versions_are_refused(new_url
         "def migrate(migrator, database, *, fake=False):\n"
         "    migrator.sql('CREATE TABLE notes (id INTEGER PRIMARY KEY)')\n\n\n"
         "def rollback(migrator, database, *, fake=False):\n"
-        "    migrator.sql('DROP TABLE notes')\n")
+        "    migrator.sql('DROP TABLE notes')\n"
+    )
     target = new_url("sqlite", "target")
     monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(extra))
     migrations.init(target)
@@ -194,16 +216,31 @@ def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_
     fill(source)
     pfdb.init_database(source)
     with pfdb.db_session_scope():
-        Product.insert_many([{"sku": f"BULK-{n}", "name": "Bulk", "price": "1.00", "created_at": "2026-01-01",
-                              "updated_at": "2026-01-01"} for n in range(4000)]).execute()
+        Product.insert_many(
+            [
+                {
+                    "sku": f"BULK-{n}",
+                    "name": "Bulk",
+                    "price": "1.00",
+                    "created_at": "2026-01-01",
+                    "updated_at": "2026-01-01",
+                }
+                for n in range(4000)
+            ]
+        ).execute()
     pfdb.close_database()
     target = new_url(target_backend, "target")
     if target_backend == "postgresql":
         migrations.init(target)  # an existing, empty pfdb database
         pfdb.close_database()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", COPY_SCRIPT, source, target], stdout=subprocess.PIPE, env=env,
-                             stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", COPY_SCRIPT, source, target],
+        stdout=subprocess.PIPE,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in child.stdout:
         if line.startswith("products") and int(line.split()[1]) >= 1000:
             break
@@ -244,8 +281,9 @@ def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend
     source, target = new_url(backend, "source"), new_url("sqlite", "target")
     fill(source)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, source, "6"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, source, "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     time.sleep(1.0)
     import pfdb.transfer as transfer
 

@@ -158,7 +158,8 @@ def test_exhausted_pool_gives_a_clear_error(postgres_url):
 def test_processes_write_one_sqlite_file_at_once(sqlite_url, tmp_path):
     database_url = sqlite_url
     script = tmp_path / "writer.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         import pfdb
         from pfdb import Product, db_session_scope
@@ -167,9 +168,11 @@ def test_processes_write_one_sqlite_file_at_once(sqlite_url, tmp_path):
         for i in range(40):
             with db_session_scope():
                 Product.create(sku=f"P{{worker}}-{{i}}", name="from a process")
-    """))
-    procs = [subprocess.Popen([sys.executable, str(script), str(n)], stderr=subprocess.PIPE, text=True)
-             for n in range(4)]
+    """)
+    )
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(n)], stderr=subprocess.PIPE, text=True) for n in range(4)
+    ]
     failures = [(p.wait(), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in failures), failures
     pfdb.init_database(database_url)

@@ -32,7 +32,7 @@ def sections(text: str, level: str = "## ") -> dict[str, str]:
         if line.startswith("```"):
             fence = not fence
         if not fence and line.startswith(level):
-            current = line[len(level):].strip()
+            current = line[len(level) :].strip()
             out[current] = ""
         elif current is not None:
             out[current] += line + "\n"
@@ -86,15 +86,16 @@ def test_runnable_example(where, kind, body, tmp_path):
     bin_dir = tmp_path / ".bin"
     bin_dir.mkdir()
     shim = bin_dir / "pfdb"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {ROOT / 'bin' / 'pfdb'} \"$@\"\n")
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} {ROOT / "bin" / "pfdb"} "$@"\n')
     shim.chmod(0o755)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MIGRATION_", "PFDB_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(ROOT)
     command = [sys.executable, "-c", body] if kind == "python" else ["bash", "-e", "-c", body]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
     assert result.returncode == 0, f"{where} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
     assert "Traceback" not in result.stderr
 

@@ -19,7 +19,7 @@ from pfdb.feeds.exporter import parse_since
 from pfdb.models import Product
 
 RICH = PFDB_CSV + (
-    "P-4,\"Tasse « café », 200 ml\",\"<div class=\"\"x\"\">Line 1\r\nLine 2 — ü</div>\",7.00,,EUR,,,1,active,"
+    'P-4,"Tasse « café », 200 ml","<div class=""x"">Line 1\r\nLine 2 — ü</div>",7.00,,EUR,,,1,active,'
     "Vêtements > Chemises > Manches longues,https://img.example.com/p4.jpg\n"
 )
 
@@ -135,8 +135,7 @@ def test_cli_export_to_stdout_and_file(db, database_url, tmp_path, run_cli):
     assert code == 0
     assert out.startswith("sku,name,") and "exported 4 products" in err  # the summary never mixes into the data
     target = tmp_path / "out.jsonl"
-    code, out, err = run_cli("--database-url", database_url, "export", str(target), "--category", "vetements",
-                             "--json")
+    code, out, err = run_cli("--database-url", database_url, "export", str(target), "--category", "vetements", "--json")
     assert code == 0 and json.loads(out)["products"] == 3
     assert len(target.read_text(encoding="utf-8").splitlines()) == 3
     code, out, err = run_cli("--database-url", database_url, "export", "--category", "missing")

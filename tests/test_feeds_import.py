@@ -37,8 +37,9 @@ def test_pfdb_csv_creates_products_categories_and_images(db, tmp_path):
     assert (shirt.inventory_quantity, shirt.status, shirt.shopify_sync_status) == (5, "active", "pending")
     assert category_path(shirt) == "Vêtements > Chemises"
     assert image_urls("P-1") == ["https://img.example.com/p1-a.jpg", "https://img.example.com/p1-b.jpg"]
-    primary = [i.is_primary for i in ProductImage.select().where(ProductImage.product == shirt)
-               .order_by(ProductImage.position)]
+    primary = [
+        i.is_primary for i in ProductImage.select().where(ProductImage.product == shirt).order_by(ProductImage.position)
+    ]
     assert primary == [True, False]
     assert product("P-3").name == "Écharpe 日本"  # 'P-3 had an apostrophe too
     assert category_path(product("P-3")) == "Accessoires"
@@ -56,8 +57,14 @@ def test_awkward_files_read_the_same(db, tmp_path, variant):
         out = io.StringIO()
         csv.writer(out, delimiter="\t", lineterminator="\n").writerows(rows)
         text = out.getvalue()
-    path = write(tmp_path, "feed.csv.gz" if variant == "gzip" else "feed.csv", text,
-                 bom="bom" in variant, crlf="crlf" in variant, gz=variant.startswith("gzip"))
+    path = write(
+        tmp_path,
+        "feed.csv.gz" if variant == "gzip" else "feed.csv",
+        text,
+        bom="bom" in variant,
+        crlf="crlf" in variant,
+        gz=variant.startswith("gzip"),
+    )
     result = import_products(path)
     assert (result.created, result.rejected) == (3, 0)
     description = product("P-1").description
@@ -68,8 +75,14 @@ def test_awkward_files_read_the_same(db, tmp_path, variant):
 
 def test_jsonl_with_lists_numbers_and_missing_keys(db, tmp_path):
     lines = [
-        {"sku": "J-1", "name": "Lampe", "price": 12.5, "images": ["https://img.example.com/a.jpg"],
-         "category": "Maison > Lampes", "attributes": {"watt": 40}},
+        {
+            "sku": "J-1",
+            "name": "Lampe",
+            "price": 12.5,
+            "images": ["https://img.example.com/a.jpg"],
+            "category": "Maison > Lampes",
+            "attributes": {"watt": 40},
+        },
         {"sku": "J-2", "name": "Table", "price": "80", "inventory_quantity": 3, "unknown": 1},
     ]
     path = write(tmp_path, "feed.jsonl", "".join(json.dumps(x) + "\n" for x in lines) + "\n")
@@ -102,7 +115,11 @@ def test_shopify_variants_continuation_rows_and_generated_skus(db, tmp_path):
     assert medium.name == "Basic Tee - Medium"
     assert medium.description == "<p>Soft cotton.</p>\r\n<p>Unisex</p>"
     assert (medium.brand, medium.price, medium.compare_at_price, medium.weight) == (
-        "Acme", Decimal("19.00"), Decimal("25.00"), Decimal("0.210"))
+        "Acme",
+        Decimal("19.00"),
+        Decimal("25.00"),
+        Decimal("0.210"),
+    )
     assert (medium.status, medium.shopify_handle, medium.inventory_quantity) == ("active", "basic-tee", 4)
     assert medium.attributes == {"options": {"Size": "Medium"}, "tags": ["summer", "cotton"]}
     assert category_path(medium) == "Shirts"
@@ -171,7 +188,11 @@ def test_google_retail_jsonl(db, tmp_path):
     assert result.rejects[0].column == "availability"
     pen = product("R-1")
     assert (pen.name, pen.price, pen.compare_at_price, pen.inventory_quantity) == (
-        "Pen", Decimal("16.00"), Decimal("45.00"), 50)
+        "Pen",
+        Decimal("16.00"),
+        Decimal("45.00"),
+        50,
+    )
     assert category_path(pen) == "Office > Pens" and image_urls("R-1") == ["https://img.example.com/pen.jpg"]
     assert pen.attributes["colors"] == ["Blue"]
 
@@ -189,24 +210,41 @@ WOO_LIKE = (
 def test_mapping_file(db, tmp_path, kind):
     if kind == "json":
         mapping = tmp_path / "woo.json"
-        mapping.write_text(json.dumps({
-            "columns": {"SKU": "sku", "Name": "name", "Sale price": "price", "Regular price": "price",
-                        "Categories": "category", "Images": "images", "Weight (lbs)": "weight",
-                        "Stock": "inventory_quantity"},
-            "images_separator": ",", "defaults": {"currency": "EUR"},
-        }))
+        mapping.write_text(
+            json.dumps(
+                {
+                    "columns": {
+                        "SKU": "sku",
+                        "Name": "name",
+                        "Sale price": "price",
+                        "Regular price": "price",
+                        "Categories": "category",
+                        "Images": "images",
+                        "Weight (lbs)": "weight",
+                        "Stock": "inventory_quantity",
+                    },
+                    "images_separator": ",",
+                    "defaults": {"currency": "EUR"},
+                }
+            )
+        )
     else:
         mapping = tmp_path / "woo.ini"
         mapping.write_text(
             "[columns]\nSKU = sku\nName = name\nSale price = price\nRegular price = price\nCategories = category\n"
             "Images = images\nWeight (lbs) = weight\nStock = inventory_quantity\n\n"
-            "[options]\nimages_separator = ,\n\n[defaults]\ncurrency = EUR\n")
+            "[options]\nimages_separator = ,\n\n[defaults]\ncurrency = EUR\n"
+        )
     result = import_products(write(tmp_path, "woo.csv", WOO_LIKE), mapping=mapping)
     assert (result.format, result.created, result.rejected) == ("mapping", 2, 0)
     assert "ID" in result.ignored_columns
     beanie, belt = product("W-1"), product("W-2")
     assert (beanie.price, beanie.currency, beanie.weight, beanie.inventory_quantity) == (
-        Decimal("18.00"), "EUR", Decimal("0.200"), 5)
+        Decimal("18.00"),
+        "EUR",
+        Decimal("0.200"),
+        5,
+    )
     assert belt.price == Decimal("65.00")  # no sale price: the next column in the mapping's order
     assert image_urls("W-1") == ["https://img.example.com/b1.jpg", "https://img.example.com/b2.jpg"]
     assert category_path(belt) == "Clothing > Accessories"
@@ -251,7 +289,11 @@ def test_partial_feed_updates_only_its_fields_and_marks_resync(db, tmp_path):
     after = product("P-1")
     assert after.price == Decimal("31.00")
     assert (after.description, after.name, after.gtin, after.category_id) == (
-        before.description, before.name, before.gtin, before.category_id)
+        before.description,
+        before.name,
+        before.gtin,
+        before.category_id,
+    )
     assert image_urls("P-1") == ["https://img.example.com/p1-a.jpg", "https://img.example.com/p1-b.jpg"]
     assert after.updated_at > before.updated_at and after.shopify_sync_status == "pending"
     assert product("P-2").shopify_sync_status == "synced"
@@ -268,12 +310,17 @@ def test_new_product_needs_a_name(db, tmp_path):
     result = import_products(write(tmp_path, "prices.csv", "sku,price\nNEW-1,5\n"))
     assert (result.created, result.rejected) == (0, 1)
     assert (result.rejects[0].line, result.rejects[0].column, result.rejects[0].message) == (
-        2, "name", "is required for a new product")
+        2,
+        "name",
+        "is required for a new product",
+    )
 
 
 def test_image_order_changes_and_removals_without_duplicates(db, tmp_path):
     head = "sku,name,images\n"
-    import_products(write(tmp_path, "a.csv", head + "I-1,Vase,https://x.test/1.jpg|https://x.test/2.jpg|https://x.test/1.jpg\n"))
+    import_products(
+        write(tmp_path, "a.csv", head + "I-1,Vase,https://x.test/1.jpg|https://x.test/2.jpg|https://x.test/1.jpg\n")
+    )
     assert image_urls("I-1") == ["https://x.test/1.jpg", "https://x.test/2.jpg"]
     Product.update(shopify_sync_status="synced").execute()
     result = import_products(write(tmp_path, "b.csv", head + "I-1,Vase,https://x.test/3.jpg|https://x.test/2.jpg\n"))
@@ -300,7 +347,7 @@ def test_only_changed_rows_are_written(db, tmp_path):
 # -- bad rows -----------------------------------------------------------------------------------
 BAD = (
     "sku,name,description,price,gtin,currency\n"
-    "B-1,Good,\"two\nlines\",10,,USD\n"
+    'B-1,Good,"two\nlines",10,,USD\n'
     ",No sku,,1,,USD\n"
     "B-2,Bad price,,12;50,,USD\n"
     "B-3,Negative,,-1,,USD\n"
@@ -386,8 +433,9 @@ def test_progress_callback_per_batch_and_job_updates_throttled(db, tmp_path, mon
     saves = []
     original = Job.report_progress
     monkeypatch.setattr(Job, "report_progress", lambda self, *a, **k: saves.append(k) or original(self, *a, **k))
-    result = import_products(write(tmp_path, "many.csv", "sku,name,price\n" + rows), batch_size=10,
-                             progress=events.append)
+    result = import_products(
+        write(tmp_path, "many.csv", "sku,name,price\n" + rows), batch_size=10, progress=events.append
+    )
     assert result.created == 50
     assert [e.rows for e in events] == [10, 20, 30, 40, 50, 50]
     assert events[-1].bytes_total == (tmp_path / "many.csv").stat().st_size
@@ -405,8 +453,9 @@ def test_feed_errors_name_the_file(db, tmp_path):
         import_products(write(tmp_path, "array.json", '[{"sku": "x"}]'))
     with pytest.raises(FeedError, match="not valid utf-8 text"):
         import_products(write(tmp_path, "latin.csv", "sku,name\nX-1,Café\n", encoding="latin-1"))
-    latin = import_products(write(tmp_path, "latin.csv", "sku,name\nX-1,Café\n", encoding="latin-1"),
-                            encoding="latin-1")
+    latin = import_products(
+        write(tmp_path, "latin.csv", "sku,name\nX-1,Café\n", encoding="latin-1"), encoding="latin-1"
+    )
     assert latin.created == 1 and product("X-1").name == "Café"
     with pytest.raises(UsageError, match="unknown feed format"):  # a bad argument: exit 2
         import_products(write(tmp_path, "f.csv", PFDB_CSV), format="xml")
@@ -449,8 +498,11 @@ def test_postgresql_staging_tables_are_empty_after_every_batch(postgres_url, tmp
     staged = []
 
     def look(_progress):
-        staged.append(db.execute_sql("SELECT (SELECT count(*) FROM pfdb_import_products) "
-                                     "+ (SELECT count(*) FROM pfdb_import_images)").fetchone()[0])
+        staged.append(
+            db.execute_sql(
+                "SELECT (SELECT count(*) FROM pfdb_import_products) + (SELECT count(*) FROM pfdb_import_images)"
+            ).fetchone()[0]
+        )
 
     with db.atomic() if outer else nullcontext():
         result = import_products(write(tmp_path, "feed.csv", PFDB_CSV), batch_size=1, progress=look)

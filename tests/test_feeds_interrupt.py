@@ -26,8 +26,11 @@ HEADER = "sku,name,description,price,category,images\n"
 
 
 def feed_lines(n: int = 300) -> list[str]:
-    return [f'K-{i:04d},Item {i} – ø,"<p>line\none, ""{i}""</p>",{i % 97}.{i % 100:02d},Dept {i % 3} > Sub {i % 5},'
-            f"https://img.example.com/{i}/a.jpg|https://img.example.com/{i}/b.jpg\n" for i in range(n)]
+    return [
+        f'K-{i:04d},Item {i} – ø,"<p>line\none, ""{i}""</p>",{i % 97}.{i % 100:02d},Dept {i % 3} > Sub {i % 5},'
+        f"https://img.example.com/{i}/a.jpg|https://img.example.com/{i}/b.jpg\n"
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -75,9 +78,20 @@ def _interrupted_cli(database_url: str, tmp_path, sig: int) -> subprocess.Comple
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         child = subprocess.Popen(
-            [sys.executable, "-m", "pfdb", "--database-url", database_url, "import", str(fifo),
-             "--batch-size", str(BATCH)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pfdb",
+                "--database-url",
+                database_url,
+                "import",
+                str(fifo),
+                "--batch-size",
+                str(BATCH),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
     finally:
         if previous is not None:  # None: set outside Python, nothing to restore with

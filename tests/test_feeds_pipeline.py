@@ -70,8 +70,9 @@ def counted(monkeypatch):
 def test_a_file_on_postgresql_is_read_ahead_and_rejects_on_both_sides_all_count(postgres_url, tmp_path, counted):
     pfdb.init_database(postgres_url)
     # Bad prices are rejected by the reader; a new product without a name by the writer.
-    lines = ["sku,name,price"] + [f"S-{i},{'' if i % 11 == 0 else f'Item {i}'},{'x' if i % 7 == 0 else i}"
-                                  for i in range(500)]
+    lines = ["sku,name,price"] + [
+        f"S-{i},{'' if i % 11 == 0 else f'Item {i}'},{'x' if i % 7 == 0 else i}" for i in range(500)
+    ]
     result = import_products(write(tmp_path, "feed.csv", "\n".join(lines) + "\n"), batch_size=20)
     bad = {i for i in range(500) if i % 7 == 0 or i % 11 == 0}
     assert counted == [1]

@@ -87,9 +87,12 @@ def test_the_shopify_summary_counts_variants_from_lines(db, database_url, tmp_pa
 
 @pytest.mark.skipif(not (SHARED / "shopify-jewelery.csv").exists(), reason="the shared real files are not here")
 def test_the_real_files_keep_their_counts(db):
-    expected = {"shopify-jewelery.csv": ("shopify", 41, 23), "shopify-apparel.csv": ("shopify", 22, None),
-                "shopify-home-and-garden.csv": ("shopify", 21, None),
-                "google-retail-products.jsonl": ("google-retail", None, None)}
+    expected = {
+        "shopify-jewelery.csv": ("shopify", 41, 23),
+        "shopify-apparel.csv": ("shopify", 22, None),
+        "shopify-home-and-garden.csv": ("shopify", 21, None),
+        "google-retail-products.jsonl": ("google-retail", None, None),
+    }
     for name, (fmt, lines, rows) in expected.items():
         result = import_products(SHARED / name)
         assert result.format == fmt and result.rejected == 0, (name, result.rejects[:3])

@@ -52,13 +52,16 @@ def test_shopify_weights(db, tmp_path):
     rows = "a,A,A-1,1,28,oz\nb,B,B-1,1,1500,kg\nc,C,C-1,1,454,lb\n"
     import_products(write(tmp_path, "grams.csv", header + rows))
     # Variant Grams is grams whatever the display unit says (Shopify exports a 1 oz item as 28 g, unit oz)
-    assert [product(s).weight for s in ("A-1", "B-1", "C-1")] == [Decimal("0.028"), Decimal("1.500"),
-                                                                  Decimal("0.454")]
+    assert [product(s).weight for s in ("A-1", "B-1", "C-1")] == [Decimal("0.028"), Decimal("1.500"), Decimal("0.454")]
     header = "Handle,Title,Variant SKU,Variant Price,Variant Weight,Variant Weight Unit\n"
     rows = "d,D,D-1,1,1.5,lb\ne,E,E-1,1,250,g\nf,F,F-1,1,2,kg\ng,G,G-1,1,3,oz\nh,H,H-1,1,3,stone\n"
     result = import_products(write(tmp_path, "weight.csv", header + rows))
     assert [product(s).weight for s in ("D-1", "E-1", "F-1", "G-1")] == [
-        Decimal("0.680"), Decimal("0.250"), Decimal("2.000"), Decimal("0.085")]
+        Decimal("0.680"),
+        Decimal("0.250"),
+        Decimal("2.000"),
+        Decimal("0.085"),
+    ]
     assert result.rejected == 1 and result.rejects[0].column == "Variant Weight"
 
 

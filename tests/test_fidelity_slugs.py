@@ -12,11 +12,21 @@ from pfdb.models import Category, Product
 from pfdb.text import ascii_slug, slugify
 
 
-@pytest.mark.parametrize(("name", "slug"), [
-    ("Одежда", "odezhda"), ("Футболки", "futbolki"), ("服装", "fu-zhuang"), ("Straße", "strasse"),
-    ("Smørrebrød", "smorrebrod"), ("Łódź", "lodz"), ("Ελληνικά", "ellenika"),
-    ("Boutonnière & Pins", "boutonniere-pins"), ("Men's Shoes", "men-s-shoes"), ("  --  ", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Одежда", "odezhda"),
+        ("Футболки", "futbolki"),
+        ("服装", "fu-zhuang"),
+        ("Straße", "strasse"),
+        ("Smørrebrød", "smorrebrod"),
+        ("Łódź", "lodz"),
+        ("Ελληνικά", "ellenika"),
+        ("Boutonnière & Pins", "boutonniere-pins"),
+        ("Men's Shoes", "men-s-shoes"),
+        ("  --  ", ""),
+    ],
+)
 def test_slugify_transliterates_every_script(name, slug):
     assert slugify(name) == slug
 
@@ -44,8 +54,11 @@ def test_resolver_gives_transliterated_slugs_without_collisions(db):
 def test_taxonomy_import_transliterates(db, tmp_path):
     path = write(tmp_path, "taxonomy.txt", "1 - Одежда\n2 - Одежда > Футболки\n3 - 服装\n")
     import_categories(path)
-    assert {c.name: c.slug for c in Category.select()} == {"Одежда": "odezhda", "Футболки": "futbolki",
-                                                            "服装": "fu-zhuang"}
+    assert {c.name: c.slug for c in Category.select()} == {
+        "Одежда": "odezhda",
+        "Футболки": "futbolki",
+        "服装": "fu-zhuang",
+    }
 
 
 def test_reimport_keeps_slugs_given_before_transliteration(db, tmp_path):
@@ -53,13 +66,18 @@ def test_reimport_keeps_slugs_given_before_transliteration(db, tmp_path):
     root = Category.create(name="Одежда", slug="category")
     child = Category.create(name="Футболки", slug="category-category", parent=root)
     other = Category.create(name="Straße", slug="strae")
-    feed = write(tmp_path, "feed.csv", "sku,name,price,category\n"
-                                       "S-1,Tee,10,Одежда > Футболки\nS-2,Sign,5,Straße > Schilder\n")
+    feed = write(
+        tmp_path, "feed.csv", "sku,name,price,category\nS-1,Tee,10,Одежда > Футболки\nS-2,Sign,5,Straße > Schilder\n"
+    )
     result = import_products(feed)
     assert (result.created, result.rejected, result.categories_created) == (2, 0, 1)
     assert Product.get(Product.sku == "S-1").category_id == child.id
     assert {c.name: c.slug for c in Category.select()} == {
-        "Одежда": "category", "Футболки": "category-category", "Straße": "strae", "Schilder": "schilder"}
+        "Одежда": "category",
+        "Футболки": "category-category",
+        "Straße": "strae",
+        "Schilder": "schilder",
+    }
     path = write(tmp_path, "taxonomy.txt", "Одежда > Футболки\nStraße\n")
     assert import_categories(path).created == 0
     assert [c.slug for c in Category.select().order_by(Category.id)][:3] == ["category", "category-category", "strae"]

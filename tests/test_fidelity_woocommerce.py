@@ -39,8 +39,12 @@ def test_woocommerce_export_is_detected_and_imported_as_documented(db, tmp_path)
     assert blue.weight == Decimal("0.680") and category_path(blue) == "Clothing > Tees"
 
     album = product("woo-13")  # no SKU: named by its ID; Published 0 is a draft; an escaped comma in a category
-    assert (album.name, album.status, album.price, category_path(album)) == ("Album", "draft", Decimal("9.99"),
-                                                                           "Music, Film")
+    assert (album.name, album.status, album.price, category_path(album)) == (
+        "Album",
+        "draft",
+        Decimal("9.99"),
+        "Music, Film",
+    )
     pennant = product("PENNANT")
     assert pennant.attributes == {"external_url": "https://shop.example.com/p", "button_text": "Buy there"}
     mug = product("MUG")
@@ -51,10 +55,15 @@ def test_woocommerce_export_is_detected_and_imported_as_documented(db, tmp_path)
 
 
 def test_weight_unit_comes_from_the_header(db, tmp_path):
-    for unit, text, kg in (("kg", "1.5", "1.500"), ("g", "250", "0.250"), ("oz", "16", "0.454"),
-                           ("lbs", "1.5", "0.680")):
-        feed = write(tmp_path, f"w-{unit}.csv", f"Type,SKU,Name,Regular price,Weight ({unit})\n"
-                                                f"simple,W-{unit},Weight,1,{text}\n")
+    for unit, text, kg in (
+        ("kg", "1.5", "1.500"),
+        ("g", "250", "0.250"),
+        ("oz", "16", "0.454"),
+        ("lbs", "1.5", "0.680"),
+    ):
+        feed = write(
+            tmp_path, f"w-{unit}.csv", f"Type,SKU,Name,Regular price,Weight ({unit})\nsimple,W-{unit},Weight,1,{text}\n"
+        )
         assert import_products(feed).format == "woocommerce"
         assert product(f"W-{unit}").weight == Decimal(kg)
 
@@ -68,25 +77,31 @@ def test_variation_whose_parent_is_unknown_is_imported_with_a_note(db, tmp_path)
 @pytest.mark.skipif(not REAL.exists(), reason="the shared real files are not on this machine")
 def test_the_real_woocommerce_sample_imports_with_the_right_counts(db):
     result = import_products(REAL)
-    assert (result.format, result.lines, result.rows, result.created, result.rejected) == (
-        "woocommerce", 25, 22, 22, 0)
+    assert (result.format, result.lines, result.rows, result.created, result.rejected) == ("woocommerce", 25, 22, 22, 0)
     assert dict(result.skipped) == {"grouped": 1, "variable": 2}
     hoodie = product("woo-hoodie-red")
-    assert (hoodie.price, hoodie.compare_at_price, hoodie.weight) == (Decimal("42.00"), Decimal("45.00"),
-                                                                      Decimal("0.680"))
+    assert (hoodie.price, hoodie.compare_at_price, hoodie.weight) == (
+        Decimal("42.00"),
+        Decimal("45.00"),
+        Decimal("0.680"),
+    )
     assert category_path(hoodie) == "Clothing > Hoodies"
     assert len(image_urls("woo-belt")) == 1 and Product.select().where(Product.price.is_null()).count() == 0
 
 
 # -- detection guards ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "message"), [
-    ("SKU,Name,Regular price,Sale price,Images\nA,Apple,2,,\n", "no price column"),
-    ("sku,name,price,images\nA,Apple,2,\"https://x.example/a.jpg, https://x.example/b.jpg\"\n",
-     "comma-separated URLs"),
-    ("sku,name,Cost,Stock level,Colour,Vendor code,price\nA,Apple,1,2,red,V,3\n", "are not pfdb's"),
-])
-def test_a_foreign_file_taken_for_pfdb_is_refused_with_a_suggestion(db, tmp_path, run_cli, database_url, text,
-                                                                     message):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("SKU,Name,Regular price,Sale price,Images\nA,Apple,2,,\n", "no price column"),
+        (
+            'sku,name,price,images\nA,Apple,2,"https://x.example/a.jpg, https://x.example/b.jpg"\n',
+            "comma-separated URLs",
+        ),
+        ("sku,name,Cost,Stock level,Colour,Vendor code,price\nA,Apple,1,2,red,V,3\n", "are not pfdb's"),
+    ],
+)
+def test_a_foreign_file_taken_for_pfdb_is_refused_with_a_suggestion(db, tmp_path, run_cli, database_url, text, message):
     feed = write(tmp_path, "other.csv", text)
     with pytest.raises(FeedError, match=message) as caught:
         import_products(feed)

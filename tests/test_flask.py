@@ -43,8 +43,10 @@ def app(db):
     @app.post("/raw-begin")
     def raw_begin():
         pfdb.db.execute_sql("BEGIN")  # one peewee does not even track
-        pfdb.db.execute_sql("INSERT INTO configuration (key, value, value_type, is_sensitive, created_at, updated_at) "
-                            "VALUES ('raw', 'x', 'string', false, '2026-01-01', '2026-01-01')")
+        pfdb.db.execute_sql(
+            "INSERT INTO configuration (key, value, value_type, is_sensitive, created_at, updated_at) "
+            "VALUES ('raw', 'x', 'string', false, '2026-01-01', '2026-01-01')"
+        )
         raise RuntimeError("and then it failed")
 
     @app.post("/commit")
@@ -65,7 +67,8 @@ def assert_nothing_left(backend: str, database_url: str) -> None:
         with pfdb.db_session_scope():
             idle = pfdb.db.execute_sql(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state LIKE 'idle in transaction%%'",
-                (name,)).fetchone()[0]
+                (name,),
+            ).fetchone()[0]
         pfdb.db.close()
         assert idle == 0
     else:

@@ -58,11 +58,13 @@ def products(url: str) -> int:
 @pytest.mark.parametrize("how", ["name", "symlink", "hardlink", "dotdot", "wal"])
 def test_import_rejects_over_the_database_is_refused(shop, sqlite_url, tmp_path, run_cli, how):
     bad = write(tmp_path, "bad.csv", BAD_CSV)
-    target = {"name": lambda: shop,
-              "symlink": lambda: link("symlink", shop, tmp_path / "links" / "rejects.csv"),
-              "hardlink": lambda: link("hardlink", shop, tmp_path / "links" / "rejects.csv"),
-              "dotdot": lambda: (tmp_path / "sub").mkdir() or tmp_path / "sub" / ".." / shop.name,
-              "wal": lambda: Path(f"{shop}-wal")}[how]()
+    target = {
+        "name": lambda: shop,
+        "symlink": lambda: link("symlink", shop, tmp_path / "links" / "rejects.csv"),
+        "hardlink": lambda: link("hardlink", shop, tmp_path / "links" / "rejects.csv"),
+        "dotdot": lambda: (tmp_path / "sub").mkdir() or tmp_path / "sub" / ".." / shop.name,
+        "wal": lambda: Path(f"{shop}-wal"),
+    }[how]()
     before = snapshot(shop, bad)
     code, out, err = run_cli("--database-url", sqlite_url, "import", str(bad), "--rejects", str(target))
     assert refused(code, out, err), (code, err)
@@ -73,10 +75,12 @@ def test_import_rejects_over_the_database_is_refused(shop, sqlite_url, tmp_path,
 
 @pytest.mark.parametrize("how", ["name", "symlink", "hardlink", "gz-symlink"])
 def test_export_over_the_database_is_refused(shop, sqlite_url, tmp_path, run_cli, how):
-    target = {"name": lambda: shop,
-              "symlink": lambda: link("symlink", shop, tmp_path / "out" / "catalogue.csv"),
-              "hardlink": lambda: link("hardlink", shop, tmp_path / "out" / "catalogue.csv"),
-              "gz-symlink": lambda: link("symlink", shop, tmp_path / "out" / "catalogue.csv.gz")}[how]()
+    target = {
+        "name": lambda: shop,
+        "symlink": lambda: link("symlink", shop, tmp_path / "out" / "catalogue.csv"),
+        "hardlink": lambda: link("hardlink", shop, tmp_path / "out" / "catalogue.csv"),
+        "gz-symlink": lambda: link("symlink", shop, tmp_path / "out" / "catalogue.csv.gz"),
+    }[how]()
     before = snapshot(shop)
     code, out, err = run_cli("--database-url", sqlite_url, "export", str(target))
     assert refused(code, out, err), (code, err)
@@ -129,9 +133,11 @@ def test_other_files_beside_the_database_are_fine(shop, sqlite_url, tmp_path, ru
 @pytest.mark.parametrize("how", ["name", "symlink", "hardlink"])
 def test_import_rejects_over_its_own_feed_is_refused(db, database_url, tmp_path, run_cli, how):
     feed = write(tmp_path, "in.csv", BAD_CSV)
-    target = {"name": lambda: feed,
-              "symlink": lambda: link("symlink", feed, tmp_path / "r" / "rejects.csv"),
-              "hardlink": lambda: link("hardlink", feed, tmp_path / "r" / "rejects.csv")}[how]()
+    target = {
+        "name": lambda: feed,
+        "symlink": lambda: link("symlink", feed, tmp_path / "r" / "rejects.csv"),
+        "hardlink": lambda: link("hardlink", feed, tmp_path / "r" / "rejects.csv"),
+    }[how]()
     before = snapshot(feed)
     code, out, err = run_cli("--database-url", database_url, "import", str(feed), "--rejects", str(target))
     assert refused(code, out, err), (code, err)
@@ -180,10 +186,20 @@ def test_bin_pfdb_refuses_with_exit_2_and_one_line(shop, sqlite_url, tmp_path):
     bad = write(tmp_path, "bad.csv", BAD_CSV)
     before = snapshot(shop, bad)
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    for argv in (["export", str(shop)], ["import", str(bad), "--rejects", str(shop)],
-                 ["import", str(bad), "--rejects", str(bad)], ["rollback", "zero"]):
-        proc = subprocess.run([sys.executable, str(bin_pfdb), "--database-url", sqlite_url, *argv],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=60)
+    for argv in (
+        ["export", str(shop)],
+        ["import", str(bad), "--rejects", str(shop)],
+        ["import", str(bad), "--rejects", str(bad)],
+        ["rollback", "zero"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(bin_pfdb), "--database-url", sqlite_url, *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, proc.stderr)
     assert snapshot(shop, bad) == before

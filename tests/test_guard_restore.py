@@ -27,18 +27,28 @@ RECORD = "INSERT INTO migratehistory (name, migrated_at) VALUES ('{name}', '2026
 
 FOREIGN = {
     # another application's peewee-migrate database
-    "blog": ([HISTORY, RECORD.format(name="0001_initial"),
-              "CREATE TABLE blog_posts (id {pk}, title TEXT)", "INSERT INTO blog_posts (title) VALUES ('hello')"],
-             "its migration history starts at '0001_initial', pfdb's at '001_initial'"),
+    "blog": (
+        [
+            HISTORY,
+            RECORD.format(name="0001_initial"),
+            "CREATE TABLE blog_posts (id {pk}, title TEXT)",
+            "INSERT INTO blog_posts (title) VALUES ('hello')",
+        ],
+        "its migration history starts at '0001_initial', pfdb's at '001_initial'",
+    ),
     # a history table and nothing else, empty or naming pfdb's first migration
     "history-only": ([HISTORY], "its migratehistory table records no migration"),
     "history-001-only": ([HISTORY, RECORD.format(name="001_initial")], "it holds none of pfdb's tables"),
     # pfdb's migration name, somebody else's tables
-    "blog-named-001": ([HISTORY, RECORD.format(name="001_initial"), "CREATE TABLE blog_posts (id {pk}, title TEXT)"],
-                       "it holds none of pfdb's tables (it has blog_posts)"),
+    "blog-named-001": (
+        [HISTORY, RECORD.format(name="001_initial"), "CREATE TABLE blog_posts (id {pk}, title TEXT)"],
+        "it holds none of pfdb's tables (it has blog_posts)",
+    ),
     # pfdb's history, but only some of the tables 001 creates
-    "partial": ([HISTORY, RECORD.format(name="001_initial"), "CREATE TABLE users (id {pk}, email TEXT)"],
-                "it lacks the tables categories, configuration, icons"),
+    "partial": (
+        [HISTORY, RECORD.format(name="001_initial"), "CREATE TABLE users (id {pk}, email TEXT)"],
+        "it lacks the tables categories, configuration, icons",
+    ),
 }
 
 
@@ -53,8 +63,11 @@ def shop(db, tmp_path, monkeypatch):
 
 
 def counts() -> dict[str, int]:
-    return {"products": Product.select().count(), "categories": Category.select().count(),
-            "tables": len(pfdb.db.get_tables())}
+    return {
+        "products": Product.select().count(),
+        "categories": Category.select().count(),
+        "tables": len(pfdb.db.get_tables()),
+    }
 
 
 def build_foreign(backend: str, statements: list[str], tmp_path, request) -> object:
@@ -101,8 +114,9 @@ def test_a_foreign_file_is_refused_and_the_database_untouched(shop, backend, tmp
 
 
 @pytest.mark.parametrize("kind", ["blog", "history-only"])
-def test_cli_restore_refuses_a_foreign_file_with_one_line(shop, backend, database_url, tmp_path, request,
-                                                          run_cli, kind):
+def test_cli_restore_refuses_a_foreign_file_with_one_line(
+    shop, backend, database_url, tmp_path, request, run_cli, kind
+):
     foreign = build_foreign(backend, FOREIGN[kind][0], tmp_path, request)
     before = counts()
     code, out, err = run_cli("--database-url", database_url, "restore", str(foreign), "--yes")

@@ -17,16 +17,16 @@ from pfdb.errors import DestructiveRollbackError
 from pfdb.maintenance import check_backup
 from pfdb.migrations import migrate, rollback, rollback_plan, status
 
-INDEX_ONLY = '''
+INDEX_ONLY = """
 def migrate(migrator, database, *, fake=False):
     migrator.add_index("products", "brand", "status")
 
 
 def rollback(migrator, database, *, fake=False):
     migrator.drop_index("products", "brand", "status")
-'''
+"""
 
-ADD_NOTES = '''
+ADD_NOTES = """
 import peewee as pw
 
 
@@ -36,18 +36,18 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     migrator.remove_fields("products", "notes")
-'''
+"""
 
-RAW_SQL = '''
+RAW_SQL = """
 def migrate(migrator, database, *, fake=False):
     migrator.sql("CREATE TABLE audit_marks (id INTEGER PRIMARY KEY)")
 
 
 def rollback(migrator, database, *, fake=False):
     migrator.sql("drop   table audit_marks")
-'''
+"""
 
-RUNS_CODE = '''
+RUNS_CODE = """
 def forget(database):
     database.execute_sql("DELETE FROM products")
 
@@ -58,7 +58,7 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     migrator.run(forget, database)
-'''
+"""
 
 
 @pytest.fixture
@@ -149,8 +149,10 @@ def test_dropping_a_column_is_destructive_adding_an_index_back_is_not(shop, mdir
     assert rollback("001", destructive_ok=True, backup=False).rolled_back == ("002_add_notes",)
 
 
-@pytest.mark.parametrize("source, shown", [(RAW_SQL, "SQL: drop table audit_marks"),
-                                           (RUNS_CODE, "whatever forget run by migrator.run() does")])
+@pytest.mark.parametrize(
+    "source, shown",
+    [(RAW_SQL, "SQL: drop table audit_marks"), (RUNS_CODE, "whatever forget run by migrator.run() does")],
+)
 def test_raw_sql_that_drops_and_python_code_count_as_destructive(shop, mdir, source, shown):
     (mdir / "002_other.py").write_text(source)
     migrate(backup=False)

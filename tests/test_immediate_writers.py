@@ -30,8 +30,13 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 
 
 def start(script: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**ENV, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, **(env or {})},
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
@@ -44,8 +49,15 @@ def write_feed(path: Path, prefix: str, rows: int) -> Path:
         writer = csv.writer(f)
         writer.writerow(["sku", "name", "price", "inventory_quantity", "category"])
         for i in range(rows):
-            writer.writerow([f"{prefix}-{i:05d}", f"{prefix} product {i}", f"{1 + i % 90}.{i % 100:02d}",
-                             str(i % 7), f"{prefix} dept > Sub {i % 5}"])
+            writer.writerow(
+                [
+                    f"{prefix}-{i:05d}",
+                    f"{prefix} product {i}",
+                    f"{1 + i % 90}.{i % 100:02d}",
+                    str(i % 7),
+                    f"{prefix} dept > Sub {i % 5}",
+                ]
+            )
     return path
 
 
@@ -56,8 +68,11 @@ def sqlite_file(url: str) -> str:
 def release_together(procs: list[subprocess.Popen], go: Path, timeout: float = 60) -> None:
     """Wait until every process is ready (or one died), then let them all go at once."""
     deadline = time.monotonic() + timeout
-    while (len(list(go.parent.glob(go.name + ".ready*"))) < len(procs) and time.monotonic() < deadline
-           and all(p.poll() is None for p in procs)):
+    while (
+        len(list(go.parent.glob(go.name + ".ready*"))) < len(procs)
+        and time.monotonic() < deadline
+        and all(p.poll() is None for p in procs)
+    ):
         time.sleep(0.02)
     go.touch()
 
@@ -198,8 +213,10 @@ def test_optimize_during_an_import_both_finish(sqlite_url, tmp_path):
     feed = write_feed(tmp_path / "A.csv", "A", 4000)
     with sqlite3.connect(sqlite_file(sqlite_url)) as conn:  # 8 MB for VACUUM to copy: it holds the lock a while
         conn.execute("CREATE TABLE ballast (b BLOB)")
-        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) "
-                     "INSERT INTO ballast SELECT randomblob(2000) FROM n")
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) "
+            "INSERT INTO ballast SELECT randomblob(2000) FROM n"
+        )
     conn.close()
     importer = start(tmp_path / "import.py", sqlite_url, str(go), str(feed), "40")
     optimizer = start(tmp_path / "optimize.py", sqlite_url, str(go), str(stop))
@@ -238,9 +255,11 @@ def hold_write_lock(path: str, seconds: float) -> threading.Thread:
 def test_writers_wait_for_the_lock_autocommit_and_transactions_alike(sqlite_url):
     pfdb.init_database(sqlite_url, pool_timeout=10)
     Product.create(sku="SEED", name="seed")
-    for write in (lambda: Product.insert(sku="AUTO", name="autocommit").execute(),
-                  lambda: Product.create(sku="SAVE", name="own transaction"),
-                  lambda: Product.update(name="in a scope").where(Product.sku == "SEED").execute()):
+    for write in (
+        lambda: Product.insert(sku="AUTO", name="autocommit").execute(),
+        lambda: Product.create(sku="SAVE", name="own transaction"),
+        lambda: Product.update(name="in a scope").where(Product.sku == "SEED").execute(),
+    ):
         holder = hold_write_lock(sqlite_file(sqlite_url), 0.4)
         started = time.monotonic()
         with db_session_scope():
@@ -256,8 +275,11 @@ def test_busy_timeout_that_runs_out_is_a_database_busy_error(sqlite_url):
     pfdb.init_database(sqlite_url, pool_timeout=0.3)
     holder = hold_write_lock(sqlite_file(sqlite_url), 1.0)
     try:
-        with pytest.raises(DatabaseBusyError, match=r"another writer held the database write lock for 0\.[3-9] s "
-                                                    r"\(busy timeout 0\.3 s\)") as caught:
+        with pytest.raises(
+            DatabaseBusyError,
+            match=r"another writer held the database write lock for 0\.[3-9] s "
+            r"\(busy timeout 0\.3 s\)",
+        ) as caught:
             with db_session_scope():
                 Product.create(sku="LATE", name="too late")
         assert "DATABASE_POOL_TIMEOUT" in caught.value.hint
@@ -291,8 +313,9 @@ def test_connecting_while_another_process_locks_the_file_is_a_busy_error(sqlite_
     holder.execute("COMMIT")  # the lock stays until the connection closes
     try:
         pfdb.init_database(sqlite_url, pool_timeout=0.001)
-        with pytest.raises(DatabaseBusyError, match="another process held a lock on .* while opening the database") \
-                as caught:
+        with pytest.raises(
+            DatabaseBusyError, match="another process held a lock on .* while opening the database"
+        ) as caught:
             pfdb.db.connect()
         assert "server" not in str(caught.value)
         pfdb.close_database()

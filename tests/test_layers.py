@@ -34,8 +34,14 @@ def _lint(tmp_path: Path, change: tuple[str, str, str] | None = None) -> subproc
         text = path.read_text(encoding="utf-8")
         assert anchor in text
         path.write_text(text.replace(anchor, f"{anchor}{line}\n", 1), encoding="utf-8")
-    return subprocess.run([LINT_IMPORTS, "--no-cache"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    return subprocess.run(
+        [LINT_IMPORTS, "--no-cache"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)},
+    )
 
 
 @pytest.fixture
@@ -53,8 +59,9 @@ def test_the_layers_contract_holds(lint):
 
 def test_an_upward_import_inside_a_function_breaks_the_contract(lint):
     # what database.py did before: the health check imported migrations inside a function
-    result = lint(("database.py", "def get_database() -> pw.Database:\n",
-                   "    from .migrations import status  # noqa: F401"))
+    result = lint(
+        ("database.py", "def get_database() -> pw.Database:\n", "    from .migrations import status  # noqa: F401")
+    )
     assert result.returncode == 1
     assert "pfdb.database is not allowed to import pfdb.migrations" in result.stdout
 
@@ -67,9 +74,11 @@ def test_an_import_cycle_breaks_the_contract(lint):
 
 
 def test_no_module_but_config_reads_the_environment():
-    readers = [str(path.relative_to(ROOT)) for path in (ROOT / "pfdb").rglob("*.py")
-               if path.name != "config.py"
-               and re.search(r"os\.environ(\.get|\[)|os\.getenv", path.read_text(encoding="utf-8"))]
+    readers = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "pfdb").rglob("*.py")
+        if path.name != "config.py" and re.search(r"os\.environ(\.get|\[)|os\.getenv", path.read_text(encoding="utf-8"))
+    ]
     assert readers == []
 
 

@@ -27,7 +27,7 @@ INITIAL = ROOT / "migrations" / "001_initial.py"
 LATEST = "003_postgres_jsonb_timestamptz"  # the last migration pfdb ships
 PASSWORD = "s3cretpw"
 
-WRITER = '''
+WRITER = """
 import pathlib, sys, time
 import pfdb
 from pfdb import Configuration, SystemLog, db_session_scope
@@ -44,7 +44,7 @@ while not stop.exists() and time.monotonic() < deadline:
     if i == 1:
         print("started", flush=True)
 print(i, flush=True)
-'''
+"""
 
 
 def add_rows(n: int, prefix: str = "k") -> None:
@@ -89,8 +89,12 @@ def file_state(url: str) -> str:
 
 def dump_keys(path: Path) -> list[str]:
     """The configuration keys inside a pg_dump archive, read with pg_restore (no database)."""
-    out = subprocess.run(["pg_restore", "--data-only", "--table=configuration", "--file=-", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["pg_restore", "--data-only", "--table=configuration", "--file=-", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     lines = out.split("FROM stdin;\n", 1)[1].split("\n\\.", 1)[0].splitlines()
     header = re.search(r"COPY \S+ \(([^)]*)\) FROM stdin", out).group(1).split(", ")
     return sorted(line.split("\t")[header.index("key")] for line in lines)
@@ -146,9 +150,16 @@ def test_backup_while_two_processes_insert_is_consistent(db, backend, database_u
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     stop = tmp_path / "stop"
-    writers = [subprocess.Popen([sys.executable, str(script), database_url, str(n), str(stop)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-               for n in (1, 2)]
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(script), database_url, str(n), str(stop)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for n in (1, 2)
+    ]
     try:
         for w in writers:
             assert w.stdout.readline().strip() == "started", w.stderr.read()
@@ -208,8 +219,12 @@ def bad_files(tmp_path, db, backend, monkeypatch):
     add_rows(3)
     good = backup(tmp_path / f"good.{'db' if backend == 'sqlite' else 'dump'}").path
     data = good.read_bytes()
-    files = {"truncated": tmp_path / "truncated.bak", "random": tmp_path / "random.bak",
-             "foreign": tmp_path / "foreign.db", "missing": tmp_path / "missing.bak"}
+    files = {
+        "truncated": tmp_path / "truncated.bak",
+        "random": tmp_path / "random.bak",
+        "foreign": tmp_path / "foreign.db",
+        "missing": tmp_path / "missing.bak",
+    }
     files["truncated"].write_bytes(data[: len(data) // 2])
     files["random"].write_bytes(os.urandom(20000))
     conn = sqlite3.connect(files["foreign"])
@@ -221,11 +236,18 @@ def bad_files(tmp_path, db, backend, monkeypatch):
 
 
 EXPECTED = {
-    "sqlite": {"truncated": "is truncated", "random": "is not a SQLite database",
-               "foreign": "not a pfdb backup: it has no migratehistory table", "missing": "does not exist"},
-    "postgresql": {"truncated": "is a truncated or damaged pg_dump archive",
-                   "random": "is not a pg_dump custom-format archive",
-                   "foreign": "is a SQLite database, not a PostgreSQL dump", "missing": "does not exist"},
+    "sqlite": {
+        "truncated": "is truncated",
+        "random": "is not a SQLite database",
+        "foreign": "not a pfdb backup: it has no migratehistory table",
+        "missing": "does not exist",
+    },
+    "postgresql": {
+        "truncated": "is a truncated or damaged pg_dump archive",
+        "random": "is not a pg_dump custom-format archive",
+        "foreign": "is a SQLite database, not a PostgreSQL dump",
+        "missing": "does not exist",
+    },
 }
 
 
@@ -268,7 +290,7 @@ def test_sqlite_restore_refuses_a_postgres_dump(db, tmp_path):
 
 
 # -- restore is atomic for other processes -------------------------------------------------
-READER = '''
+READER = """
 import json, sys, time
 import pfdb
 from pfdb._peewee import peewee as pw
@@ -296,7 +318,7 @@ while streak < 50 and time.monotonic() < deadline:
     else:
         seen["bad"].append(row)
 print(json.dumps(seen), flush=True)
-'''
+"""
 
 
 def test_restore_is_atomic_for_a_reader_in_another_process(db, backend, database_url, tmp_path, monkeypatch):
@@ -308,8 +330,13 @@ def test_restore_is_atomic_for_a_reader_in_another_process(db, backend, database
         SystemLog.insert_many([{"level": "INFO", "message": "x" * 2000} for _ in range(300)]).execute()
     script = tmp_path / "reader.py"
     script.write_text(READER)
-    reader = subprocess.Popen([sys.executable, str(script), database_url, "[0, 300]", "[40, 0]"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    reader = subprocess.Popen(
+        [sys.executable, str(script), database_url, "[0, 300]", "[40, 0]"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         assert reader.stdout.readline().strip() == "ready", reader.stderr.read()
         restore(saved.path)
@@ -328,14 +355,14 @@ def test_restore_is_atomic_for_a_reader_in_another_process(db, backend, database
 
 
 # -- restore reports the migration state ----------------------------------------------------
-NOTE_MIGRATION = '''
+NOTE_MIGRATION = """
 def migrate(migrator, database, *, fake=False):
     migrator.sql("CREATE TABLE extra_notes (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users (id))")
 
 
 def rollback(migrator, database, *, fake=False):
     migrator.sql("DROP TABLE extra_notes")
-'''
+"""
 
 
 @pytest.fixture
@@ -450,7 +477,9 @@ def test_missing_or_old_pg_dump_says_what_to_install(db, tmp_path, monkeypatch):
     with pytest.raises(BackupError, match=r"pg_dump was not found.*install postgresql-client-1\d"):
         backup(tmp_path / "x.dump")
     fake_tool(empty, "pg_dump", "9.6.24")
-    with pytest.raises(BackupError, match=r"pg_dump 9 cannot dump a server of version 1\d; install postgresql-client-1\d"):
+    with pytest.raises(
+        BackupError, match=r"pg_dump 9 cannot dump a server of version 1\d; install postgresql-client-1\d"
+    ):
         backup(tmp_path / "x.dump")
     assert not (tmp_path / "x.dump").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -541,8 +570,16 @@ def test_no_command_prints_the_password_nor_passes_it_in_argv(run_cli, postgres_
 
     monkeypatch.setattr(_pg_tools.subprocess, "Popen", spy)
     outputs = []
-    for argv in (["backup"], ["backup", "--json"], ["info"], ["info", "--json"], ["health", "--json"],
-                 ["optimize", "--json"], ["logs", "--json"], ["restore", "missing.dump", "--yes"]):
+    for argv in (
+        ["backup"],
+        ["backup", "--json"],
+        ["info"],
+        ["info", "--json"],
+        ["health", "--json"],
+        ["optimize", "--json"],
+        ["logs", "--json"],
+        ["restore", "missing.dump", "--yes"],
+    ):
         outputs.append(run_cli("--database-url", url, *argv))
     saved = next(Path(line[8:]) for line in outputs[0][1].splitlines() if line.startswith("backup: "))
     outputs.append(run_cli("--database-url", url, "restore", str(saved), "--yes", "--json"))
@@ -566,9 +603,15 @@ def test_no_command_prints_the_password_nor_passes_it_in_argv(run_cli, postgres_
 def test_bin_pfdb_backup_in_a_subprocess(database_url, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MIGRATION_"))}
     env["DATABASE_URL"] = password_url(database_url)
-    result = subprocess.run([sys.executable, str(ROOT / "bin" / "pfdb"), "backup", "--backup-path", str(tmp_path)],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "pfdb"), "backup", "--backup-path", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     path = Path(result.stdout.splitlines()[0].removeprefix("backup: "))
     assert path.parent == tmp_path and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -601,7 +644,9 @@ def test_every_operations_command_has_help_with_an_example(run_cli, command):
 
 
 def test_health_check_does_not_import_peewee_migrate(sqlite_url):
-    code = (f"import sys, pfdb; pfdb.init_database({sqlite_url!r}); r = pfdb.database_health_check(); "
-            "print(r['status'], r['migrations']['current'], 'peewee_migrate' in sys.modules)")
+    code = (
+        f"import sys, pfdb; pfdb.init_database({sqlite_url!r}); r = pfdb.database_health_check(); "
+        "print(r['status'], r['migrations']['current'], 'peewee_migrate' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert out.split() == ["healthy", LATEST, "False"]

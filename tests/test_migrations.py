@@ -22,7 +22,7 @@ INITIAL = ROOT / "migrations" / "001_initial.py"
 # every migration pfdb ships, in order
 SHIPPED = ("001_initial", "002_unique_category_names", "003_postgres_jsonb_timestamptz")
 
-ADD_NOTES = '''
+ADD_NOTES = """
 import peewee as pw
 
 
@@ -37,9 +37,9 @@ def migrate(migrator, database, *, fake=False):
 def rollback(migrator, database, *, fake=False):
     migrator.remove_model("suppliers")
     migrator.remove_fields("products", "notes")
-'''
+"""
 
-FAILING = '''
+FAILING = """
 import peewee as pw
 
 
@@ -55,7 +55,7 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     pass
-'''
+"""
 
 
 @pytest.fixture
@@ -89,8 +89,18 @@ def applied() -> list[str]:
 def test_initial_creates_the_whole_schema_and_reports_no_drift(fresh):
     assert status().pending == SHIPPED
     assert migrate().applied == SHIPPED
-    expected = {"users", "categories", "products", "product_images", "icons", "jobs", "sync_history",
-                "system_logs", "configuration", "migratehistory"}
+    expected = {
+        "users",
+        "categories",
+        "products",
+        "product_images",
+        "icons",
+        "jobs",
+        "sync_history",
+        "system_logs",
+        "configuration",
+        "migratehistory",
+    }
     assert tables() == expected
     indexes = {i.name: i for t in expected for i in pfdb.db.get_indexes(t)}
     assert indexes["products_sku"].unique and indexes["users_email"].unique
@@ -157,12 +167,15 @@ def test_a_failing_migration_leaves_nothing_behind(fresh, mdir):
 
 def test_validation_hook_failure_rolls_the_step_back(fresh, mdir):
     migrate()
-    (mdir / "002_add_notes.py").write_text(ADD_NOTES + textwrap.dedent('''
+    (mdir / "002_add_notes.py").write_text(
+        ADD_NOTES
+        + textwrap.dedent("""
         def validate_migrate(database):
             count = database.execute_sql("SELECT COUNT(*) FROM products WHERE notes IS NULL").fetchone()[0]
             if count:
                 raise ValueError(f"{count} products have no notes")
-    '''))
+    """)
+    )
     Product.create(sku="N", name="no notes")
     with pytest.raises(MigrationError, match="validate_migrate of 002_add_notes failed: 1 products have no notes"):
         migrate()
@@ -170,13 +183,16 @@ def test_validation_hook_failure_rolls_the_step_back(fresh, mdir):
 
 
 def test_validation_hook_passing_and_rollback_hook(fresh, mdir):
-    (mdir / "002_add_notes.py").write_text(ADD_NOTES + textwrap.dedent('''
+    (mdir / "002_add_notes.py").write_text(
+        ADD_NOTES
+        + textwrap.dedent("""
         def validate_migrate(database):
             return "notes" in [c.name for c in database.get_columns("products")]
 
         def validate_rollback(database):
             return False
-    '''))
+    """)
+    )
     assert migrate().applied == ("001_initial", "002_add_notes")
     with pytest.raises(MigrationError, match="validate_rollback of 002_add_notes returned False"):
         rollback(destructive_ok=True, backup=False)
@@ -314,7 +330,7 @@ def test_create_refuses_a_description_without_words(fresh, mdir, description):
 
 
 # -- concurrent deploys ---------------------------------------------------------------------------
-SLOW = '''
+SLOW = """
 import time
 
 
@@ -325,21 +341,25 @@ def migrate(migrator, database, *, fake=False):
 
 def rollback(migrator, database, *, fake=False):
     migrator.sql("DROP TABLE slow_marker")
-'''
+"""
 
 
 def test_concurrent_migrate_applies_each_migration_once(empty_url, mdir, tmp_path):
     (mdir / "002_slow.py").write_text(SLOW)
     runner = tmp_path / "run.py"
-    runner.write_text(textwrap.dedent(f"""
+    runner.write_text(
+        textwrap.dedent(f"""
         import json, sys
         import pfdb
         from pfdb.migrations import migrate
         pfdb.init_database({empty_url!r})
         print(json.dumps(migrate(backup=False, lock_timeout=60).applied))
-    """))
-    procs = [subprocess.Popen([sys.executable, str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+    """)
+    )
+    procs = [
+        subprocess.Popen([sys.executable, str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outputs = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     assert all(code == 0 for code, _, _ in outputs), outputs
     import json

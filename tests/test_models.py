@@ -292,8 +292,9 @@ def test_progress_outside_0_to_100_is_refused(db, progress):
 def test_sync_history_is_validated(db):
     with pytest.raises(ValidationError, match="direction"):
         SyncHistory.create(sync_type="shopify", direction="sideways")
-    sync = SyncHistory.create(sync_type="shopify", direction="export", target="shop.myshopify.com",
-                              error_details={"failed": ["SKU-1"]})
+    sync = SyncHistory.create(
+        sync_type="shopify", direction="export", target="shop.myshopify.com", error_details={"failed": ["SKU-1"]}
+    )
     assert SyncHistory.get_by_id(sync.id).error_details == {"failed": ["SKU-1"]}
 
 

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(args, cwd, env_extra=None, timeout=60):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PAGER")}
     env.update(env_extra or {})
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,11 @@ def test_the_sdist_carries_the_tests_and_what_they_read(dist):
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     wanted = {"LICENSE", "README.md", "pyproject.toml", "bin/pfdb"}
     for folder, pattern in (("tests", "*.py"), ("migrations", "*.py"), ("examples", "*"), ("pfdb", "**/*.py")):
-        wanted |= {str(p.relative_to(ROOT)) for p in (ROOT / folder).glob(pattern)
-                   if p.is_file() and "__pycache__" not in p.parts}
+        wanted |= {
+            str(p.relative_to(ROOT))
+            for p in (ROOT / folder).glob(pattern)
+            if p.is_file() and "__pycache__" not in p.parts
+        }
     assert not wanted - names, f"missing from the sdist: {sorted(wanted - names)}"
 
 
@@ -48,8 +52,11 @@ def test_the_unpacked_sdist_collects_its_whole_suite(dist, tmp_path):
         archive.extractall(tmp_path, filter="data")
     unpacked = next(tmp_path.glob("pfdb-*"))
     mine = run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], ROOT)
-    theirs = run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"], unpacked,
-                 {"PYTHONPATH": str(unpacked)})
+    theirs = run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        unpacked,
+        {"PYTHONPATH": str(unpacked)},
+    )
     assert theirs.returncode == 0, theirs.stdout[-2000:] + theirs.stderr[-2000:]
 
     def count(output: str) -> str:  # "520 tests collected in 2.31s" -> "520"
@@ -75,8 +82,11 @@ def test_installed_wheel_finds_its_migrations_from_any_folder(dist, tmp_path):
     """pip install (not editable), then `pfdb migrate` from an unrelated working directory."""
     site = tmp_path / "site"
     wheel = next(dist.glob("pfdb-*.whl"))
-    result = run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                 tmp_path, timeout=300)
+    result = run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

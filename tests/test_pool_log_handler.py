@@ -38,16 +38,23 @@ def count() -> int:
 def test_queued_records_are_written_at_interpreter_exit(database_url, tmp_path):
     """No close(), no flush(): logging.shutdown at exit writes what the queue holds."""
     script = tmp_path / "app.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import logging, pfdb
         from pfdb.log_handler import install_log_handler
         pfdb.init_database({database_url!r})
         install_log_handler(batch_size=1000, flush_interval=3600)
         for i in range(50):
             logging.info("record %d", i)
-    """))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    """)
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0 and proc.stderr == ""
     pfdb.init_database(database_url)
     assert count() == 50

@@ -119,17 +119,24 @@ def test_log_handler_never_blocks_the_application(silent_url, capsys):
 def test_log_handler_at_exit_does_not_hang_on_a_silent_server(silent_url, tmp_path):
     """An application that logs an error and exits: logging.shutdown flushes, bounded."""
     script = tmp_path / "app.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import logging, pfdb
         from pfdb.log_handler import install_log_handler
         pfdb.init_database({silent_url!r}, connect_timeout=2)
         install_log_handler(max_wait=0.2, flush_timeout=1)
         logging.error("the payment service is down")
         print("done")
-    """))
+    """)
+    )
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert time.monotonic() - start < 0.2 + 1 + 1.5 + 2  # + interpreter start-up
     assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
     assert "S3cretPw" not in proc.stderr
@@ -141,8 +148,11 @@ def test_wait_fails_at_once_on_errors_that_never_go_away(pg_server, run_cli):
     role = base.replace("://postgres@", "://no_such_role_pfdb@")
     cases = [
         (f"{role}/postgres", 'role "no_such_role_pfdb" does not exist', "check the user name in DATABASE_URL"),
-        (f"{base}/pfdb_no_such_database", 'database "pfdb_no_such_database" does not exist',
-         "create it with pfdb init"),
+        (
+            f"{base}/pfdb_no_such_database",
+            'database "pfdb_no_such_database" does not exist',
+            "create it with pfdb init",
+        ),
     ]
     for url, reason, hint in cases:
         pfdb.init_database(url)

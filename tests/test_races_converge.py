@@ -61,11 +61,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-def race(tmp_path: Path, script: str, argvs: list[list[str]], timeout: float = 240) -> list[subprocess.CompletedProcess]:
+def race(
+    tmp_path: Path, script: str, argvs: list[list[str]], timeout: float = 240
+) -> list[subprocess.CompletedProcess]:
     """Start one process per argv, open the gate once all are up, and collect them all."""
     gate = tmp_path / f"gate-{uuid.uuid4().hex[:6]}"
-    children = [subprocess.Popen([sys.executable, "-c", script, str(gate), *argv], cwd=tmp_path, env=_env(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in argvs]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(gate), *argv],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
     try:
         gate.touch()
         results = []
@@ -170,8 +181,10 @@ def test_same_named_siblings_are_refused_roots_included(db):
     from pfdb.categories import CategoryResolver
 
     shirts = Category.create(name="Shirts")
-    with pytest.raises(pfdb.DuplicateError, match="a Category named 'Shirts' already exists at the root"), \
-            pfdb.db_session_scope():
+    with (
+        pytest.raises(pfdb.DuplicateError, match="a Category named 'Shirts' already exists at the root"),
+        pfdb.db_session_scope(),
+    ):
         Category.create(name="Shirts", slug="shirts-again")  # a second root of that name
     Category.create(name="Shirts", slug="kids-shirts", parent=Category.create(name="Kids"))  # another parent: fine
     resolver = CategoryResolver()
@@ -187,8 +200,11 @@ def test_migration_002_refuses_existing_duplicates_naming_them(empty_url):
         for slug in ("cat0", "cat0-2", "cat0-3"):
             Category.create(name="cat0", slug=slug)
         Category.create(name="only", slug="only")
-    with pytest.raises(MigrationError, match=r"categories share a parent and a name \(1 group\): 'cat0' under the "
-                                             r"root \(ids 1, 2, 3\)"):
+    with pytest.raises(
+        MigrationError,
+        match=r"categories share a parent and a name \(1 group\): 'cat0' under the "
+        r"root \(ids 1, 2, 3\)",
+    ):
         migrations.migrate(backup=False)
     assert [m.name for m in migrations.status().applied] == ["001_initial"]
     # merged, it applies; rolled back, the rule is gone again

@@ -85,8 +85,9 @@ def kill9(child: subprocess.Popen) -> None:
 
 
 def run_cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pfdb", *argv], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pfdb", *argv], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
 
 
 def children_of(pid: int) -> list[int]:
@@ -125,7 +126,7 @@ def fill(megabytes: int) -> None:
     rows = [{"key": f"fill.{i}", "value": chunk} for i in range(megabytes * 25)]
     with pfdb.db_session_scope():
         for start in range(0, len(rows), 100):
-            Configuration.insert_many(rows[start:start + 100]).execute()
+            Configuration.insert_many(rows[start : start + 100]).execute()
 
 
 # -- backup ------------------------------------------------------------------------------------
@@ -181,8 +182,9 @@ def test_kill_9_during_a_postgres_backup_takes_pg_dump_along(postgres_url, tmp_p
     holder = psycopg2.connect(postgres_url)
     try:
         holder.cursor().execute("LOCK TABLE products IN ACCESS EXCLUSIVE MODE")  # pg_dump will wait for it
-        child, _ = start_cli(tmp_path, "--database-url", postgres_url, "backup", "--backup-path", f"{folder}/",
-                             paced=False)
+        child, _ = start_cli(
+            tmp_path, "--database-url", postgres_url, "backup", "--backup-path", f"{folder}/", paced=False
+        )
         wait_for(lambda: children_of(child.pid) or child.poll() is not None, "pg_dump to start")
         dumps = children_of(child.pid)
         kill9(child)
@@ -215,8 +217,11 @@ def test_kill_9_during_a_postgres_restore_leaves_the_database_as_it_was(postgres
     def state() -> tuple:
         pfdb.init_database(postgres_url)
         try:
-            return (Configuration.get("state"), Product.select().where(Product.sku == "AFTER-BACKUP").exists(),
-                    "later_notes" in pfdb.db.get_tables())
+            return (
+                Configuration.get("state"),
+                Product.select().where(Product.sku == "AFTER-BACKUP").exists(),
+                "later_notes" in pfdb.db.get_tables(),
+            )
         finally:
             pfdb.close_database()
 
@@ -226,14 +231,15 @@ def test_kill_9_during_a_postgres_restore_leaves_the_database_as_it_was(postgres
 
     def restore_sessions(waiting: bool = False) -> int:
         with watcher.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('pg_restore', 'psql') "
-                        "AND datname = current_database()" + (" AND wait_event_type = 'Lock'" if waiting else ""))
+            cur.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name IN ('pg_restore', 'psql') "
+                "AND datname = current_database()" + (" AND wait_event_type = 'Lock'" if waiting else "")
+            )
             return cur.fetchone()[0]
 
     try:
         holder.cursor().execute("LOCK TABLE products IN ACCESS SHARE MODE")  # pg_restore's DROP waits for it
-        child, _ = start_cli(tmp_path, "--database-url", postgres_url, "restore", str(old.path), "--yes",
-                             paced=False)
+        child, _ = start_cli(tmp_path, "--database-url", postgres_url, "restore", str(old.path), "--yes", paced=False)
         wait_for(lambda: restore_sessions(waiting=True) or child.poll() is not None, "pg_restore to wait")
         restorers = children_of(child.pid)
         assert restorers, "pg_restore is pfdb's child"
@@ -255,7 +261,9 @@ def test_kill_9_during_a_postgres_restore_leaves_the_database_as_it_was(postgres
 def test_kill_9_during_an_export_leaves_no_file_and_the_next_export_cleans_up(database_url, tmp_path):
     pfdb.init_database(database_url)
     with pfdb.db_session_scope():
-        Product.insert_many([{"sku": f"E-{i:04d}", "name": f"Product {i}", "price": "1.00"} for i in range(300)]).execute()
+        Product.insert_many(
+            [{"sku": f"E-{i:04d}", "name": f"Product {i}", "price": "1.00"} for i in range(300)]
+        ).execute()
     pfdb.close_database()
     out = tmp_path / "out"
     out.mkdir()

@@ -20,12 +20,18 @@ CASES = {
     "pool timeout inf": ({"DATABASE_POOL_TIMEOUT": "inf"}, ["status"], ["DATABASE_POOL_TIMEOUT", "seconds"]),
     "pool timeout 1e308": ({"DATABASE_POOL_TIMEOUT": "1e308"}, ["status"], ["DATABASE_POOL_TIMEOUT", "2147483"]),
     "pool recycle -inf": ({"DATABASE_POOL_RECYCLE": "-inf"}, ["status"], ["DATABASE_POOL_RECYCLE", "negative"]),
-    "pool size huge": ({"DATABASE_POOL_SIZE": "99999999999999999999"}, ["status"],
-                       ["DATABASE_POOL_SIZE", "at most 262143"]),
+    "pool size huge": (
+        {"DATABASE_POOL_SIZE": "99999999999999999999"},
+        ["status"],
+        ["DATABASE_POOL_SIZE", "at most 262143"],
+    ),
     "max overflow huge": ({"DATABASE_MAX_OVERFLOW": "1e9"}, ["status"], ["DATABASE_MAX_OVERFLOW", "whole number"]),
     "debug banana": ({"PFDB_DEBUG": "banana"}, ["status"], ["PFDB_DEBUG", "true or false"]),
-    "url option": ({}, ["--database-url", pg_url("postgres") + "?foo=bar", "status"],
-                   ["DATABASE_URL", "'foo'", "sslmode"]),
+    "url option": (
+        {},
+        ["--database-url", pg_url("postgres") + "?foo=bar", "status"],
+        ["DATABASE_URL", "'foo'", "sslmode"],
+    ),
     "url folder": ({}, ["--database-url", "sqlite:///./dir/", "status"], ["DATABASE_URL", "folder"]),
     "batch size abc": ({}, ["import", "{feed}", "--batch-size=abc"], ["--batch-size", "whole number"]),
     "batch size 0": ({}, ["import", "{feed}", "--batch-size", "0"], ["batch size", "at least 1"]),
@@ -56,16 +62,30 @@ def test_every_bad_value_is_one_line_and_exit_2(case, sqlite_url, tmp_path, run_
 
 def test_the_cli_itself_exits_2_on_a_bad_debug_value(tmp_path):
     """In a real process: PFDB_DEBUG is read before anything else, and bin/pfdb exits 2."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bin" / "pfdb"), "status"], cwd=tmp_path, capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "PFDB_DEBUG": "banana"}, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "pfdb"), "status"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PFDB_DEBUG": "banana"},
+        timeout=60,
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == ("error: PFDB_DEBUG must be true or false, got 'banana'; "
-                                   "use true/false, yes/no, on/off or 1/0")
+    assert proc.stderr.strip() == (
+        "error: PFDB_DEBUG must be true or false, got 'banana'; use true/false, yes/no, on/off or 1/0"
+    )
 
 
-@pytest.mark.parametrize("environ", [{"DATABASE_POOL_TIMEOUT": "nan"}, {"DATABASE_POOL_TIMEOUT": "inf"},
-                                     {"DATABASE_POOL_TIMEOUT": "1e308"}, {"DATABASE_POOL_SIZE": "9" * 20},
-                                     {"DATABASE_POOL_RECYCLE": "nan"}])
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"DATABASE_POOL_TIMEOUT": "nan"},
+        {"DATABASE_POOL_TIMEOUT": "inf"},
+        {"DATABASE_POOL_TIMEOUT": "1e308"},
+        {"DATABASE_POOL_SIZE": "9" * 20},
+        {"DATABASE_POOL_RECYCLE": "nan"},
+    ],
+)
 def test_python_gets_config_errors_for_the_same_values(environ):
     with pytest.raises(ConfigError) as info:
         load_settings(environ=environ)
@@ -88,7 +108,9 @@ def test_debug_is_parsed_in_one_place():
 def test_url_options_are_checked_by_the_driver_without_connecting():
     # Port 1: nothing listens there, so passing means no connection was tried.
     assert parse_database_url("postgresql://u@127.0.0.1:1/db?sslmode=disable&connect_timeout=1").options == {
-        "sslmode": "disable", "connect_timeout": "1"}
+        "sslmode": "disable",
+        "connect_timeout": "1",
+    }
     with pytest.raises(ConfigError, match="'foo'"):
         parse_database_url("postgresql://u:pw@127.0.0.1:1/db?foo=bar")
 

@@ -29,24 +29,44 @@ def _query_url(dbname: str, port: int | None = None) -> str:
     return f"{url}?password={SECRET}&application_name=pfdb-test"
 
 
-@pytest.mark.parametrize("url, masked", [
-    ("postgresql://app@h/db?password=p%23w&sslmode=require", "postgresql://app@h/db?password=***&sslmode=require"),
-    ("postgresql://app:pw@h:5/db?sslpassword=x&connect_timeout=3",
-     "postgresql://app:***@h:5/db?sslpassword=***&connect_timeout=3"),
-    ("postgresql://h/db?api_token=t&shop_secret=s&x_api_key=k&keywords=a",
-     "postgresql://h/db?api_token=***&shop_secret=***&x_api_key=***&keywords=a"),
-    ("sqlite:///shop.db", "sqlite:///shop.db"),
-    ("sqlite:///shop.db?password=x", "sqlite:///shop.db?password=***"),
-])
+@pytest.mark.parametrize(
+    "url, masked",
+    [
+        ("postgresql://app@h/db?password=p%23w&sslmode=require", "postgresql://app@h/db?password=***&sslmode=require"),
+        (
+            "postgresql://app:pw@h:5/db?sslpassword=x&connect_timeout=3",
+            "postgresql://app:***@h:5/db?sslpassword=***&connect_timeout=3",
+        ),
+        (
+            "postgresql://h/db?api_token=t&shop_secret=s&x_api_key=k&keywords=a",
+            "postgresql://h/db?api_token=***&shop_secret=***&x_api_key=***&keywords=a",
+        ),
+        ("sqlite:///shop.db", "sqlite:///shop.db"),
+        ("sqlite:///shop.db?password=x", "sqlite:///shop.db?password=***"),
+    ],
+)
 def test_mask_url_masks_userinfo_and_every_secret_option(url, masked):
     assert mask_url(url) == masked
 
 
-@pytest.mark.parametrize("name, secret", [
-    ("password", True), ("sslpassword", True), ("shopify.api_secret", True), ("smtp.password", True),
-    ("github_token", True), ("tokens.refresh", True), ("x.api_key", True), ("apikey", True), ("sslkey", True),
-    ("sslmode", False), ("keywords", False), ("shop.name", False), ("application_name", False),
-])
+@pytest.mark.parametrize(
+    "name, secret",
+    [
+        ("password", True),
+        ("sslpassword", True),
+        ("shopify.api_secret", True),
+        ("smtp.password", True),
+        ("github_token", True),
+        ("tokens.refresh", True),
+        ("x.api_key", True),
+        ("apikey", True),
+        ("sslkey", True),
+        ("sslmode", False),
+        ("keywords", False),
+        ("shop.name", False),
+        ("application_name", False),
+    ],
+)
 def test_one_rule_says_which_names_are_secret(name, secret):
     assert is_secret_name(name) is secret
 
@@ -62,8 +82,13 @@ def test_mask_secrets_replaces_decoded_values_and_the_raw_url():
 
 def test_settings_and_url_never_show_a_query_password():
     settings = load_settings(f"postgresql://app@h/db?password={SECRET}&sslpassword={SECRET}x", environ={})
-    for text in (repr(settings), str(settings), str(settings.as_dict()), repr(settings.database_url),
-                 str(settings.database_url)):
+    for text in (
+        repr(settings),
+        str(settings),
+        str(settings.as_dict()),
+        repr(settings.database_url),
+        str(settings.database_url),
+    ):
         assert SECRET not in text, text
     assert settings.as_dict()["database_url"] == "postgresql://app@h/db?password=***&sslpassword=***"
 
@@ -74,15 +99,25 @@ def test_status_health_info_and_repr_mask_a_query_password(pg_server, pg_templat
     try:
         url = _query_url(name)
         outputs = []
-        for argv in (("status",), ("status", "--json"), ("health",), ("health", "--json"), ("info",),
-                     ("info", "--json")):
+        for argv in (
+            ("status",),
+            ("status", "--json"),
+            ("health",),
+            ("health", "--json"),
+            ("info",),
+            ("info", "--json"),
+        ):
             code, out, err = run_cli("--database-url", url, *argv)
             assert code == 0, (argv, err)
             outputs.append(out + err)
         assert json.loads(outputs[5])["database"].endswith("?password=***&application_name=pfdb-test")
         database = pfdb.init_database(url)
-        outputs += [repr(database), repr(pfdb.db.obj), str(pfdb.database.get_settings().as_dict()),
-                    str(pfdb.database_health_check())]
+        outputs += [
+            repr(database),
+            repr(pfdb.db.obj),
+            str(pfdb.database.get_settings().as_dict()),
+            str(pfdb.database_health_check()),
+        ]
         for text in outputs:
             assert SECRET not in text, text
         assert "password=***" in outputs[0] and "password=***" in outputs[6]

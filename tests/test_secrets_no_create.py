@@ -17,16 +17,27 @@ from pfdb.errors import ConfigError, DatabaseNotFoundError
 from pfdb.maintenance import backup
 
 COMMANDS = [
-    ["info"], ["status"], ["health"], ["logs"], ["export", "-"], ["backup"], ["optimize"],
-    ["rollback"], ["create-admin", "a@example.com", "--password-stdin"], ["import", "-"],
-    ["import-categories", "-"], ["restore", "{backup}", "--yes"], ["wait", "--timeout", "0.2"],
+    ["info"],
+    ["status"],
+    ["health"],
+    ["logs"],
+    ["export", "-"],
+    ["backup"],
+    ["optimize"],
+    ["rollback"],
+    ["create-admin", "a@example.com", "--password-stdin"],
+    ["import", "-"],
+    ["import-categories", "-"],
+    ["restore", "{backup}", "--yes"],
+    ["wait", "--timeout", "0.2"],
 ]
 STDIN = {"create-admin": "hunter2hunter2\n", "import": "sku,name\nA-1,Apple\n", "import-categories": "A > B\n"}
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: a[0])
-def test_commands_other_than_init_and_migrate_create_nothing(argv, tmp_path, tmp_path_factory, sqlite_template,
-                                                             run_cli, monkeypatch):
+def test_commands_other_than_init_and_migrate_create_nothing(
+    argv, tmp_path, tmp_path_factory, sqlite_template, run_cli, monkeypatch
+):
     argv = [a.format(backup=sqlite_template) for a in argv]  # a real pfdb database to restore from
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("--database-url", "sqlite:///typo.db", *argv, stdin=STDIN.get(argv[0], ""))
@@ -118,9 +129,15 @@ def test_a_new_sqlite_database_and_its_wal_and_shm_are_owner_only(mask, tmp_path
 
 @pytest.mark.parametrize("mask", ["000", "022"])
 def test_pfdb_init_creates_an_owner_only_file(mask, tmp_path):
-    proc = subprocess.run(f"umask {mask} && exec {sys.executable} {ROOT / 'bin' / 'pfdb'} init", shell=True,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        f"umask {mask} && exec {sys.executable} {ROOT / 'bin' / 'pfdb'} init",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stderr
     assert _mode(tmp_path / "pfdb.db") == 0o600
     assert not {p.name for p in tmp_path.iterdir()} - {"pfdb.db", "pfdb.db-wal", "pfdb.db-shm", "backups"}

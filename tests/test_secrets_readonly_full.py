@@ -31,8 +31,14 @@ def _feed(path: Path, rows: int, pad: int = 300) -> Path:
 
 def _cli(*argv: str, url: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cwd / "cache")}
-    return subprocess.run([*prefix, sys.executable, PFDB, "--database-url", url, *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [*prefix, sys.executable, PFDB, "--database-url", url, *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _run(*command: str) -> subprocess.CompletedProcess:
@@ -46,8 +52,10 @@ def tmpfs(tmp_path):
     mount.mkdir()
     proc = _run("mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mount))
     if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): "
-                    "read-only and full-disk tests need one")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({proc.stderr.strip() or proc.returncode}): "
+            "read-only and full-disk tests need one"
+        )
     yield mount
     pfdb.close_database()
     if _run("umount", str(mount)).returncode != 0:
@@ -109,9 +117,11 @@ def test_read_commands_work_and_write_commands_say_read_only_on_a_read_only_disk
 def test_a_read_only_disk_with_a_leftover_wal_reads_it_or_says_why_not(tmpfs, tmp_path):
     url, path = _populated(tmpfs, rows=5)
     # A writer that dies without closing leaves its commits in the -wal (and the -shm).
-    script = (f"import sqlite3, os; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
-              "c.execute('PRAGMA wal_autocheckpoint = 0'); "
-              "c.execute(\"UPDATE products SET name = 'from the wal'\"); os._exit(0)")
+    script = (
+        f"import sqlite3, os; c = sqlite3.connect({str(path)!r}, isolation_level=None); "
+        "c.execute('PRAGMA wal_autocheckpoint = 0'); "
+        "c.execute(\"UPDATE products SET name = 'from the wal'\"); os._exit(0)"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert (tmpfs / "shop.db-wal").stat().st_size > 0
     _remount(tmpfs, "ro")

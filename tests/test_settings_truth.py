@@ -18,8 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def python(code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "MIGRATION_"))}
     environ.update(env, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=environ, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.parametrize("how", ["cli", "python"])
@@ -27,18 +34,19 @@ def test_database_echo_prints_the_sql_on_stderr(sqlite_url, tmp_path, how):
     if how == "cli":
         code = f"import sys; from pfdb.cli import main; sys.exit(main(['--database-url', {sqlite_url!r}, 'logs']))"
     else:
-        code = (f"import pfdb; pfdb.init_database({sqlite_url!r}); "
-                "print(pfdb.Product.select().count())")
+        code = f"import pfdb; pfdb.init_database({sqlite_url!r}); print(pfdb.Product.select().count())"
     quiet = python(code, tmp_path)
     loud = python(code, tmp_path, DATABASE_ECHO="true")
     assert quiet.returncode == 0 and loud.returncode == 0, loud.stderr
     assert "SELECT" not in quiet.stderr
-    assert 'SELECT' in loud.stderr and ('"system_logs"' in loud.stderr or '"products"' in loud.stderr)
+    assert "SELECT" in loud.stderr and ('"system_logs"' in loud.stderr or '"products"' in loud.stderr)
 
 
 def test_echo_leaves_an_application_s_own_logging_alone(sqlite_url, tmp_path):
-    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format='APP %(message)s'); "
-            f"import pfdb; pfdb.init_database({sqlite_url!r}); pfdb.Product.select().count()")
+    code = (
+        "import logging, sys; logging.basicConfig(stream=sys.stdout, level=logging.DEBUG, format='APP %(message)s'); "
+        f"import pfdb; pfdb.init_database({sqlite_url!r}); pfdb.Product.select().count()"
+    )
     result = python(code, tmp_path, DATABASE_ECHO="true")
     assert result.returncode == 0 and "APP" in result.stdout and "SELECT" in result.stdout
     assert "SELECT" not in result.stderr  # no second handler of pfdb's own
@@ -52,7 +60,9 @@ def test_no_command_applies_auto_upgrade_on_the_side(run_cli, empty_url, backend
     env = {"MIGRATION_AUTO_UPGRADE": "true"}
     code, out, _ = run_cli("--database-url", empty_url, "migrate", "--dry-run", env=env)
     shipped = migrations.migration_names()
-    assert code == 0 and f"{len(shipped)} migration(s) would be applied ({', '.join(shipped)}); nothing was changed" in out
+    assert (
+        code == 0 and f"{len(shipped)} migration(s) would be applied ({', '.join(shipped)}); nothing was changed" in out
+    )
     code, _, _ = run_cli("--database-url", empty_url, "status", "--exit-code", "--no-drift", env=env)
     assert code == 1  # still pending: neither the dry run nor status migrated
     pfdb.init_database(empty_url, migration_auto_upgrade=False)
@@ -69,8 +79,10 @@ def test_init_on_an_in_memory_database_reports_what_it_did(run_cli):
 def test_create_migration_refuses_to_write_into_an_installed_package(tmp_path, monkeypatch):
     monkeypatch.delenv("PFDB_MIGRATIONS_DIR", raising=False)
     assert migrations.writable_migrations_dir() == ROOT / "migrations"  # a checkout: its own folder
-    code = ("import pfdb.migrations as m, sys\n"
-            "try:\n    m.writable_migrations_dir()\nexcept m.MigrationError as e:\n    print(e)\n")
+    code = (
+        "import pfdb.migrations as m, sys\n"
+        "try:\n    m.writable_migrations_dir()\nexcept m.MigrationError as e:\n    print(e)\n"
+    )
     site = tmp_path / "site"
     (site / "pfdb").mkdir(parents=True)
     for item in (ROOT / "pfdb").iterdir():
@@ -82,6 +94,7 @@ def test_create_migration_refuses_to_write_into_an_installed_package(tmp_path, m
     (site / "pfdb" / "migrations.py").write_text((ROOT / "pfdb" / "migrations.py").read_text())
     environ = {k: v for k, v in os.environ.items() if k != "PFDB_MIGRATIONS_DIR"}
     environ["PYTHONPATH"] = str(site)
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
+    )
     assert "pfdb is installed as a package" in result.stdout and "PFDB_MIGRATIONS_DIR" in result.stdout, result.stderr

@@ -44,8 +44,10 @@ def state(name: str) -> tuple:
             history = cur.fetchall()
             cur.execute(SEQUENCES)
             sequences = cur.fetchall()
-            cur.execute("SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM categories)"
-                        " + (SELECT count(*) FROM configuration)")
+            cur.execute(
+                "SELECT (SELECT count(*) FROM products) + (SELECT count(*) FROM categories)"
+                " + (SELECT count(*) FROM configuration)"
+            )
             return schema, history, sequences, cur.fetchone()[0]
     finally:
         conn.close()
@@ -106,7 +108,7 @@ SCHEMA_CHANGES = {
     "create a type": "CREATE TYPE mood AS ENUM ('ok')",
     "create a schema": "CREATE SCHEMA other",
     "database setting": "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET work_mem = ''8MB''', current_database());"
-                        " END $$",
+    " END $$",
 }
 
 
@@ -150,8 +152,11 @@ def test_a_vanished_shared_database_is_replaced(shared, pg_server):
 
 
 def test_delete_order_puts_referencing_tables_first():
-    keys = [(("s", "images"), ("s", "products")), (("s", "products"), ("s", "categories")),
-            (("s", "categories"), ("s", "categories"))]
+    keys = [
+        (("s", "images"), ("s", "products")),
+        (("s", "products"), ("s", "categories")),
+        (("s", "categories"), ("s", "categories")),
+    ]
     tables = [("s", "categories"), ("s", "images"), ("s", "products"), ("s", "users")]
     order = children_first(tables, keys)
     assert sorted(order) == sorted(tables)
@@ -169,6 +174,7 @@ ALTER TABLE ring_a ADD FOREIGN KEY (b_id) REFERENCES ring_b ON DELETE RESTRICT;
 
 def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
     """Two tables referencing each other with RESTRICT: every DELETE fails, TRUNCATE … CASCADE takes over."""
+
     def create() -> str:
         name = pg_server.create(pg_template)
         conn = psycopg2.connect(pg_url(name))
@@ -183,8 +189,9 @@ def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
         template = state(database.name)
         conn = psycopg2.connect(pg_url(database.name))
         with conn, conn.cursor() as cur:
-            cur.execute("INSERT INTO ring_a VALUES (1, NULL); INSERT INTO ring_b VALUES (1, 1);"
-                        " UPDATE ring_a SET b_id = 1")
+            cur.execute(
+                "INSERT INTO ring_a VALUES (1, NULL); INSERT INTO ring_b VALUES (1, 1); UPDATE ring_a SET b_id = 1"
+            )
         conn.close()
 
         database.reset("this test")

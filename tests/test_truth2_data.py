@@ -33,28 +33,38 @@ from pfdb.models import (
 
 UTC = dt.timezone.utc
 NOT_UTC = "America/St_Johns"  # UTC-03:30 (or -02:30): an hour-and-a-half offset no mistake hides
-EVERY_JSON = [(m._meta.table_name, f.column_name) for m in MODELS for f in m._meta.sorted_fields
-              if isinstance(f, JSONField)]
-EVERY_TIME = [(m._meta.table_name, f.column_name) for m in MODELS for f in m._meta.sorted_fields
-              if isinstance(f, pfdb.models.UTCDateTimeField)]
-NESTED = {"tags": ["été", "日本", "sale"], "zeta": {"b": [1, 2.5, None, True], "a": "x\ny\t\"q\""}, "n": 0,
-          "longer key first?": {"": []}}
+EVERY_JSON = [
+    (m._meta.table_name, f.column_name) for m in MODELS for f in m._meta.sorted_fields if isinstance(f, JSONField)
+]
+EVERY_TIME = [
+    (m._meta.table_name, f.column_name)
+    for m in MODELS
+    for f in m._meta.sorted_fields
+    if isinstance(f, pfdb.models.UTCDateTimeField)
+]
+NESTED = {
+    "tags": ["été", "日本", "sale"],
+    "zeta": {"b": [1, 2.5, None, True], "a": 'x\ny\t"q"'},
+    "n": 0,
+    "longer key first?": {"": []},
+}
 WHEN = dt.datetime(2026, 3, 29, 1, 30, 15, 123456, tzinfo=UTC)  # a DST night in Europe and America
 
 
 def column_types(table_columns) -> dict[tuple[str, str], str]:
     if not isinstance(pfdb.db.obj, PostgresqlDatabase):
         return {}
-    rows = pfdb.db.execute_sql("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                               "WHERE table_schema = current_schema()").fetchall()
+    rows = pfdb.db.execute_sql(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema()"
+    ).fetchall()
     types = {(t, c): d for t, c, d in rows}
     return {tc: types[tc] for tc in table_columns}
 
 
 # -- money and weight --------------------------------------------------------------------------------
 def test_money_has_two_places_and_weight_three_on_both_backends(db, backend):
-    Product.create(sku="M-1", name="whole", price=Decimal("50"), compare_at_price=Decimal("19.9"),
-                   weight=Decimal("2"))
+    Product.create(sku="M-1", name="whole", price=Decimal("50"), compare_at_price=Decimal("19.9"), weight=Decimal("2"))
     Product.create(sku="M-2", name="none", price=None, weight=None)
     p = Product.get(Product.sku == "M-1")
     assert (str(p.price), str(p.compare_at_price), str(p.weight)) == ("50.00", "19.90", "2.000")
@@ -73,8 +83,9 @@ def test_money_has_two_places_and_weight_three_on_both_backends(db, backend):
 
 
 # -- JSON and timestamps ---------------------------------------------------------------------------
-@pytest.mark.parametrize("value", [NESTED, "a JSON string", '{"looks": "like json"}', "", 42, 2.5, True, [],
-                                   ["x", {"é": None}]], ids=repr)
+@pytest.mark.parametrize(
+    "value", [NESTED, "a JSON string", '{"looks": "like json"}', "", 42, 2.5, True, [], ["x", {"é": None}]], ids=repr
+)
 def test_json_values_round_trip(db, value):
     Product.create(sku="J-1", name="json", attributes=value)
     stored = Product.get(Product.sku == "J-1").attributes
@@ -91,7 +102,7 @@ def test_postgres_columns_are_jsonb_and_timestamptz_and_json_operators_work(db, 
     assert {types[c] for c in EVERY_TIME} == {"timestamp with time zone"}
     Product.create(sku="J-2", name="json", attributes=NESTED)
     with pfdb.db_read_scope():
-        tags, = pfdb.db.execute_sql("SELECT attributes->'tags' FROM products WHERE attributes ? 'zeta'").fetchone()
+        (tags,) = pfdb.db.execute_sql("SELECT attributes->'tags' FROM products WHERE attributes ? 'zeta'").fetchone()
     assert json.loads(tags) == NESTED["tags"]  # pfdb's connections read jsonb as text
 
 
@@ -112,8 +123,10 @@ def test_a_server_time_zone_that_is_not_utc_changes_no_timestamp(postgres_url, p
         assert Product.get(Product.sku == "T-1").shopify_synced_at == WHEN
         assert Job.get().started_at == WHEN
         with pfdb.db_read_scope():
-            epochs = pfdb.db.execute_sql("SELECT extract(epoch FROM shopify_synced_at) FROM products UNION ALL "
-                                         "SELECT extract(epoch FROM started_at) FROM jobs").fetchall()
+            epochs = pfdb.db.execute_sql(
+                "SELECT extract(epoch FROM shopify_synced_at) FROM products UNION ALL "
+                "SELECT extract(epoch FROM started_at) FROM jobs"
+            ).fetchall()
         assert [float(e) for (e,) in epochs] == [WHEN.timestamp()] * 2
         # The importer sends its timestamps as COPY text: they are UTC too.
         before = dt.datetime.now(UTC)
@@ -168,15 +181,29 @@ def fill() -> None:
         child = Category.create(name="Рубашки", slug="rubashki", parent=root)
         Icon.create(category=child, generation={"prompt": "a shirt ✓", "nested": NESTED}, synced_at=WHEN)
         for n, attributes in enumerate([NESTED, "just a string", None, [1, "two", {"3": 3.0}], {"": ""}]):
-            product = Product.create(sku=f"S-{n}", name=f"Produit {n} 日本", price=Decimal("19.9") + n,
-                                     weight=Decimal("1.5"), attributes=attributes, category=child,
-                                     shopify_synced_at=WHEN + dt.timedelta(days=n))
+            product = Product.create(
+                sku=f"S-{n}",
+                name=f"Produit {n} 日本",
+                price=Decimal("19.9") + n,
+                weight=Decimal("1.5"),
+                attributes=attributes,
+                category=child,
+                shopify_synced_at=WHEN + dt.timedelta(days=n),
+            )
             ProductImage.create(product=product, url=f"https://img.example.com/{n}.jpg", content_hash=f"{n:064x}")
         job = Job.create(job_type="import_products", user=user, parameters={"file": "feed.csv", "opts": [True]})
         job.start(total_items=10)
         job.complete({"created": 10, "names": ["é"]})
-        SyncHistory.create(sync_type="product_feed", direction="import", status="completed", job=job, user=user,
-                           started_at=WHEN, completed_at=WHEN, error_details={"rejects": [{"line": 3}]})
+        SyncHistory.create(
+            sync_type="product_feed",
+            direction="import",
+            status="completed",
+            job=job,
+            user=user,
+            started_at=WHEN,
+            completed_at=WHEN,
+            error_details={"rejects": [{"line": 3}]},
+        )
         SystemLog.create(level="ERROR", logger="shop", message="boom ✗", extra={"order": 42, "why": "∅"})
         Configuration.set_value("shop.name", "Café Ünïcode")
 
@@ -216,8 +243,10 @@ def test_migration_003_refuses_a_json_column_holding_no_json_and_changes_nothing
     pfdb.init_database(empty_url)
     migrations.migrate("002", backup=False)
     with pfdb.db_session_scope():
-        pfdb.db.execute_sql("INSERT INTO system_logs (created_at, updated_at, level, message, extra) "
-                            "VALUES (now(), now(), 'INFO', 'raw', 'not json')")
+        pfdb.db.execute_sql(
+            "INSERT INTO system_logs (created_at, updated_at, level, message, extra) "
+            "VALUES (now(), now(), 'INFO', 'raw', 'not json')"
+        )
     with pytest.raises(pfdb.errors.MigrationError, match="003_postgres_jsonb_timestamptz failed.*json") as failed:
         migrations.migrate(backup=False)
     assert "\n" not in str(failed.value) and "nothing of it was applied" in str(failed.value)

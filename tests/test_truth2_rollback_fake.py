@@ -57,8 +57,10 @@ def test_fake_rollback_keeps_tables_and_rows_and_takes_no_backup(fresh, tmp_path
 def test_fake_rollback_of_a_migration_whose_file_is_gone(fresh):
     migrations.migrate(fake=True)
     with pfdb.db_session_scope():
-        pfdb.db.execute_sql(f"INSERT INTO migratehistory (name, migrated_at) VALUES ('999_gone', "
-                            f"{pfdb.db.param})", (pfdb.models.utcnow().replace(tzinfo=None),))
+        pfdb.db.execute_sql(
+            f"INSERT INTO migratehistory (name, migrated_at) VALUES ('999_gone', {pfdb.db.param})",
+            (pfdb.models.utcnow().replace(tzinfo=None),),
+        )
     assert migrations.rollback(fake=True).rolled_back == ("999_gone",)
     assert applied() == list(SHIPPED)
 

@@ -48,8 +48,10 @@ def test_bad_prices_reject_their_rows_and_the_rest_imports(db, tmp_path):
 
 
 def test_bad_weights_and_quantities_reject_their_rows(db, tmp_path):
-    text = ("sku,name,weight,inventory_quantity\n"
-            "W-1,Heavy,1e30,1\nW-2,Odd,+3,1\nQ-1,Many,1,1e999999999\nQ-2,Under,1,1_000\nOK,Fine,1.2345,12.0\n")
+    text = (
+        "sku,name,weight,inventory_quantity\n"
+        "W-1,Heavy,1e30,1\nW-2,Odd,+3,1\nQ-1,Many,1,1e999999999\nQ-2,Under,1,1_000\nOK,Fine,1.2345,12.0\n"
+    )
     result = import_products(write(tmp_path, "weights.csv", text))
     assert (result.created, result.rejected) == (1, 4)
     got = rejects_by_line(result)
@@ -59,13 +61,18 @@ def test_bad_weights_and_quantities_reject_their_rows(db, tmp_path):
 
 
 def test_json_lines_numbers_and_nan_attributes(db, tmp_path):
-    text = "\n".join([
-        '{"sku": "J-1", "name": "Big", "price": 1e30}',
-        '{"sku": "J-2", "name": "Inf", "price": 1e999999999}',  # json reads it as float("inf")
-        '{"sku": "J-3", "name": "NaN attr", "attributes": {"a": NaN}}',
-        '{"sku": "J-4", "name": "Inf attr", "attributes": {"a": [1, Infinity]}}',
-        '{"sku": "J-5", "name": "Fine", "price": 12.5, "attributes": {"a": 1.5}}',
-    ]) + "\n"
+    text = (
+        "\n".join(
+            [
+                '{"sku": "J-1", "name": "Big", "price": 1e30}',
+                '{"sku": "J-2", "name": "Inf", "price": 1e999999999}',  # json reads it as float("inf")
+                '{"sku": "J-3", "name": "NaN attr", "attributes": {"a": NaN}}',
+                '{"sku": "J-4", "name": "Inf attr", "attributes": {"a": [1, Infinity]}}',
+                '{"sku": "J-5", "name": "Fine", "price": 12.5, "attributes": {"a": 1.5}}',
+            ]
+        )
+        + "\n"
+    )
     result = import_products(write(tmp_path, "feed.jsonl", text))
     assert (result.created, result.rejected) == (1, 4)
     got = rejects_by_line(result)
@@ -115,14 +122,18 @@ def test_nul_in_any_text_cell_rejects_the_row_on_both_backends(db, tmp_path):
 
 
 def test_nul_in_json_lines_text_rejects_the_row(db, tmp_path):
-    text = '{"sku": "J-1", "name": "a\\u0000b"}\n{"sku": "J-2", "name": "fine", "description": "x\\u0000"}\n' \
-           '{"sku": "J-3", "name": "ok", "attributes": {"k": "v\\u0000"}}\n'
+    text = (
+        '{"sku": "J-1", "name": "a\\u0000b"}\n{"sku": "J-2", "name": "fine", "description": "x\\u0000"}\n'
+        '{"sku": "J-3", "name": "ok", "attributes": {"k": "v\\u0000"}}\n'
+    )
     result = import_products(write(tmp_path, "nul.jsonl", text))
     assert (result.created, result.rejected) == (0, 3)
     # JSON can escape a NUL, but PostgreSQL's jsonb cannot keep one: refused on both backends alike.
-    assert rejects_by_line(result) == {1: ("name", NUL_REASON), 2: ("description", NUL_REASON),
-                                       3: ("attributes", "holds a NUL character (\\x00) at k, which PostgreSQL "
-                                                         "cannot store; remove it")}
+    assert rejects_by_line(result) == {
+        1: ("name", NUL_REASON),
+        2: ("description", NUL_REASON),
+        3: ("attributes", "holds a NUL character (\\x00) at k, which PostgreSQL cannot store; remove it"),
+    }
 
 
 # -- a cell over the limit ----------------------------------------------------------------------
@@ -153,9 +164,11 @@ def test_an_over_long_line_is_dropped_in_pieces_and_reading_goes_on():
         assert [(line, cells[0]) for line, cells in feed.csv_rows()] == [(2, "A"), (9, "E")]
         broken = [(b.line, b.message) for b in feed.broken]
     limit = f"longer than {LINE_LIMIT:,} characters, the limit for one line"
-    assert broken == [(3, f"the line is {limit}"),
-                      (4, f"line 5 of the row is {limit} (the row runs to line 6)"),  # a quote open across it
-                      (7, f"the line is {limit} (the row runs to line 8)")]
+    assert broken == [
+        (3, f"the line is {limit}"),
+        (4, f"line 5 of the row is {limit} (the row runs to line 6)"),  # a quote open across it
+        (7, f"the line is {limit} (the row runs to line 8)"),
+    ]
     with open_feed(io.StringIO('{"sku": "A"}\n{"sku": "' + long_line + '"}\n{"sku": "C"}\n')) as feed:
         assert [(line, obj["sku"]) for line, obj in feed.json_rows()] == [(1, "A"), (3, "C")]
         assert [(b.line, b.message) for b in feed.broken] == [(2, f"the line is {limit}")]
@@ -168,8 +181,13 @@ UNCLOSED = 'sku,name,price\nA,Apple,1\nB,"Banana,2\nC,Cherry,3\nD,Date,4\n'
 def test_an_unterminated_quote_is_reported_at_the_line_it_opened(db, tmp_path):
     result = import_products(write(tmp_path, "unclosed.csv", UNCLOSED))
     assert (result.rows, result.created, result.rejected, result.ok) == (2, 1, 1, False)
-    assert rejects_by_line(result) == {3: ("-", "the quote opened on line 3 is never closed, so the rest of the file "
-                                                "(lines 3-5) was read as one cell; close it and import again")}
+    assert rejects_by_line(result) == {
+        3: (
+            "-",
+            "the quote opened on line 3 is never closed, so the rest of the file "
+            "(lines 3-5) was read as one cell; close it and import again",
+        )
+    }
     assert [p.sku for p in Product.select()] == ["A"]
     sync = SyncHistory.get_by_id(result.sync_id)
     assert sync.failed_count == 1 and sync.error_details["first_rejects"][0]["line"] == 3
@@ -200,22 +218,31 @@ def test_cli_exits_1_and_names_the_line_for_a_huge_price(db, database_url, tmp_p
     assert code == 1
     result = json.loads(out)
     assert (result["created"], result["rejected"]) == (1, 1)
-    assert result["rejects"][0] == {"line": 2, "sku": "A", "column": "price",
-                                    "message": "'1e30' is not a plain decimal number: write the digits out, "
-                                               "without an exponent"}
+    assert result["rejects"][0] == {
+        "line": 2,
+        "sku": "A",
+        "column": "price",
+        "message": "'1e30' is not a plain decimal number: write the digits out, without an exponent",
+    }
     assert product("B").price == Decimal("2.00")
 
 
 def test_weights_in_shopify_and_google_feeds_use_the_grammar(db, tmp_path):
-    shopify = ("Handle,Title,Variant SKU,Variant Grams,Variant Price\n"
-               "h1,T,S-1,1e999999999,1\nh2,T,S-2,1_000,1\nh3,T,S-3,250,1\n")
+    shopify = (
+        "Handle,Title,Variant SKU,Variant Grams,Variant Price\n"
+        "h1,T,S-1,1e999999999,1\nh2,T,S-2,1_000,1\nh3,T,S-3,250,1\n"
+    )
     result = import_products(write(tmp_path, "shopify.csv", shopify))  # Overflow aborted the import before
     assert (result.format, result.created, result.rejected) == ("shopify", 1, 2)
-    assert rejects_by_line(result)[2] == ("Variant Grams", "'1e999999999' is not a plain decimal number: "
-                                                           "write the digits out, without an exponent")
+    assert rejects_by_line(result)[2] == (
+        "Variant Grams",
+        "'1e999999999' is not a plain decimal number: write the digits out, without an exponent",
+    )
     assert product("S-3").weight == Decimal("0.250")
-    google = ("id\ttitle\tprice\tshipping_weight\n"
-              f"G-1\tHeavy\t1.00 USD\t{'9' * 30} kg\nG-2\tPricey\t{'9' * 40} USD\t1 kg\nG-3\tFine\t2 USD\t1 lb\n")
+    google = (
+        "id\ttitle\tprice\tshipping_weight\n"
+        f"G-1\tHeavy\t1.00 USD\t{'9' * 30} kg\nG-2\tPricey\t{'9' * 40} USD\t1 kg\nG-3\tFine\t2 USD\t1 lb\n"
+    )
     result = import_products(write(tmp_path, "google.tsv", google))  # InvalidOperation aborted it before
     assert (result.format, result.created, result.rejected) == ("google", 1, 2)
     got = rejects_by_line(result)

@@ -35,8 +35,17 @@ REFUSED_PRICES = {
     "-1": "must not be negative",
     "10000000000": "out of range (0 to 9999999999.99)",
 }
-ACCEPTED_PRICES = {"19.99": "19.99", " 7 ": "7.00", "0": "0.00", ".5": "0.50", "5.": "5.00", "19.990": "19.99",
-                   "-0": "0.00", "007.50": "7.50", "9999999999.99": "9999999999.99"}
+ACCEPTED_PRICES = {
+    "19.99": "19.99",
+    " 7 ": "7.00",
+    "0": "0.00",
+    ".5": "0.50",
+    "5.": "5.00",
+    "19.990": "19.99",
+    "-0": "0.00",
+    "007.50": "7.50",
+    "9999999999.99": "9999999999.99",
+}
 
 
 @pytest.mark.parametrize("text, reason", sorted(REFUSED_PRICES.items()))
@@ -140,8 +149,10 @@ def test_product_create_refuses_bad_prices_naming_the_field(db, price):
     assert Product.select().count() == 0
 
 
-@pytest.mark.parametrize("field, value", [("weight", "1e30"), ("weight", "+3"), ("inventory_quantity", "1e999999999"),
-                                          ("inventory_quantity", "1_000")])
+@pytest.mark.parametrize(
+    "field, value",
+    [("weight", "1e30"), ("weight", "+3"), ("inventory_quantity", "1e999999999"), ("inventory_quantity", "1_000")],
+)
 def test_product_create_refuses_bad_weights_and_quantities(db, field, value):
     with pytest.raises(ValidationError) as info:
         Product.create(sku="P-1", name="Shirt", **{field: value})

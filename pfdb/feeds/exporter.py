@@ -56,10 +56,15 @@ class ExportResult:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "format": self.format, "products": self.products, "images": self.images,
-                "category": self.category,
-                "changed_since": self.changed_since.isoformat() if self.changed_since else None,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "output": self.output,
+            "format": self.format,
+            "products": self.products,
+            "images": self.images,
+            "category": self.category,
+            "changed_since": self.changed_since.isoformat() if self.changed_since else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def parse_since(value: str | dt.datetime) -> dt.datetime:
@@ -75,15 +80,18 @@ def parse_since(value: str | dt.datetime) -> dt.datetime:
             moment = dt.datetime.fromisoformat(text)
         except ValueError:
             raise UsageError(
-                f"changed-since {text!r} is not a time", hint="use 2024-05-01, 2024-05-01T12:00:00Z or an age like 24h, 7d"
+                f"changed-since {text!r} is not a time",
+                hint="use 2024-05-01, 2024-05-01T12:00:00Z or an age like 24h, 7d",
             ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def category_paths() -> dict[int, str]:
     """Every category id -> its ``A > B > C`` path: one query (trees are thousands of rows, not millions)."""
-    nodes = {cid: (name, parent) for cid, name, parent in
-             Category.select(Category.id, Category.name, Category.parent).tuples()}
+    nodes = {
+        cid: (name, parent)
+        for cid, name, parent in Category.select(Category.id, Category.name, Category.parent).tuples()
+    }
     paths: dict[int, str] = {}
     for cid in nodes:
         chain = []
@@ -193,8 +201,9 @@ def export_products(
     database = get_database()
     if isinstance(output, (str, os.PathLike)) and str(output) != "-":
         # `pfdb export shop.db` replaced the live database; standard input may be a file too.
-        check_output(Path(output).expanduser(), what=f"the export file {output}",
-                     inputs=[("standard input", sys.stdin)])
+        check_output(
+            Path(output).expanduser(), what=f"the export file {output}", inputs=[("standard input", sys.stdin)]
+        )
     with borrow_connection(database):
         with db_read_scope():  # one snapshot, and no wait behind an import's write lock
             paths = category_paths()
@@ -213,9 +222,15 @@ def export_products(
                 out.discard()
                 raise
             out.commit()
-    return ExportResult(output=out.name, format=fmt, products=count, images=images,
-                        category=root.slug if root is not None else None, changed_since=since,
-                        seconds=time.monotonic() - started)
+    return ExportResult(
+        output=out.name,
+        format=fmt,
+        products=count,
+        images=images,
+        category=root.slug if root is not None else None,
+        changed_since=since,
+        seconds=time.monotonic() - started,
+    )
 
 
 _FIELDS = [Product._meta.fields[name] for name in FEED_FIELDS]
@@ -232,9 +247,12 @@ def _pages(where: list[Any], page_size: int, paths: dict[int, str]) -> Iterator[
             return
         last = rows[-1][0]
         images: dict[int, list[str]] = {}
-        for pid, url in (ProductImage.select(ProductImage.product, ProductImage.url)
-                         .where(ProductImage.product.in_([r[0] for r in rows]), ProductImage.url.is_null(False))
-                         .order_by(ProductImage.product, ProductImage.position, ProductImage.id).tuples()):
+        for pid, url in (
+            ProductImage.select(ProductImage.product, ProductImage.url)
+            .where(ProductImage.product.in_([r[0] for r in rows]), ProductImage.url.is_null(False))
+            .order_by(ProductImage.product, ProductImage.position, ProductImage.id)
+            .tuples()
+        ):
             images.setdefault(pid, []).append(url)
         for row in rows:
             record = {f.name: _text(value, f) for f, value in zip(_FIELDS, row[2:], strict=True)}
@@ -243,8 +261,9 @@ def _pages(where: list[Any], page_size: int, paths: dict[int, str]) -> Iterator[
             yield record
 
 
-def _write(stream: IO[str], fmt: str, records: Iterator[dict[str, Any]],
-           progress: Callable[[int], None] | None) -> tuple[int, int]:
+def _write(
+    stream: IO[str], fmt: str, records: Iterator[dict[str, Any]], progress: Callable[[int], None] | None
+) -> tuple[int, int]:
     count = images = 0
     if fmt == "csv":
         writer = csv.writer(stream, lineterminator="\n")

@@ -34,14 +34,21 @@ NOT_FROM_FEEDS = frozenset(
 )
 #: pfdb's own columns, in export order: the Product fields a feed may set (``category`` as a
 #: path or slug), then ``images``.
-PFDB_COLUMNS: tuple[str, ...] = tuple(
-    f.name for f in Product._meta.sorted_fields if f.name not in NOT_FROM_FEEDS
-) + (IMAGES,)
+PFDB_COLUMNS: tuple[str, ...] = tuple(f.name for f in Product._meta.sorted_fields if f.name not in NOT_FROM_FEEDS) + (
+    IMAGES,
+)
 #: the Product fields among them (category and images are resolved separately)
 FEED_FIELDS: tuple[str, ...] = tuple(c for c in PFDB_COLUMNS if c not in (CATEGORY, IMAGES))
 
 FORMAT_NAMES = ("pfdb", "shopify", "woocommerce", "google", "google-retail")
-_ALIASES = {"woo": "woocommerce", "csv": "pfdb", "jsonl": "pfdb", "tsv": "pfdb", "merchant": "google", "google-merchant": "google"}
+_ALIASES = {
+    "woo": "woocommerce",
+    "csv": "pfdb",
+    "jsonl": "pfdb",
+    "tsv": "pfdb",
+    "merchant": "google",
+    "google-merchant": "google",
+}
 
 
 class CategoryRef(NamedTuple):
@@ -60,8 +67,9 @@ class Record:
 
     __slots__ = ("line", "values", "raw", "errors", "notes")
 
-    def __init__(self, line: int, values: dict[str, Any], raw: Any, errors: list | None = None,
-                 notes: list | None = None):
+    def __init__(
+        self, line: int, values: dict[str, Any], raw: Any, errors: list | None = None, notes: list | None = None
+    ):
         self.line = line
         self.values = values
         self.raw = raw  # the original cells (CSV) or object (JSON) for the rejects file
@@ -104,8 +112,13 @@ def _index(header: list[str]) -> dict[str, int]:
 
 def _length_error(cells: list[str], width: int) -> list | None:
     if len(cells) > width:
-        return [("-", f"the row has {len(cells)} cells but the header has {width}; "
-                      "is a cell with the delimiter in it missing its quotes?")]
+        return [
+            (
+                "-",
+                f"the row has {len(cells)} cells but the header has {width}; "
+                "is a cell with the delimiter in it missing its quotes?",
+            )
+        ]
     return None
 
 
@@ -154,8 +167,11 @@ class PfdbFormat(FeedFormat):
         for line, cells in feed.csv_rows():
             if images is not None and images < len(cells) and cells[images].strip():  # the first images cell
                 if comma_separated_images(cells[images]):  # before the first batch: nothing is imported
-                    raise FeedError(f"{feed.name} line {line}: the images cell holds comma-separated URLs, and "
-                                    "pfdb feeds separate them with |; not imported", hint=_GUARD_HINT)
+                    raise FeedError(
+                        f"{feed.name} line {line}: the images cell holds comma-separated URLs, and "
+                        "pfdb feeds separate them with |; not imported",
+                        hint=_GUARD_HINT,
+                    )
                 images = None
             if len(cells) == width:
                 yield Record(line, cells, cells)
@@ -225,28 +241,62 @@ class ShopifyFormat(FeedFormat):
             raise FeedError(f"{feed.name} has no Handle column", hint="is this a Shopify product export?")
         self.header = feed.header
         self.columns = {
-            "sku": "Variant SKU", "name": "Title", "description": "Body (HTML)", "brand": "Vendor",
-            "price": "Variant Price", "compare_at_price": "Variant Compare At Price", "gtin": "Variant Barcode",
-            "inventory_quantity": "Variant Inventory Qty", "weight": "Variant Grams", "status": "Status",
-            "manufacturer_part_number": "Google Shopping / MPN", "shopify_handle": "Handle",
-            "category": "Type", "images": "Image Src", "attributes": "Tags",
+            "sku": "Variant SKU",
+            "name": "Title",
+            "description": "Body (HTML)",
+            "brand": "Vendor",
+            "price": "Variant Price",
+            "compare_at_price": "Variant Compare At Price",
+            "gtin": "Variant Barcode",
+            "inventory_quantity": "Variant Inventory Qty",
+            "weight": "Variant Grams",
+            "status": "Status",
+            "manufacturer_part_number": "Google Shopping / MPN",
+            "shopify_handle": "Handle",
+            "category": "Type",
+            "images": "Image Src",
+            "attributes": "Tags",
         }
         sources = {
-            "sku": "handle", "name": "title", "description": "body (html)", "brand": "vendor",
-            "price": "variant price", "compare_at_price": "variant compare at price", "gtin": "variant barcode",
-            "inventory_quantity": "variant inventory qty", "weight": "variant grams",
+            "sku": "handle",
+            "name": "title",
+            "description": "body (html)",
+            "brand": "vendor",
+            "price": "variant price",
+            "compare_at_price": "variant compare at price",
+            "gtin": "variant barcode",
+            "inventory_quantity": "variant inventory qty",
+            "weight": "variant grams",
             "status": "status" if "status" in ix else "published",
-            "manufacturer_part_number": "google shopping / mpn", "shopify_handle": "handle",
-            "category": "product category" if "product category" in ix else "type", "images": "image src",
+            "manufacturer_part_number": "google shopping / mpn",
+            "shopify_handle": "handle",
+            "category": "product category" if "product category" in ix else "type",
+            "images": "image src",
             "attributes": "tags" if "tags" in ix else "option1 name",
         }
         if "variant weight" in ix:  # some exports (apps, newer admin) give the weight in Variant Weight Unit
             sources["weight"] = "variant weight"
             self.columns["weight"] = "Variant Weight"
         self.carried = tuple(c for c in PFDB_COLUMNS if c in sources and sources[c] in ix)
-        used = {*sources.values(), "status", "published", "product category", "type", "tags", "option1 name",
-                "option2 name", "option3 name", "option1 value", "option2 value", "option3 value", "variant sku",
-                "variant grams", "variant weight", "variant weight unit", "variant image"}
+        used = {
+            *sources.values(),
+            "status",
+            "published",
+            "product category",
+            "type",
+            "tags",
+            "option1 name",
+            "option2 name",
+            "option3 name",
+            "option1 value",
+            "option2 value",
+            "option3 value",
+            "variant sku",
+            "variant grams",
+            "variant weight",
+            "variant weight unit",
+            "variant image",
+        }
         self.ignored = tuple(h for h in feed.header if _norm(h) not in used)
         self._product_level = [i for name, i in ix.items() if not _SHOPIFY_PER_ROW.match(name)]
 
@@ -281,8 +331,11 @@ class ShopifyFormat(FeedFormat):
                 images.append(src)
         option_names = [cell(first, f"option{n} name") for n in (1, 2, 3)]
         shared: dict[str, Any] = {"shopify_handle": handle}
-        for field, column in (("description", "body (html)"), ("brand", "vendor"),
-                              ("manufacturer_part_number", "google shopping / mpn")):
+        for field, column in (
+            ("description", "body (html)"),
+            ("brand", "vendor"),
+            ("manufacturer_part_number", "google shopping / mpn"),
+        ):
             if column in self._ix:
                 shared[field] = cell(first, column)
         category = cell(first, "product category") or cell(first, "type")
@@ -311,8 +364,12 @@ class ShopifyFormat(FeedFormat):
             values["sku"] = sku
             if title:
                 values["name"] = f"{title} - {' / '.join(chosen)}" if chosen else title
-            for field, column in (("price", "variant price"), ("compare_at_price", "variant compare at price"),
-                                  ("gtin", "variant barcode"), ("inventory_quantity", "variant inventory qty")):
+            for field, column in (
+                ("price", "variant price"),
+                ("compare_at_price", "variant compare at price"),
+                ("gtin", "variant barcode"),
+                ("inventory_quantity", "variant inventory qty"),
+            ):
                 values[field] = cell(cells, column)
             weight, grams = cell(cells, "variant weight"), cell(cells, "variant grams")
             if weight:
@@ -333,8 +390,11 @@ class ShopifyFormat(FeedFormat):
                 except NumberError as exc:
                     errors.append(("Variant Grams", str(exc)))
             attributes: dict[str, Any] = {}
-            opts = {name or f"Option{n}": v for n, (name, v) in enumerate(zip(option_names, options, strict=True), 1)
-                    if v and v != "Default Title"}
+            opts = {
+                name or f"Option{n}": v
+                for n, (name, v) in enumerate(zip(option_names, options, strict=True), 1)
+                if v and v != "Default Title"
+            }
             if opts:
                 attributes["options"] = opts
             if tags:
@@ -359,10 +419,25 @@ class ShopifyFormat(FeedFormat):
 # -- Google Merchant Center feeds (tab- or comma-separated) -------------------------------------
 _MONEY = re.compile(r"^\s*(?:([A-Za-z]{3})\s+)?([0-9]+(?:\.[0-9]+)?)\s*(?:([A-Za-z]{3}))?\s*$")
 _WEIGHT = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(kg|g|lb|lbs|oz)?\s*$", re.IGNORECASE)
-_TO_KG = {"kg": Decimal(1), "g": Decimal("0.001"), "lb": Decimal("0.45359237"), "lbs": Decimal("0.45359237"),
-          "oz": Decimal("0.028349523125")}
-_GOOGLE_ATTRIBUTES = ("link", "availability", "condition", "item_group_id", "color", "size", "gender",
-                      "age_group", "material", "pattern")
+_TO_KG = {
+    "kg": Decimal(1),
+    "g": Decimal("0.001"),
+    "lb": Decimal("0.45359237"),
+    "lbs": Decimal("0.45359237"),
+    "oz": Decimal("0.028349523125"),
+}
+_GOOGLE_ATTRIBUTES = (
+    "link",
+    "availability",
+    "condition",
+    "item_group_id",
+    "color",
+    "size",
+    "gender",
+    "age_group",
+    "material",
+    "pattern",
+)
 
 
 def parse_google_price(text: str) -> tuple[str, str | None] | None:
@@ -387,13 +462,30 @@ class GoogleMerchantFormat(FeedFormat):
         if "id" not in ix:
             raise FeedError(f"{feed.name} has no id column", hint="is this a Google Merchant Center feed?")
         self._width = len(feed.header)
-        self.columns = {"sku": "id", "name": "title", "description": "description", "price": "price",
-                        "compare_at_price": "sale_price", "currency": "price", "brand": "brand", "gtin": "gtin",
-                        "manufacturer_part_number": "mpn", "weight": "shipping_weight",
-                        "category": "google_product_category", "images": "image_link", "attributes": "link"}
+        self.columns = {
+            "sku": "id",
+            "name": "title",
+            "description": "description",
+            "price": "price",
+            "compare_at_price": "sale_price",
+            "currency": "price",
+            "brand": "brand",
+            "gtin": "gtin",
+            "manufacturer_part_number": "mpn",
+            "weight": "shipping_weight",
+            "category": "google_product_category",
+            "images": "image_link",
+            "attributes": "link",
+        }
         present = {
-            "sku": "id", "name": "title", "description": "description", "brand": "brand", "gtin": "gtin",
-            "manufacturer_part_number": "mpn", "weight": "shipping_weight", "images": "image_link",
+            "sku": "id",
+            "name": "title",
+            "description": "description",
+            "brand": "brand",
+            "gtin": "gtin",
+            "manufacturer_part_number": "mpn",
+            "weight": "shipping_weight",
+            "images": "image_link",
         }
         carried = {f for f, c in present.items() if c in ix}
         if "price" in ix:
@@ -405,16 +497,32 @@ class GoogleMerchantFormat(FeedFormat):
         if any(a in ix for a in _GOOGLE_ATTRIBUTES):
             carried.add("attributes")
         self.carried = tuple(c for c in PFDB_COLUMNS if c in carried)
-        used = set(present.values()) | {"price", "sale_price", "google_product_category", "product_type",
-                                        "additional_image_link", *_GOOGLE_ATTRIBUTES}
+        used = set(present.values()) | {
+            "price",
+            "sale_price",
+            "google_product_category",
+            "product_type",
+            "additional_image_link",
+            *_GOOGLE_ATTRIBUTES,
+        }
         self.ignored = tuple(h for h in feed.header if _norm(h) not in used)
 
     def records(self, feed: FeedInput) -> Iterator[Record]:
         ix = self._ix
-        simple = [(field, ix[column]) for field, column in (
-            ("sku", "id"), ("name", "title"), ("description", "description"), ("brand", "brand"),
-            ("gtin", "gtin"), ("manufacturer_part_number", "mpn")) if column in ix]
+        simple = [
+            (field, ix[column])
+            for field, column in (
+                ("sku", "id"),
+                ("name", "title"),
+                ("description", "description"),
+                ("brand", "brand"),
+                ("gtin", "gtin"),
+                ("manufacturer_part_number", "mpn"),
+            )
+            if column in ix
+        ]
         for line, cells in feed.csv_rows():
+
             def cell(column: str, cells: list[str] = cells) -> str:
                 i = ix.get(column)
                 return cells[i].strip() if i is not None and i < len(cells) else ""
@@ -508,22 +616,45 @@ class WooCommerceFormat(FeedFormat):
             raise FeedError(f"{feed.name} has no SKU or Type column", hint="is this a WooCommerce product export?")
         self._width = len(feed.header)
         self._weight_column, self._weight_unit = next(
-            ((h, m[1]) for h in feed.header if (m := _WOO_WEIGHT.match(_norm(h)))), (None, None))
-        self.columns = {"sku": "SKU", "name": "Name", "description": "Description",
-                        "price": "Sale price/Regular price", "compare_at_price": "Regular price", "brand": "Brands", "gtin": "GTIN, UPC, EAN, or ISBN",
-                        "inventory_quantity": "Stock", "weight": self._weight_column or "Weight",
-                        "status": "Published", "category": "Categories", "images": "Images",
-                        "attributes": "Attribute 1 value(s)"}
-        sources = {"sku": ("sku", "id"), "name": ("name",), "description": ("description", "short description"),
-                   "price": ("sale price", "regular price"), "compare_at_price": ("regular price",),
-                   "brand": ("brands",), "gtin": ("gtin, upc, ean, or isbn",), "inventory_quantity": ("stock",),
-                   "weight": (_norm(self._weight_column),) if self._weight_column else (),
-                   "status": ("published",), "category": ("categories",), "images": ("images",),
-                   "attributes": ("tags", "attribute 1 name", "external url")}
+            ((h, m[1]) for h in feed.header if (m := _WOO_WEIGHT.match(_norm(h)))), (None, None)
+        )
+        self.columns = {
+            "sku": "SKU",
+            "name": "Name",
+            "description": "Description",
+            "price": "Sale price/Regular price",
+            "compare_at_price": "Regular price",
+            "brand": "Brands",
+            "gtin": "GTIN, UPC, EAN, or ISBN",
+            "inventory_quantity": "Stock",
+            "weight": self._weight_column or "Weight",
+            "status": "Published",
+            "category": "Categories",
+            "images": "Images",
+            "attributes": "Attribute 1 value(s)",
+        }
+        sources = {
+            "sku": ("sku", "id"),
+            "name": ("name",),
+            "description": ("description", "short description"),
+            "price": ("sale price", "regular price"),
+            "compare_at_price": ("regular price",),
+            "brand": ("brands",),
+            "gtin": ("gtin, upc, ean, or isbn",),
+            "inventory_quantity": ("stock",),
+            "weight": (_norm(self._weight_column),) if self._weight_column else (),
+            "status": ("published",),
+            "category": ("categories",),
+            "images": ("images",),
+            "attributes": ("tags", "attribute 1 name", "external url"),
+        }
         self.carried = tuple(c for c in PFDB_COLUMNS if any(s in ix for s in sources.get(c, ())))
         used = {s for names in sources.values() for s in names} | {"type", "parent", "button text"}
-        self.ignored = tuple(h for h in feed.header if _norm(h) not in used and not re.match(
-            r"^attribute \d+ (name|value\(s\))$", _norm(h)))
+        self.ignored = tuple(
+            h
+            for h in feed.header
+            if _norm(h) not in used and not re.match(r"^attribute \d+ (name|value\(s\))$", _norm(h))
+        )
         self._parents: dict[str, dict[str, Any]] = {}
         self.lines_read = 0
         self.skipped: dict[str, int] = {}
@@ -552,8 +683,9 @@ class WooCommerceFormat(FeedFormat):
                 parent = cell("parent")
                 inherited = self._parents.get(parent)
                 if inherited is None and parent:
-                    notes.append(("Parent", f"{parent!r} is not a variable product before this line; "
-                                            "nothing inherited"))
+                    notes.append(
+                        ("Parent", f"{parent!r} is not a variable product before this line; nothing inherited")
+                    )
                 for key, value in (inherited or {}).items():
                     if not values.get(key):
                         values[key] = value
@@ -572,8 +704,12 @@ class WooCommerceFormat(FeedFormat):
     def _values(self, cell) -> tuple[dict[str, Any], list, list]:
         errors: list[tuple[str, str]] = []
         notes: list[tuple[str, str]] = []
-        values: dict[str, Any] = {"name": cell("name"), "description": cell("description") or cell("short description"),
-                                  "gtin": cell("gtin, upc, ean, or isbn"), "inventory_quantity": cell("stock")}
+        values: dict[str, Any] = {
+            "name": cell("name"),
+            "description": cell("description") or cell("short description"),
+            "gtin": cell("gtin, upc, ean, or isbn"),
+            "inventory_quantity": cell("stock"),
+        }
         sku = cell("sku")
         if not sku and cell("id"):
             sku = f"woo-{cell('id')}"
@@ -638,13 +774,33 @@ class GoogleRetailFormat(FeedFormat):
         super().__init__()
         if feed.kind != "jsonl":
             raise FeedError(f"{feed.name}: a Google Retail feed is a JSON Lines file")
-        self.carried = ("sku", "name", "description", "price", "compare_at_price", "currency", "brand", "gtin",
-                        "inventory_quantity", "category", "attributes", "images")
+        self.carried = (
+            "sku",
+            "name",
+            "description",
+            "price",
+            "compare_at_price",
+            "currency",
+            "brand",
+            "gtin",
+            "inventory_quantity",
+            "category",
+            "attributes",
+            "images",
+        )
         self.carried = tuple(c for c in PFDB_COLUMNS if c in self.carried)
-        self.columns = {"sku": "id", "name": "title", "price": "priceInfo.price",
-                        "compare_at_price": "priceInfo.originalPrice", "currency": "priceInfo.currencyCode",
-                        "brand": "brands", "inventory_quantity": "availableQuantity", "category": "categories",
-                        "images": "images", "attributes": "attributes"}
+        self.columns = {
+            "sku": "id",
+            "name": "title",
+            "price": "priceInfo.price",
+            "compare_at_price": "priceInfo.originalPrice",
+            "currency": "priceInfo.currencyCode",
+            "brand": "brands",
+            "inventory_quantity": "availableQuantity",
+            "category": "categories",
+            "images": "images",
+            "attributes": "attributes",
+        }
 
     def records(self, feed: FeedInput) -> Iterator[Record]:
         for line, obj in feed.json_rows():
@@ -654,9 +810,13 @@ class GoogleRetailFormat(FeedFormat):
             errors = []
             price = obj.get("priceInfo") or {}
             values: dict[str, Any] = {
-                "sku": obj.get("id"), "name": obj.get("title"), "description": obj.get("description"),
-                "gtin": obj.get("gtin"), "inventory_quantity": obj.get("availableQuantity"),
-                "price": price.get("price"), "compare_at_price": price.get("originalPrice"),
+                "sku": obj.get("id"),
+                "name": obj.get("title"),
+                "description": obj.get("description"),
+                "gtin": obj.get("gtin"),
+                "inventory_quantity": obj.get("availableQuantity"),
+                "price": price.get("price"),
+                "compare_at_price": price.get("originalPrice"),
                 "currency": price.get("currencyCode"),
             }
             brands = obj.get("brands") or []
@@ -684,8 +844,11 @@ class GoogleRetailFormat(FeedFormat):
         if obj.get("sizes"):
             out["sizes"] = obj["sizes"]
         attributes = obj.get("attributes") or {}
-        items = attributes.items() if isinstance(attributes, dict) else (
-            (a.get("key"), a.get("value")) for a in attributes if isinstance(a, dict))
+        items = (
+            attributes.items()
+            if isinstance(attributes, dict)
+            else ((a.get("key"), a.get("value")) for a in attributes if isinstance(a, dict))
+        )
         for key, value in items:
             if key and isinstance(value, dict):
                 out[str(key)] = value.get("text") or value.get("numbers")
@@ -718,8 +881,16 @@ class Mapping:
     Several columns may feed one field: the first non-empty one, in the file's order, wins.
     """
 
-    def __init__(self, columns: dict[str, str], *, images_separator: str = "|", category_separator: str = ">",
-                 delimiter: str | None = None, defaults: dict[str, Any] | None = None, source: str = "mapping"):
+    def __init__(
+        self,
+        columns: dict[str, str],
+        *,
+        images_separator: str = "|",
+        category_separator: str = ">",
+        delimiter: str | None = None,
+        defaults: dict[str, Any] | None = None,
+        source: str = "mapping",
+    ):
         self.source = source
         targets = set(PFDB_COLUMNS)
         for column, field in columns.items():
@@ -753,10 +924,15 @@ class Mapping:
             except json.JSONDecodeError as exc:
                 raise FeedError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
             if not isinstance(data.get("columns"), dict):
-                raise FeedError(f"{path}: needs a \"columns\" object of feed column -> product field")
-            return cls(data["columns"], images_separator=data.get("images_separator", "|"),
-                       category_separator=data.get("category_separator", ">"), delimiter=data.get("delimiter"),
-                       defaults=data.get("defaults"), source=str(path))
+                raise FeedError(f'{path}: needs a "columns" object of feed column -> product field')
+            return cls(
+                data["columns"],
+                images_separator=data.get("images_separator", "|"),
+                category_separator=data.get("category_separator", ">"),
+                delimiter=data.get("delimiter"),
+                defaults=data.get("defaults"),
+                source=str(path),
+            )
         parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
         parser.optionxform = str  # keep column names as written
         try:
@@ -769,10 +945,14 @@ class Mapping:
         delimiter = options.get("delimiter")
         if delimiter and delimiter.lower() in ("tab", "\\t"):
             delimiter = "\t"
-        return cls({k.strip(): v.strip() for k, v in parser["columns"].items()},
-                   images_separator=options.get("images_separator", "|"),
-                   category_separator=options.get("category_separator", ">"), delimiter=delimiter,
-                   defaults=dict(parser["defaults"]) if parser.has_section("defaults") else None, source=str(path))
+        return cls(
+            {k.strip(): v.strip() for k, v in parser["columns"].items()},
+            images_separator=options.get("images_separator", "|"),
+            category_separator=options.get("category_separator", ">"),
+            delimiter=delimiter,
+            defaults=dict(parser["defaults"]) if parser.has_section("defaults") else None,
+            source=str(path),
+        )
 
 
 class MappingFormat(FeedFormat):
@@ -880,8 +1060,10 @@ def detect_format(feed: FeedInput) -> str:
     )
 
 
-_GUARD_HINT = ("if it is a pfdb feed, pass --format pfdb; for another layout, --format shopify|woocommerce|google "
-               "or --mapping FILE (see examples/)")
+_GUARD_HINT = (
+    "if it is a pfdb feed, pass --format pfdb; for another layout, --format shopify|woocommerce|google "
+    "or --mapping FILE (see examples/)"
+)
 
 
 def guard_detected_pfdb(feed: FeedInput, fmt: PfdbFormat) -> None:
@@ -899,11 +1081,17 @@ def guard_detected_pfdb(feed: FeedInput, fmt: PfdbFormat) -> None:
     # a column pfdb does not know ("Regular price", "Variant Price") would be imported priceless.
     priced = [k for k in unknown if "price" in k.lower()]
     if "price" not in {k.strip().lower() for k in keys} and priced:
-        raise FeedError(f"{feed.name} looks like a pfdb feed but has no price column (only {priced[0]!r}, which "
-                        "pfdb does not read); not imported", hint=_GUARD_HINT)
+        raise FeedError(
+            f"{feed.name} looks like a pfdb feed but has no price column (only {priced[0]!r}, which "
+            "pfdb does not read); not imported",
+            hint=_GUARD_HINT,
+        )
     if len(unknown) * 2 > len(keys):
-        raise FeedError(f"{feed.name} looks like a pfdb feed but {len(unknown)} of its {len(keys)} columns are not "
-                        f"pfdb's ({', '.join(unknown[:5])}…); not imported", hint=_GUARD_HINT)
+        raise FeedError(
+            f"{feed.name} looks like a pfdb feed but {len(unknown)} of its {len(keys)} columns are not "
+            f"pfdb's ({', '.join(unknown[:5])}…); not imported",
+            hint=_GUARD_HINT,
+        )
 
 
 def comma_separated_images(cell: Any) -> bool:
@@ -926,5 +1114,10 @@ def make_format(feed: FeedInput, name: str | None = None, mapping: Mapping | str
             return fmt
     if key not in FORMAT_NAMES:
         raise UsageError(f"unknown feed format {name!r} (--format)", hint=f"formats: auto, {', '.join(FORMAT_NAMES)}")
-    return {"pfdb": PfdbFormat, "shopify": ShopifyFormat, "woocommerce": WooCommerceFormat,
-            "google": GoogleMerchantFormat, "google-retail": GoogleRetailFormat}[key](feed)
+    return {
+        "pfdb": PfdbFormat,
+        "shopify": ShopifyFormat,
+        "woocommerce": WooCommerceFormat,
+        "google": GoogleMerchantFormat,
+        "google-retail": GoogleRetailFormat,
+    }[key](feed)

@@ -168,9 +168,15 @@ class RejectsWriter:
         # Checked now, as opening it here was: an unwritable path fails before any row is imported.
         target = Path(path)
         folder = target.parent if str(target.parent) else Path(".")
-        problem = ("Is a directory" if target.is_dir() else "No such file or directory" if not folder.is_dir()
-                   else "Permission denied" if not os.access(target if target.exists() else folder, os.W_OK)
-                   else None)
+        problem = (
+            "Is a directory"
+            if target.is_dir()
+            else "No such file or directory"
+            if not folder.is_dir()
+            else "Permission denied"
+            if not os.access(target if target.exists() else folder, os.W_OK)
+            else None
+        )
         if problem:
             raise FeedError(f"cannot write the rejects file {path}: {problem}")
 
@@ -207,7 +213,14 @@ class _Row:
     __slots__ = ("line", "sku", "values", "category", "images", "raw")
 
     def __init__(self, line: int, sku: str, values: list[Any], category: Any, images: Any, raw: Any):
-        self.line, self.sku, self.values, self.category, self.images, self.raw = line, sku, values, category, images, raw
+        self.line, self.sku, self.values, self.category, self.images, self.raw = (
+            line,
+            sku,
+            values,
+            category,
+            images,
+            raw,
+        )
 
 
 class _Rollback(Exception):
@@ -215,9 +228,22 @@ class _Rollback(Exception):
 
 
 class _Import:
-    def __init__(self, database: pw.Database, feed: FeedInput, fmt: FeedFormat, *, dry_run: bool, strict: bool,
-                 rejects: str | Path | None, batch_size: int, progress: Callable[[ImportProgress], None] | None,
-                 user: Any, parameters: dict[str, Any], encoding: str = DEFAULT_ENCODING, currency: str | None = None):
+    def __init__(
+        self,
+        database: pw.Database,
+        feed: FeedInput,
+        fmt: FeedFormat,
+        *,
+        dry_run: bool,
+        strict: bool,
+        rejects: str | Path | None,
+        batch_size: int,
+        progress: Callable[[ImportProgress], None] | None,
+        user: Any,
+        parameters: dict[str, Any],
+        encoding: str = DEFAULT_ENCODING,
+        currency: str | None = None,
+    ):
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
@@ -293,8 +319,9 @@ class _Import:
                 # A restart or terminated backend: whole batches are in. The pool hands this
                 # thread a fresh connection, on which the Job and SyncHistory are marked failed.
                 self._abort("lost the connection to the server")
-                raise ConnectionLostError(f"lost the connection to the server after {self.rows} rows; "
-                                          f"re-run to continue") from exc
+                raise ConnectionLostError(
+                    f"lost the connection to the server after {self.rows} rows; re-run to continue"
+                ) from exc
             except DiskFullError as exc:
                 error = self._disk_full(exc)
                 self._abort(str(error))
@@ -303,8 +330,10 @@ class _Import:
                 self._abort(str(exc))
                 raise
             except (pw.DatabaseError, pw.InterfaceError, OSError) as exc:
-                error = FeedError(f"import of {self.feed.name} failed near line {self.line}: "
-                                  f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+                error = FeedError(
+                    f"import of {self.feed.name} failed near line {self.line}: "
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                )
                 self._abort(str(error))
                 raise error from exc
             except BaseException as exc:
@@ -322,10 +351,12 @@ class _Import:
         self._adopt_committed()
         whole = not (self.dry_run or self.strict)  # those run in one transaction: nothing kept
         kept = self.created + self.updated + self.unchanged if whole else 0
-        detail = (f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else "")
-        return DiskFullError(f"import of {self.feed.name} stopped near line {self.line}: {exc.message}; "
-                             f"{kept} rows were committed in whole batches{detail}",
-                             hint="free disk space and run the same import again: it continues where it stopped")
+        detail = f" ({self.created} created, {self.updated} updated, {self.unchanged} unchanged)" if kept else ""
+        return DiskFullError(
+            f"import of {self.feed.name} stopped near line {self.line}: {exc.message}; "
+            f"{kept} rows were committed in whole batches{detail}",
+            hint="free disk space and run the same import again: it continues where it stopped",
+        )
 
     def _finish_writer(self) -> None:
         try:
@@ -425,8 +456,9 @@ class _Import:
             for column, _ in errors:
                 self.by_column[column] += 1
             if len(self.rejects) < MAX_REPORTED:
-                self.rejects.append(RowIssue(line, sku, ", ".join(c for c, _ in errors),
-                                             "; ".join(m for _, m in errors)))
+                self.rejects.append(
+                    RowIssue(line, sku, ", ".join(c for c, _ in errors), "; ".join(m for _, m in errors))
+                )
             if self.rejects_file is not None:
                 self.rejects_file.write(raw, line, "; ".join(f"{c}: {m}" for c, m in errors))
 
@@ -453,8 +485,10 @@ class _Import:
         if self.sync is None:
             return
         SyncHistory.update(
-            processed_count=self.rows, created_count=self.created + counts[0],
-            updated_count=self.updated + counts[1], failed_count=self.rejected,
+            processed_count=self.rows,
+            created_count=self.created + counts[0],
+            updated_count=self.updated + counts[1],
+            failed_count=self.rejected,
             error_details={"unchanged": self.unchanged + counts[2], "committed": True},
         ).where(SyncHistory.id == self.sync.id).execute()
 
@@ -464,9 +498,12 @@ class _Import:
             return
         try:
             with db_read_scope():  # never queues behind a writer, nor needs the write lock a full disk refused
-                row = (SyncHistory.select(SyncHistory.created_count, SyncHistory.updated_count,
-                                          SyncHistory.error_details)
-                       .where(SyncHistory.id == self.sync.id).tuples().first())
+                row = (
+                    SyncHistory.select(SyncHistory.created_count, SyncHistory.updated_count, SyncHistory.error_details)
+                    .where(SyncHistory.id == self.sync.id)
+                    .tuples()
+                    .first()
+                )
         except Exception:  # the connection went with the import: keep the counters as they are
             return
         if row is None:
@@ -526,8 +563,10 @@ class _Import:
                 created += 1
                 if r.images:
                     sku = r.sku
-                    image_rows += [(sku, url, digest, i, 1 if i == 0 else 0, *image_tail)
-                                   for i, (url, digest) in enumerate(r.images)]
+                    image_rows += [
+                        (sku, url, digest, i, 1 if i == 0 else 0, *image_tail)
+                        for i, (url, digest) in enumerate(r.images)
+                    ]
                 continue
             changed = False
             if tuple(values) != old[2:stored_end]:  # equal: the common unchanged row, compared in C
@@ -542,7 +581,9 @@ class _Import:
                 inserts, updates, deletes = _image_changes(r.images, old_images.get(old[0], ()), db_now)
                 if inserts or updates or deletes:
                     images_changed = True
-                    image_rows += [(r.sku, url, digest, i, 1 if i == 0 else 0, *image_tail) for i, url, digest in inserts]
+                    image_rows += [
+                        (r.sku, url, digest, i, 1 if i == 0 else 0, *image_tail) for i, url, digest in inserts
+                    ]
                     image_updates.extend(updates)
                     image_deletes.extend(deletes)
             if changed:
@@ -596,9 +637,15 @@ class _Import:
                     if found is None and ref.fallback:
                         found = self.resolver.resolve(ref.fallback)
                     if found is None:
-                        self._add_note(RowIssue(r.line, r.sku, self.format.column(CATEGORY),
-                                                f"Google category {ref.value} is not in the tree (import the "
-                                                "Google taxonomy with ids first); left without a category"))
+                        self._add_note(
+                            RowIssue(
+                                r.line,
+                                r.sku,
+                                self.format.column(CATEGORY),
+                                f"Google category {ref.value} is not in the tree (import the "
+                                "Google taxonomy with ids first); left without a category",
+                            )
+                        )
                     category_id = found
                 else:
                     category_id = self.resolver.resolve(ref.value)
@@ -619,28 +666,42 @@ class _Import:
     def _report(self, force: bool = False) -> None:
         done = self._bytes()
         if self.progress is not None:
-            self.progress(ImportProgress(self.rows, done, self.feed.size, self.created, self.updated,
-                                         self.unchanged, self.rejected))
+            self.progress(
+                ImportProgress(
+                    self.rows, done, self.feed.size, self.created, self.updated, self.unchanged, self.rejected
+                )
+            )
         now = time.monotonic()
         if self.job is None or (not force and now - self._last_report < PROGRESS_INTERVAL):
             return
         self._last_report = now
         percent = min(99, done * 100 // self.feed.size) if done is not None and self.feed.size else None
-        self.job.report_progress(processed_items=self.rows, progress=percent,
-                                 step=f"{self.rows} rows: {self.created} created, {self.updated} updated")
+        self.job.report_progress(
+            processed_items=self.rows,
+            progress=percent,
+            step=f"{self.rows} rows: {self.created} created, {self.updated} updated",
+        )
 
     def _begin_job(self) -> None:
         with self.database.atomic():
             self.job = Job(job_type=JOB_TYPE, parameters=self.parameters, user=self.user)
             self.job.save()
             self.job.start(step=f"importing {self.feed.name}"[:255])
-            self.sync = SyncHistory(sync_type=SYNC_TYPE, direction="import", source=self.feed.name[:1024],
-                                    target=self.format.name, job=self.job, user=self.user)
+            self.sync = SyncHistory(
+                sync_type=SYNC_TYPE,
+                direction="import",
+                source=self.feed.name[:1024],
+                target=self.format.name,
+                job=self.job,
+                user=self.user,
+            )
             self.sync.save()
 
     def _summary(self) -> dict[str, Any]:
         return {
-            "unchanged": self.unchanged, "rejected": self.rejected, "generated_skus": self.generated,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "generated_skus": self.generated,
             "rejected_by_column": dict(self.by_column.most_common(20)),
             "first_rejects": [r.as_dict() for r in self.rejects[:20]],
         }
@@ -682,19 +743,32 @@ class _Import:
     def _result(self) -> ImportResult:
         written = not self.dry_run and not (self.strict and self.rejected)
         return ImportResult(
-            source=self.feed.name, format=self.format.name, rows=self.rows, created=self.created,
-            updated=self.updated, unchanged=self.unchanged, rejected=self.rejected, generated_skus=self.generated,
-            images_added=self.images_added, images_removed=self.images_removed,
-            categories_created=len(self.resolver.created), dry_run=self.dry_run, strict=self.strict,
-            written=written, rejects=tuple(self.rejects), notes=tuple(self.notes),
+            source=self.feed.name,
+            format=self.format.name,
+            rows=self.rows,
+            created=self.created,
+            updated=self.updated,
+            unchanged=self.unchanged,
+            rejected=self.rejected,
+            generated_skus=self.generated,
+            images_added=self.images_added,
+            images_removed=self.images_removed,
+            categories_created=len(self.resolver.created),
+            dry_run=self.dry_run,
+            strict=self.strict,
+            written=written,
+            rejects=tuple(self.rejects),
+            notes=tuple(self.notes),
             ignored_columns=tuple(self.format.ignored),
             rejects_file=self.rejects_file.path if self.rejects_file and self.rejects_file.written else None,
-            job_id=str(self.job.job_id) if self.job else None, sync_id=self.sync.id if self.sync else None,
-            seconds=time.monotonic() - self.started, unit=self.format.unit,
+            job_id=str(self.job.job_id) if self.job else None,
+            sync_id=self.sync.id if self.sync else None,
+            seconds=time.monotonic() - self.started,
+            unit=self.format.unit,
             lines=getattr(self.format, "lines_read", None) or self.rows,
             skipped=tuple(sorted(getattr(self.format, "skipped", {}).items())),
-            currency=self.parameters.get("currency") or (
-                None if "currency" in self.format.carried else Product.currency.default),
+            currency=self.parameters.get("currency")
+            or (None if "currency" in self.format.carried else Product.currency.default),
         )
 
 
@@ -723,8 +797,10 @@ def _batch_size(value: Any) -> int:
     try:
         size = int(str(value).strip())
     except (TypeError, ValueError):
-        raise UsageError(f"batch size (--batch-size) must be a whole number of at least 1, got {value!r}",
-                         hint="e.g. --batch-size 2000") from None
+        raise UsageError(
+            f"batch size (--batch-size) must be a whole number of at least 1, got {value!r}",
+            hint="e.g. --batch-size 2000",
+        ) from None
     if size < 1:
         raise UsageError(f"batch size (--batch-size) must be at least 1, got {value}", hint="e.g. --batch-size 2000")
     return size
@@ -736,8 +812,9 @@ def _currency(value: Any) -> str | None:
         return None
     code = str(value).strip().upper()
     if not re.fullmatch(r"[A-Z]{3}", code):
-        raise UsageError(f"currency (--currency) must be a three-letter ISO 4217 code, got {value!r}",
-                         hint="e.g. --currency EUR")
+        raise UsageError(
+            f"currency (--currency) must be a three-letter ISO 4217 code, got {value!r}", hint="e.g. --currency EUR"
+        )
     return code
 
 
@@ -748,8 +825,10 @@ def _check_encoding(encoding: str) -> None:
     try:
         codecs.lookup(str(encoding))
     except LookupError:
-        raise UsageError(f"unknown encoding {encoding!r} (--encoding)",
-                         hint="use a Python codec name such as utf-8, utf-8-sig, latin-1 or cp1252") from None
+        raise UsageError(
+            f"unknown encoding {encoding!r} (--encoding)",
+            hint="use a Python codec name such as utf-8, utf-8-sig, latin-1 or cp1252",
+        ) from None
 
 
 def import_products(
@@ -789,22 +868,44 @@ def import_products(
     if rejects:
         # Before anything is opened: --rejects over the database or the feed destroyed them.
         feed_path = Path(source).expanduser() if isinstance(source, (str, Path)) and str(source) != "-" else source
-        check_output(Path(rejects), what=f"the rejects file {rejects}",
-                     inputs=[("the feed being imported", feed_path),
-                             ("the mapping file", Path(mapping) if isinstance(mapping, (str, Path)) else None)])
+        check_output(
+            Path(rejects),
+            what=f"the rejects file {rejects}",
+            inputs=[
+                ("the feed being imported", feed_path),
+                ("the mapping file", Path(mapping) if isinstance(mapping, (str, Path)) else None),
+            ],
+        )
     if isinstance(mapping, (str, Path)):
         mapping = Mapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
-    parameters = {"source": name, "format": format, "mapping": getattr(mapping, "source", None),
-                  "strict": strict, "rejects": str(rejects) if rejects else None, "batch_size": int(batch_size),
-                  "currency": currency}
+    parameters = {
+        "source": name,
+        "format": format,
+        "mapping": getattr(mapping, "source", None),
+        "strict": strict,
+        "rejects": str(rejects) if rejects else None,
+        "batch_size": int(batch_size),
+        "currency": currency,
+    }
     with open_feed(source, encoding=encoding, delimiter=mapping.delimiter if mapping else None) as feed:
         fmt = make_format(feed, format, mapping)
         if currency:
             fmt.carried = tuple(c for c in PFDB_COLUMNS if c in fmt.carried or c == "currency")
-        run = _Import(database, feed, fmt, dry_run=dry_run, strict=strict, rejects=rejects,
-                      batch_size=int(batch_size), progress=progress, user=user, parameters=parameters,
-                      encoding=encoding, currency=currency)
+        run = _Import(
+            database,
+            feed,
+            fmt,
+            dry_run=dry_run,
+            strict=strict,
+            rejects=rejects,
+            batch_size=int(batch_size),
+            progress=progress,
+            user=user,
+            parameters=parameters,
+            encoding=encoding,
+            currency=currency,
+        )
         return run.run()
 
 

@@ -29,8 +29,14 @@ class ProgressBar:
             postfix = {"new": event.created, "changed": event.updated, "bad": event.rejected}
         if self._bar is None:
             by_bytes = total is not None
-            self._bar = tqdm(total=total, desc=self.description, unit="B" if by_bytes else f" {self.unit}",
-                             unit_scale=by_bytes, leave=False, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total,
+                desc=self.description,
+                unit="B" if by_bytes else f" {self.unit}",
+                unit_scale=by_bytes,
+                leave=False,
+                dynamic_ncols=True,
+            )
         self._bar.update(max(0, done - self._bar.n))
         if postfix:
             self._bar.set_postfix(postfix, refresh=False)

@@ -171,11 +171,16 @@ class FeedInput:
                 closed = True
                 if inside:
                     end, closed = lines.skip_quoted()
-                reason = (f"a cell is longer than {csv.field_size_limit():,} characters, the limit for one cell"
-                          if "field larger than field limit" in str(exc) else f"not valid CSV ({exc})")
+                reason = (
+                    f"a cell is longer than {csv.field_size_limit():,} characters, the limit for one cell"
+                    if "field larger than field limit" in str(exc)
+                    else f"not valid CSV ({exc})"
+                )
             if end > line:
                 reason += f" (the row runs to line {end}"
-                reason += ")" if closed else f"; the quote opened in it is never closed: is one missing on line {line}?)"
+                reason += (
+                    ")" if closed else f"; the quote opened in it is never closed: is one missing on line {line}?)"
+                )
             self.broken.append(BrokenRow(line, reason, [""] * len(self.header)))
             line = lines.number + 1
 
@@ -185,9 +190,14 @@ class FeedInput:
         opened = line + sum(cell.count("\n") for cell in cells[:-1])  # the last cell holds the open quote
         end = self.lines.number
         rest = f"line {opened}" if end == opened else f"lines {opened}-{end}"
-        self.broken.append(BrokenRow(
-            line, f"the quote opened on line {opened} is never closed, so the rest of the file ({rest}) "
-                  "was read as one cell; close it and import again", cells))
+        self.broken.append(
+            BrokenRow(
+                line,
+                f"the quote opened on line {opened} is never closed, so the rest of the file ({rest}) "
+                "was read as one cell; close it and import again",
+                cells,
+            )
+        )
 
     def json_rows(self) -> Iterator[tuple[int, Any]]:
         """``(line, object)`` for every non-blank line; a line that is not JSON raises ``FeedError``.
@@ -201,8 +211,11 @@ class FeedInput:
             except StopIteration:
                 return
             except LineTooLong as exc:
-                self.broken.append(BrokenRow(exc.line, f"the line is longer than {LINE_LIMIT:,} characters, "
-                                                       "the limit for one line", {}))
+                self.broken.append(
+                    BrokenRow(
+                        exc.line, f"the line is longer than {LINE_LIMIT:,} characters, the limit for one line", {}
+                    )
+                )
                 continue
             number = lines.number
             if not text.strip():
@@ -226,7 +239,9 @@ def _binary_source(source: Any) -> tuple[IO[bytes] | None, IO[str] | None, str, 
         try:
             return path.open("rb"), None, str(source), True
         except FileNotFoundError:
-            raise FeedError(f"feed file {source} does not exist", hint="check the path (use - for standard input)") from None
+            raise FeedError(
+                f"feed file {source} does not exist", hint="check the path (use - for standard input)"
+            ) from None
         except IsADirectoryError:
             raise FeedError(f"{source} is a folder, not a feed file") from None
         except OSError as exc:
@@ -301,8 +316,10 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError, OSError) as exc:
             raise unreadable(name, exc, encoding, skipped + 1) from None
         if len(first) > LINE_LIMIT and first[-1] not in "\r\n":
-            raise FeedError(f"{name} line {skipped + 1} is longer than {LINE_LIMIT:,} characters",
-                            hint="a feed starts with a header line or a JSON object")
+            raise FeedError(
+                f"{name} line {skipped + 1} is longer than {LINE_LIMIT:,} characters",
+                hint="a feed starts with a header line or a JSON object",
+            )
         first = first.lstrip("\ufeff")  # a BOM the codec did not remove (text streams, other codecs)
         if not first:
             raise FeedError(f"feed {name} is empty", hint="a feed starts with a header line or a JSON object")

@@ -59,8 +59,11 @@ class Columns:
         self.columns = [f.column_name for f in self.fields]
         self.convert = [db_converter(f) for f in self.given]
         #: (index, database value) of given fields with a non-NULL default, for new rows that lack them
-        self.fill = [(i, f.db_value(f.default)) for i, f in enumerate(self.given)
-                     if f.default is not None and not callable(f.default)]
+        self.fill = [
+            (i, f.db_value(f.default))
+            for i, f in enumerate(self.given)
+            if f.default is not None and not callable(f.default)
+        ]
 
     def tail_values(self, now: dt.datetime, adapt: Callable[[Any], Any] | None = None) -> tuple:
         """The tail's defaults in database form; ``utcnow`` defaults are ``now`` for the whole batch.
@@ -78,8 +81,13 @@ class Columns:
 SKU = Product.sku.column_name
 #: what a changed product's sync status becomes: the model's default ("pending")
 SYNC_PENDING = Product.shopify_sync_status.default
-IMAGE_GIVEN = [ProductImage.product, ProductImage.url, ProductImage.content_hash, ProductImage.position,
-               ProductImage.is_primary]
+IMAGE_GIVEN = [
+    ProductImage.product,
+    ProductImage.url,
+    ProductImage.content_hash,
+    ProductImage.position,
+    ProductImage.is_primary,
+]
 
 
 def given_product_fields(names: Sequence[str]) -> list[pw.Field]:
@@ -115,28 +123,41 @@ class Writer:
         updatable = [c for c in self.carried_columns if c != SKU]  # the conflict key itself never changes
         touched = [*updatable, Product.updated_at.column_name, Product.shopify_sync_status.column_name]
         self.set_clause = ", ".join(f"{self.q(c)} = excluded.{self.q(c)}" for c in touched)
-        self.changed = " OR ".join(
-            f"{table}.{self.q(c)} {self.distinct} excluded.{self.q(c)}" for c in updatable
-        ) or "FALSE"
+        self.changed = (
+            " OR ".join(f"{table}.{self.q(c)} {self.distinct} excluded.{self.q(c)}" for c in updatable) or "FALSE"
+        )
         self.insert_columns = ", ".join(self.q(c) for c in self.products.columns)
         self.image_columns = ", ".join(self.q(c) for c in self.images.columns)
         images = self.q(self.images.table)
         image_pk = self.q(self.images.pk)
-        selected = ", ".join(self.q(f.column_name) for f in (ProductImage.product, ProductImage.id,
-                                                               ProductImage.content_hash, ProductImage.position,
-                                                               ProductImage.is_primary))
-        self.select_images = (f"SELECT {selected} FROM {images} WHERE {self.q(ProductImage.url.column_name)} "
-                              f"IS NOT NULL AND {self.q(ProductImage.product.column_name)} ")
-        self.image_conflict = ", ".join(self.q(f.column_name) for f in (ProductImage.product, ProductImage.content_hash))
+        selected = ", ".join(
+            self.q(f.column_name)
+            for f in (
+                ProductImage.product,
+                ProductImage.id,
+                ProductImage.content_hash,
+                ProductImage.position,
+                ProductImage.is_primary,
+            )
+        )
+        self.select_images = (
+            f"SELECT {selected} FROM {images} WHERE {self.q(ProductImage.url.column_name)} "
+            f"IS NOT NULL AND {self.q(ProductImage.product.column_name)} "
+        )
+        self.image_conflict = ", ".join(
+            self.q(f.column_name) for f in (ProductImage.product, ProductImage.content_hash)
+        )
         p = self.param
         self.update_image = (
             f"UPDATE {images} SET {self.q(ProductImage.position.column_name)} = {p}, "
             f"{self.q(ProductImage.is_primary.column_name)} = {p}, {self.q(ProductImage.updated_at.column_name)} = {p} "
-            f"WHERE {image_pk} = {p}")
+            f"WHERE {image_pk} = {p}"
+        )
         self.delete_image = f"DELETE FROM {images} WHERE {image_pk} = {p}"
         self.touch = (
             f"UPDATE {table} SET {self.q(Product.updated_at.column_name)} = {p}, "
-            f"{self.q(Product.shopify_sync_status.column_name)} = {p} WHERE {self.q(self.products.pk)} = {p}")
+            f"{self.q(Product.shopify_sync_status.column_name)} = {p} WHERE {self.q(self.products.pk)} = {p}"
+        )
 
     def cursor(self):
         return self.database.cursor()
@@ -272,8 +293,10 @@ class SqliteWriter(Writer):
         if not isinstance(field, pw.DecimalField):
             return column
         text = f"printf('%.{int(field.decimal_places)}f', {column})"
-        return (f"CASE WHEN typeof({column}) IN ('real', 'integer') AND CAST({text} AS REAL) = {column} "
-                f"THEN {text} ELSE {column} END")
+        return (
+            f"CASE WHEN typeof({column}) IN ('real', 'integer') AND CAST({text} AS REAL) = {column} "
+            f"THEN {text} ELSE {column} END"
+        )
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
@@ -295,8 +318,11 @@ def _copy_text(value: Any) -> str:
     if value is None:
         return "\\N"
     if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES) if ("\\" in value or "\t" in value or "\n" in value or "\r" in value) \
+        return (
+            value.translate(_COPY_ESCAPES)
+            if ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
             else value
+        )
     if isinstance(value, bool):
         return "t" if value else "f"
     if isinstance(value, (int, Decimal)):
@@ -349,8 +375,10 @@ class PostgresWriter(Writer):
             f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
         self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({image_cols}) FROM STDIN WITH "
-        self.select_ids = (f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} "
-                           f"WHERE {self.q(SKU)} = ANY(%s)")
+        self.select_ids = (
+            f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} "
+            f"WHERE {self.q(SKU)} = ANY(%s)"
+        )
         self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
 
     @staticmethod
@@ -364,11 +392,15 @@ class PostgresWriter(Writer):
         # connections outlive the import. A batch's commit empties them (cheaper than a
         # TRUNCATE per batch); ``_clear`` covers batches inside an outer transaction.
         cursor = self.cursor()
-        for stage, table, cols in ((self.STAGE, self.products.table, self.insert_columns),
-                                   (self.IMAGE_STAGE, self.images.table, self.image_columns)):
+        for stage, table, cols in (
+            (self.STAGE, self.products.table, self.insert_columns),
+            (self.IMAGE_STAGE, self.images.table, self.image_columns),
+        ):
             cursor.execute(f"DROP TABLE IF EXISTS {stage}")
-            cursor.execute(f"CREATE TEMPORARY TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} "
-                           f"FROM {self.q(table)} WITH NO DATA")
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} "
+                f"FROM {self.q(table)} WITH NO DATA"
+            )
 
     def _clear(self, cursor: Any, table: str) -> None:
         """Empty a staging table now, unless this batch's own commit will.
@@ -429,8 +461,9 @@ class PostgresWriter(Writer):
         return inserted
 
     def delete_images(self, ids: list[int]) -> None:
-        self.cursor().execute(f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)",
-                              (ids,))
+        self.cursor().execute(
+            f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)", (ids,)
+        )
 
 
 def make_writer(database: pw.Database, carried: Sequence[str]) -> Writer:

@@ -154,7 +154,7 @@ def json_cleaner(raw: Any) -> dict | None:
         except json.JSONDecodeError as exc:
             raise Invalid(f"is not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
-        raise Invalid("must be a JSON object such as {\"color\": \"red\"}")
+        raise Invalid('must be a JSON object such as {"color": "red"}')
     problem = json_problem(value)  # NaN (a JSON Lines reader takes it), a NUL (jsonb cannot keep it)
     if problem:
         raise Invalid(problem)
@@ -302,9 +302,11 @@ class RowCleaner:
             return positions.get(name) if positions is not None else name
 
         # A field the cells do not hold (a --currency default) is left to the importer to fill.
-        self.plan = [(i, key(f.name), fmt.column(f.name), cleaner_for(f.name), converter(f))
-                     for i, f in enumerate(self.fields)
-                     if f.name != CATEGORY and (positions is None or f.name in positions)]
+        self.plan = [
+            (i, key(f.name), fmt.column(f.name), cleaner_for(f.name), converter(f))
+            for i, f in enumerate(self.fields)
+            if f.name != CATEGORY and (positions is None or f.name in positions)
+        ]
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
         self.width = len(self.fields)

@@ -213,7 +213,9 @@ class Product(BaseModel):
         if self.gtin is not None:
             self.gtin = str(self.gtin).strip().lstrip("'") or None
             if self.gtin is not None and not gtin_is_valid(self.gtin):
-                raise ValidationError("gtin", f"{self.gtin!r} is not a valid GTIN (8, 12, 13 or 14 digits with check digit)")
+                raise ValidationError(
+                    "gtin", f"{self.gtin!r} is not a valid GTIN (8, 12, 13 or 14 digits with check digit)"
+                )
         try:
             self.weight = WEIGHT.parse(self.weight)
         except NumberError as exc:
@@ -312,4 +314,3 @@ class Icon(BaseModel):
         problem = json_problem(self.generation)
         if problem:
             raise ValidationError("generation", problem)
-

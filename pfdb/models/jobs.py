@@ -64,8 +64,9 @@ class Job(BaseModel):
         self.save()
         return self
 
-    def report_progress(self, processed_items: int | None = None, step: str | None = None,
-                        progress: int | None = None) -> Job:
+    def report_progress(
+        self, processed_items: int | None = None, step: str | None = None, progress: int | None = None
+    ) -> Job:
         """Record progress; ``progress`` follows processed/total unless given."""
         self._require_open("report progress on")
         if processed_items is not None:

@@ -47,7 +47,7 @@ class SystemLog(BaseModel):
         if level:
             level = level.upper()
             require_choice("level", level, LOG_LEVELS)
-            query = query.where(cls.level.in_(LOG_LEVELS[LOG_LEVELS.index(level):]))
+            query = query.where(cls.level.in_(LOG_LEVELS[LOG_LEVELS.index(level) :]))
         return query
 
 
@@ -129,8 +129,16 @@ class Configuration(BaseModel):
         return default if row is None else row.typed_value
 
     @classmethod
-    def set_value(cls, key: str, value: Any, *, value_type: str | None = None, description: str | None = None,
-                  category: str | None = None, is_sensitive: bool | None = None) -> Configuration:
+    def set_value(
+        cls,
+        key: str,
+        value: Any,
+        *,
+        value_type: str | None = None,
+        description: str | None = None,
+        category: str | None = None,
+        is_sensitive: bool | None = None,
+    ) -> Configuration:
         """Create or update ``key``; the type is inferred from ``value`` unless given."""
         value_type = value_type or _type_of(value)
         require_choice("value_type", value_type, VALUE_TYPES)
