@@ -91,6 +91,21 @@ CASES = {
         "set_not_null products.description",
         BOTH,
     ),
+    "add_not_null_column_with_default": (  # peewee-migrate adds it nullable, backfills, then SET NOT NULL
+        'migrator.add_fields("products", weight=pw.IntegerField(default=0))',
+        "set_not_null products.weight",
+        BOTH,
+    ),
+    "add_unique_field": (
+        'migrator.add_fields("products", ean=pw.CharField(null=True, unique=True))',
+        "add_index products",
+        (PG,),
+    ),
+    "second_statement_of_sql": (
+        'migrator.sql("UPDATE products SET name = name; ALTER TABLE products DROP COLUMN name")',
+        "drop_column products.name",
+        BOTH,
+    ),
     "python_code": ("migrator.run(print, 'hello')", "python_code *", BOTH),
 }
 
