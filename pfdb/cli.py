@@ -23,7 +23,7 @@ ALIASES = {"import": "import_products"}
 # Only these create a missing database; every other command says there is none (pfdb init).
 CREATING_COMMANDS = frozenset({"init", "migrate"})
 # These only read the database: a SQLite file is opened read-only, so they work on a read-only disk.
-READING_COMMANDS = frozenset({"status", "info", "export", "health", "logs", "backup", "check", "wait"})
+READING_COMMANDS = frozenset({"status", "info", "export", "health", "logs", "backup", "check", "wait", "lint"})
 
 
 def _print_json(data: Any) -> None:
@@ -275,6 +275,38 @@ class PfdbCLI:
         else:
             print("no drift: the models match the migrations")
         if result.has_drift:
+            raise Exit(EXIT_FAILED)
+
+    def lint(self, only: str = "", json: bool = False):
+        """Exit 1 when a pending migration would break the running version or block traffic (for CI).
+
+        Args:
+            --only VERSIONS: check these migrations (comma-separated: 002,004_drop_notes), pending or not
+            --json: print the result as one line of JSON
+
+        Example: pfdb lint --only 002
+        """
+        from .migration_lint import lint
+
+        self._init()
+        if isinstance(only, (tuple, list)):  # Fire reads 2,3 as a tuple
+            only = ",".join(str(v) for v in only)
+        versions = [v.strip() for v in str(only).split(",") if v.strip()] if str(only).strip() else None
+        result = lint(versions)
+        if json:
+            _print_json(result.as_dict())
+        else:
+            for f in result.findings:
+                state = f"acknowledged: {f.acknowledged}" if f.acknowledged else "UNSAFE"
+                print(f"{f.migration}: {f.key} ({state})")
+                print(f"  operation: {f.operation}")
+                if not f.acknowledged:
+                    print(f"  why: {f.why}")
+                    print(f"  safe recipe: {f.recipe}")
+            checked = ", ".join(result.checked) or "no pending migration"
+            problems = len(result.problems)
+            print(f"checked {checked}: " + (f"{problems} unsafe operation(s)" if problems else "safe"))
+        if not result.ok:
             raise Exit(EXIT_FAILED)
 
     def wait(self, timeout: float = 30.0, json: bool = False):

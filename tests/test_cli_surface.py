@@ -125,6 +125,7 @@ SAMPLE = {  # a value for each metavar that makes the call succeed
     ("logs", "--level"): "ERROR",
     ("logs", "--limit"): "5",
     ("import", "--currency"): "EUR",
+    ("lint", "--only"): "002,003",
 }
 
 
