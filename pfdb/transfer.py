@@ -20,8 +20,10 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -668,17 +670,18 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
             read = _Checksum(kinds)
             done = 0
             copy_rows = None if dst.sqlite else _row_function(kinds, copy=True)
-            for rows in src.stream(name, columns, order):
-                if copy_rows is None:
-                    read.add(rows)
-                    _write(dst, name, columns, encoders, rows)
-                else:
-                    total, text = copy_rows(rows)
-                    read.add_sum(total, len(rows))
-                    _copy_in(dst, name, columns, text)
-                done += len(rows)
-                if progress is not None:
-                    progress(name, done, total)
+            with _CopyInThread(dst, name, columns) if copy_rows else _no_writer() as writer:
+                for rows in src.stream(name, columns, order):
+                    if copy_rows is None:
+                        read.add(rows)
+                        _write(dst, name, columns, encoders, rows)
+                    else:
+                        batch_sum, text = copy_rows(rows)
+                        read.add_sum(batch_sum, len(rows))
+                        writer.put(text)
+                    done += len(rows)
+                    if progress is not None:
+                        progress(name, done, total)
             written = _Checksum(kinds)
             if dst.sqlite:
                 for rows in _sqlite_rows(dst, name, columns):
@@ -738,6 +741,69 @@ def _write(dst: _Side, table: str, columns: list[str], encoders: list[Callable[[
 def _copy_in(dst: _Side, table: str, columns: list[str], text: str) -> None:
     column_list = ", ".join(_q(c) for c in columns)
     dst.cursor().copy_expert(f'COPY "{table}" ({column_list}) FROM STDIN (FORMAT text)', io.StringIO(text))
+
+
+@contextmanager
+def _no_writer() -> Iterator[None]:
+    yield None
+
+
+class _CopyInThread:
+    """One ``COPY ... FROM STDIN`` per table, run in a thread that is fed batches of COPY text.
+
+    psycopg2 releases the GIL while it sends and while PostgreSQL parses and inserts, so the
+    next source batch is read, hashed and encoded meanwhile. The queue holds one batch: memory
+    stays at a few batches. An error in either thread stops both before the transaction is
+    rolled back; the connection is never used by two threads at once.
+    """
+
+    def __init__(self, dst: _Side, table: str, columns: list[str]):
+        column_list = ", ".join(_q(c) for c in columns)
+        self.sql = f'COPY "{table}" ({column_list}) FROM STDIN (FORMAT text)'
+        self.cursor = dst.cursor()
+        self.queue: queue.Queue[str] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"pfdb-copy-{table}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.cursor.copy_expert(self.sql, self, size=1 << 20)
+        except BaseException as exc:  # handed to the main thread
+            self.error = exc
+
+    def read(self, size: int = -1) -> str:
+        """psycopg2 reads the COPY data here: the next batch, or '' at the end of the table."""
+        return self.queue.get()
+
+    def put(self, text: str) -> None:
+        while self.thread.is_alive():
+            try:
+                self.queue.put(text, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+        raise CopyError("the COPY into the target ended early")
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> _CopyInThread:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        # '' ends the COPY; on an error the whole transaction is rolled back afterwards anyway.
+        while self.thread.is_alive():
+            try:
+                self.queue.put("", timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.thread.join()
+        if exc_type is None:
+            self._raise()
 
 
 def _encoders(kinds: list[tuple[str, Any]], sqlite: bool) -> list[Callable[[Any], Any]]:
