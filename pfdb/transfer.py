@@ -237,7 +237,7 @@ def _pg_text_sum_function(kinds: list[tuple[str, Any]]) -> Callable[[str], tuple
         "_PN": "\\N",
         "_BS": "\\",
         "_un": _copy_unescape,
-        "_blake2b": hashlib.blake2b,
+        "_h0": hashlib.blake2b(digest_size=8),
         "_from_bytes": int.from_bytes,
     }
     canon = []
@@ -253,7 +253,9 @@ def _pg_text_sum_function(kinds: list[tuple[str, Any]]) -> Callable[[str], tuple
             "    for line in lines:",
             f'        {", ".join(names)}, = line.split("\\t")',
             f'        text = "\\x1f".join(({", ".join(canon)},))',
-            '        total += _from_bytes(_blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")',
+            "        h = _h0.copy()",
+            '        h.update(text.encode("utf-8", "surrogatepass"))',
+            '        total += _from_bytes(h.digest(), "big")',
             "    return total, len(lines)",
         ]
     )
@@ -307,7 +309,14 @@ def _row_function(kinds: list[tuple[str, Any]], *, copy: bool) -> Callable[[list
     """
     n = len(kinds)
     names = [f"a{i}" for i in range(n)]
-    env: dict[str, Any] = {"_E": _COPY_ESCAPES, "_BS": "\\", "_blake2b": hashlib.blake2b, "_from_bytes": int.from_bytes}
+    # Each row's 64-bit BLAKE2b starts from a copy of an empty one: the same digest as
+    # blake2b(data, digest_size=8), a third cheaper than that call's keyword parsing.
+    env: dict[str, Any] = {
+        "_E": _COPY_ESCAPES,
+        "_BS": "\\",
+        "_h0": hashlib.blake2b(digest_size=8),
+        "_from_bytes": int.from_bytes,
+    }
     canon, encode = [], []
     for i, (kind, arg) in enumerate(kinds):
         env[f"f{i}"] = _canonical_fn(kind, arg)
@@ -320,7 +329,9 @@ def _row_function(kinds: list[tuple[str, Any]], *, copy: bool) -> Callable[[list
         "    out = []",
         f"    for {', '.join(names)}, in rows:",
         f'        text = "\\x1f".join(({", ".join(canon)},))',
-        '        total += _from_bytes(_blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")',
+        "        h = _h0.copy()",
+        '        h.update(text.encode("utf-8", "surrogatepass"))',
+        '        total += _from_bytes(h.digest(), "big")',
     ]
     if copy:
         lines.append(f'        out.append("\\t".join(({", ".join(encode)},)))')
