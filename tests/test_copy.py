@@ -338,3 +338,27 @@ def test_a_row_read_from_sqlite_and_from_postgresql_copy_text_hashes_alike():
     assert _row_function(kinds, copy=False)(sqlite_rows) == source_sum
     assert _pg_text_sum_function(kinds)(copy_text) == (source_sum, 2)
     assert _pg_text_sum_function(kinds)(copy_text.replace("19.90", "19.91"))[0] != source_sum
+
+
+@pytest.mark.postgres
+def test_a_copy_that_postgresql_rejects_stops_its_thread_and_raises(new_url):
+    """The COPY runs in a thread: its error reaches the caller, and the connection is free."""
+    from pfdb.config import parse_database_url
+    from pfdb.transfer import _CopyInThread, _Side
+
+    url = new_url("postgresql", "target")
+    migrations.init(url)
+    pfdb.close_database()
+    side = _Side(parse_database_url(url)).open()
+    try:
+        with pytest.raises(Exception, match="not-null constraint"):
+            with _CopyInThread(side, "configuration", ["id"]) as writer:
+                writer.put("1\n")  # no created_at: rejected
+                for _ in range(50):
+                    writer.put("2\n")  # the thread has failed: put raises instead of waiting forever
+        side.conn.rollback()
+        cur = side.cursor()
+        cur.execute("SELECT COUNT(*) FROM configuration")
+        assert cur.fetchone()[0] == 0
+    finally:
+        side.close()
