@@ -78,7 +78,7 @@ def fill(url: str) -> None:
                 weight=Decimal("1.5") if n % 3 else None,
                 category=child if n % 2 else root,
                 attributes={"tags": ["été", "sale"], "n": n} if n % 4 else None,
-                description="line one\nline\ttwo \\ back" if n == 0 else "",
+                description="line one\nline\ttwo \\ back\r\b\v\f end" if n == 0 else "",
             )
             ProductImage.create(
                 product=product,
@@ -125,7 +125,7 @@ def test_copy_carries_every_table_and_row(new_url, source_backend, target_backen
     before, after = snapshot(source), snapshot(target)
     assert after == before  # ids, timestamps, Decimals, JSON, NULLs and text in any script
     assert (
-        after["products"][0]["description"] == "line one\nline\ttwo \\ back"
+        after["products"][0]["description"] == "line one\nline\ttwo \\ back\r\b\v\f end"
         and after["categories"][2]["description"] == ""
     )
     if target_backend == "sqlite":
@@ -315,3 +315,50 @@ def test_cli_copy(run_cli, new_url):
     assert code == 0 and "verified" in out and "backup of the replaced target" in out, err
     code, _, err = run_cli("copy", source, source)
     assert code == 2 and "the same database" in err
+
+
+def test_a_row_read_from_sqlite_and_from_postgresql_copy_text_hashes_alike():
+    """The checksum's fast paths keep the canonical rules: SQLite's values and PostgreSQL's
+    COPY text of the same row (trimmed fractions, '+00', escapes, 't', NULL) hash the same."""
+    from pfdb.transfer import _pg_text_sum_function, _row_function
+
+    kinds = [("int", None), ("text", None), ("datetime", None), ("datetime", None), ("datetime", None)]
+    kinds += [("bool", None), ("decimal", Decimal("0.01")), ("text", None)]
+    sqlite_rows = [
+        (7, "a\tb\\c\nd\r\b\v\f", "2026-12-03 16:17:43.648000", "2026-12-03 16:17:43", "2026-12-03 16:17:43.123456")
+        + (1, 19.9, None),
+        (8, "", "2026-12-03 16:17:43.100000", "2026-12-03 00:00:00", "2026-12-03 16:17:43.000001") + (0, 50, "x"),
+    ]
+    copy_text = (
+        "7\ta\\tb\\\\c\\nd\\r\\b\\v\\f\t2026-12-03 16:17:43.648+00\t2026-12-03 16:17:43+00\t"
+        "2026-12-03 16:17:43.123456+00\tt\t19.90\t\\N\n"
+        "8\t\t2026-12-03 16:17:43.1+00\t2026-12-03 00:00:00+00\t2026-12-03 16:17:43.000001+00\tf\t50.00\tx\n"
+    )
+    source_sum, _ = _row_function(kinds, copy=True)(sqlite_rows)
+    assert _row_function(kinds, copy=False)(sqlite_rows) == source_sum
+    assert _pg_text_sum_function(kinds)(copy_text) == (source_sum, 2)
+    assert _pg_text_sum_function(kinds)(copy_text.replace("19.90", "19.91"))[0] != source_sum
+
+
+@pytest.mark.postgres
+def test_a_copy_that_postgresql_rejects_stops_its_thread_and_raises(new_url):
+    """The COPY runs in a thread: its error reaches the caller, and the connection is free."""
+    from pfdb.config import parse_database_url
+    from pfdb.transfer import _CopyInThread, _Side
+
+    url = new_url("postgresql", "target")
+    migrations.init(url)
+    pfdb.close_database()
+    side = _Side(parse_database_url(url)).open()
+    try:
+        with pytest.raises(Exception, match="not-null constraint"):
+            with _CopyInThread(side, "configuration", ["id"]) as writer:
+                writer.put("1\n")  # no created_at: rejected
+                for _ in range(50):
+                    writer.put("2\n")  # the thread has failed: put raises instead of waiting forever
+        side.conn.rollback()
+        cur = side.cursor()
+        cur.execute("SELECT COUNT(*) FROM configuration")
+        assert cur.fetchone()[0] == 0
+    finally:
+        side.close()
