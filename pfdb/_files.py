@@ -97,7 +97,8 @@ def claim_free(temp: Path, names: Iterable[Path]) -> Path:
     raise FileExistsError(errno.EEXIST, "every candidate name is taken", str(temp))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -128,7 +129,7 @@ def sweep(folder: Path, *, started: float | None = None) -> list[Path]:
             continue
         pid = int(match["pid"])
         try:
-            if entry.stat(follow_symlinks=False).st_mtime >= started or _alive(pid):
+            if entry.stat(follow_symlinks=False).st_mtime >= started or process_alive(pid):
                 continue
             os.unlink(entry.path)
         except FileNotFoundError:  # another sweeper was quicker

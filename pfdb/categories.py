@@ -93,6 +93,21 @@ def _free_slug_from_db(name: str, parent_slug: str | None, external_id: str | No
                 return slug
 
 
+# What a new category row is written with, by _insert_node and _insert_rows alike.
+_INSERT_COLUMNS = (
+    "name",
+    "slug",
+    "parent_id",
+    "level",
+    "path",
+    "external_id",
+    "sort_order",
+    "is_active",
+    "created_at",
+    "updated_at",
+)
+
+
 def _insert_node(
     name: str, slug: str, parent_id: int | None, parent_path: str, level: int, external_id: str | None = None
 ) -> tuple[int, str] | None:
@@ -106,18 +121,7 @@ def _insert_node(
     """
     database = get_database()
     now = utcnow()
-    columns = (
-        "name",
-        "slug",
-        "parent_id",
-        "level",
-        "path",
-        "external_id",
-        "sort_order",
-        "is_active",
-        "created_at",
-        "updated_at",
-    )
+    columns = _INSERT_COLUMNS
     values = (
         name,
         slug,
@@ -417,18 +421,7 @@ def _insert_rows(rows: list[tuple]) -> None:
     database = get_database()
     # The model's Python-side defaults, as the database stores them.
     defaults = (0, Category.is_active.db_value(True), *[Category.created_at.db_value(utcnow())] * 2)
-    columns = (
-        "name",
-        "slug",
-        "parent_id",
-        "level",
-        "path",
-        "external_id",
-        "sort_order",
-        "is_active",
-        "created_at",
-        "updated_at",
-    )
+    columns = _INSERT_COLUMNS
     quoted = ", ".join(f'"{c}"' for c in columns)  # both backends quote identifiers with ""
     head = f'INSERT INTO "{Category._meta.table_name}" ({quoted}) VALUES '
 

@@ -153,12 +153,12 @@ class PfdbCLI:
         if wait:
             from .database import wait_for_database
 
-            wait_for_database(timeout=number("timeout", timeout))
+            wait_for_database(timeout=timeout)
         result = migrate(
             None if target is None else str(target),
             fake=fake,
             dry_run=dry_run,
-            lock_timeout=number("lock_timeout", lock_timeout),
+            lock_timeout=lock_timeout,
         )
         if json:
             return _print_json(result.as_dict())
@@ -202,7 +202,7 @@ class PfdbCLI:
 
         self._init()
         target = None if version is None else str(version)
-        timeout = number("lock_timeout", lock_timeout)
+        timeout = lock_timeout
         confirmed = bool(yes)
         if not yes and not fake:  # a fake rollback drops nothing: nothing to confirm
             plan = rollback_plan(target)
@@ -321,7 +321,7 @@ class PfdbCLI:
         from .database import wait_for_database
 
         self._init()
-        result = wait_for_database(timeout=number("timeout", timeout))
+        result = wait_for_database(timeout=timeout)
         if json:
             return _print_json({"up": True, "attempts": result["attempts"], "seconds": round(result["seconds"], 3)})
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
@@ -890,17 +890,6 @@ def _dispatch_metadata(command: Any) -> dict[str, Any]:
     named = {a.param: (lambda text, a=a: a.convert(a.shown, text)) for a in command.arguments if not a.is_switch}
     named.update({a.param: (lambda text: text == "True") for a in command.arguments if a.is_switch})
     return {"ACCEPTS_POSITIONAL_ARGS": True, "FIRE_PARSE_FNS": {"default": None, "positional": (), "named": named}}
-
-
-def number(name: str, value: Any) -> float:
-    """A non-negative number from the command line, or a usage error naming the option."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"--{name.replace('_', '-')} must be a number of seconds, got {value!r}") from None
-    if result < 0:
-        raise UsageError(f"--{name.replace('_', '-')} must not be negative, got {value!r}")
-    return result
 
 
 def _method_names() -> dict[str, str]:

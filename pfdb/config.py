@@ -60,6 +60,15 @@ class DatabaseURL:
         found += [v for k, v in self.options.items() if v and is_secret_name(k)]
         return tuple(found)
 
+    def driver_params(self) -> dict[str, Any]:
+        """psycopg2's keyword arguments for this URL (its query options, then user, password,
+        host and port when given); ``dbname`` is left to the caller, which may connect elsewhere."""
+        params: dict[str, Any] = dict(self.options)
+        for key, value in (("user", self.user), ("password", self.password), ("host", self.host), ("port", self.port)):
+            if value is not None:
+                params[key] = value
+        return params
+
     def __str__(self) -> str:
         return self.masked
 

@@ -505,14 +505,7 @@ def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
 
     if _PG_CLASS is None:
         _PG_CLASS = _pooled_postgres_class()
-    params: dict[str, Any] = dict(url.options)
-    params.update(
-        {
-            k: v
-            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
-            if v is not None
-        }
-    )
+    params = url.driver_params()
     params.setdefault("connect_timeout", _connect_timeout(settings))  # the URL's own wins
     return _PG_CLASS(
         url,
@@ -794,14 +787,7 @@ def ensure_database_exists(settings: Settings) -> bool:
     enable_psycopg2()
     import psycopg2
 
-    params = dict(url.options)
-    params.update(
-        {
-            k: v
-            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
-            if v is not None
-        }
-    )
+    params = url.driver_params()
     try:
         psycopg2.connect(dbname=url.database, connect_timeout=10, **params).close()
         return False

@@ -33,10 +33,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ._files import process_alive
 from ._peewee import peewee as pw
 from .config import DatabaseURL, load_settings, parse_database_url
 from .errors import CopyError, UsageError
+from .feeds.upsert import COPY_ESCAPES as _COPY_ESCAPES
 from .migrations import HISTORY_TABLE
+from .paths import same_file
 
 BATCH_ROWS = 5000
 _MASK64 = (1 << 64) - 1
@@ -348,14 +351,7 @@ def _row_function(kinds: list[tuple[str, Any]], *, copy: bool) -> Callable[[list
 
 # -- one side of the copy ------------------------------------------------------------------------
 def _pg_params(url: DatabaseURL) -> dict[str, Any]:
-    params: dict[str, Any] = dict(url.options)
-    params.update(
-        {
-            k: v
-            for k, v in (("user", url.user), ("password", url.password), ("host", url.host), ("port", url.port))
-            if v is not None
-        }
-    )
+    params = url.driver_params()
     params.setdefault("connect_timeout", 10)
     return params
 
@@ -477,10 +473,7 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
     if source.backend == "sqlite":
         if source.is_memory or target.is_memory:
             return False
-        a, b = Path(source.path).expanduser(), Path(target.path).expanduser()
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-        return a.resolve() == b.resolve()
+        return same_file(Path(source.path).expanduser(), Path(target.path).expanduser())
     return ((source.host or "localhost"), source.port or 5432, source.database) == (
         (target.host or "localhost"),
         target.port or 5432,
@@ -643,18 +636,8 @@ def _remove_leftovers(final_path: Path) -> None:
     """Temporary files of an earlier copy to this name whose process is gone."""
     for leftover in final_path.parent.glob(f".{final_path.name}.copy-*.tmp*"):
         pid = leftover.name.split(".copy-", 1)[1].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -> list[TableCopy]:
@@ -844,9 +827,6 @@ def _to_sqlite(kind: str, value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _copy_fn(kind: str) -> Callable[[Any], str]:

@@ -311,7 +311,7 @@ class SqliteWriter(Writer):
 
 
 # COPY's text format: backslash escapes for the characters that delimit it; \N is NULL.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _copy_text(value: Any) -> str:
@@ -319,7 +319,7 @@ def _copy_text(value: Any) -> str:
         return "\\N"
     if isinstance(value, str):
         return (
-            value.translate(_COPY_ESCAPES)
+            value.translate(COPY_ESCAPES)
             if ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
             else value
         )
@@ -331,7 +331,7 @@ def _copy_text(value: Any) -> str:
         return value.isoformat()
     if isinstance(value, float):
         return repr(value)
-    return str(value).translate(_COPY_ESCAPES)
+    return str(value).translate(COPY_ESCAPES)
 
 
 def copy_buffer(rows: Sequence[Sequence[Any]]) -> tuple[str, io.StringIO]:
