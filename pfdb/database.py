@@ -788,14 +788,15 @@ def ensure_database_exists(settings: Settings) -> bool:
     import psycopg2
 
     params = url.driver_params()
+    params.setdefault("connect_timeout", _connect_timeout(settings))  # the URL's own wins
     try:
-        psycopg2.connect(dbname=url.database, connect_timeout=10, **params).close()
+        psycopg2.connect(dbname=url.database, **params).close()
         return False
     except psycopg2.OperationalError as exc:
         if "does not exist" not in str(exc):
             raise _unavailable(url, exc) from exc
     try:
-        conn = psycopg2.connect(dbname="postgres", connect_timeout=10, **params)
+        conn = psycopg2.connect(dbname="postgres", **params)
     except psycopg2.OperationalError as exc:
         raise _unavailable(url, exc) from exc
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -98,3 +99,20 @@ def test_create_migration_refuses_to_write_into_an_installed_package(tmp_path, m
         [sys.executable, "-c", code], cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=60
     )
     assert "pfdb is installed as a package" in result.stdout and "PFDB_MIGRATIONS_DIR" in result.stdout, result.stderr
+
+
+@pytest.mark.postgres
+def test_init_creates_a_missing_postgres_database_whose_url_sets_connect_timeout(pg_server, run_cli):
+    """The URL's own connect_timeout wins, also while pfdb checks for (and creates) the database."""
+    import uuid
+
+    from conftest import pg_url
+
+    name = f"pfdb_test_timeout_{uuid.uuid4().hex[:10]}"
+    try:
+        code, out, err = run_cli("--database-url", f"{pg_url(name)}?connect_timeout=3", "init", "--json")
+        assert code == 0, err
+        assert json.loads(out)["created"] is True
+    finally:
+        pfdb.close_database()
+        pg_server.drop(name)
