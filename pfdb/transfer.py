@@ -35,7 +35,7 @@ from typing import Any
 
 from ._files import process_alive
 from ._peewee import peewee as pw
-from .config import DatabaseURL, load_settings, parse_database_url
+from .config import DatabaseURL, load_settings, mask_secrets, parse_database_url
 from .errors import CopyError, UsageError
 from .feeds.upsert import COPY_ESCAPES as _COPY_ESCAPES
 from .migrations import HISTORY_TABLE
@@ -384,8 +384,7 @@ class _Side:
                 prepare_session(self.conn)  # UTC and jsonb as text, as pfdb's own pool does
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if self.url.password:
-                reason = reason.replace(self.url.password, "***")
+            reason = mask_secrets(reason, self.url)  # the userinfo password and ?password= alike
             raise CopyError(f"cannot open {self.url.masked}: {reason}") from exc
         return self
 

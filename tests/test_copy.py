@@ -362,3 +362,14 @@ def test_a_copy_that_postgresql_rejects_stops_its_thread_and_raises(new_url):
         assert cur.fetchone()[0] == 0
     finally:
         side.close()
+
+
+def test_a_copy_that_cannot_connect_masks_every_secret(new_url):
+    target = new_url("sqlite", "target")
+    for source in (
+        "postgresql://app:Url-Secr3t@127.0.0.1:1/shop",
+        "postgresql://app@127.0.0.1:1/shop?password=Opt-Secr3t",
+    ):
+        with pytest.raises(CopyError) as failed:
+            copy_database(source, target)
+        assert "Secr3t" not in str(failed.value) and "***" in str(failed.value)
