@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import cache
 from ._peewee import peewee as pw
 from .database import borrow_connection, db_session_scope, get_database
 from .errors import FeedError, NotFoundError, ValidationError
@@ -228,10 +229,10 @@ class CategoryResolver:
             return self.resolve(text)
         if text in self._slugs:
             return self._slugs[text]
-        row = Category.select(Category.id).where(Category.slug == text).tuples().first()
+        row = Category.by_slug(text)
         if row is not None:
-            self._slugs[text] = row[0]
-            return row[0]
+            self._slugs[text] = row.id
+            return row.id
         return self.resolve([text])
 
     def _lookup(self, names: tuple[str, ...], start: int) -> None:
@@ -277,6 +278,44 @@ class CategoryResolver:
             f"could not create the category {' > '.join(key)!r}: its slug kept being taken by other writers",
             hint="re-run the import",
         )
+
+
+# -- looking categories up (through the Redis cache when there is one) ------------------------
+def _by_names(names: tuple[str, ...]) -> Category | None:
+    """The category at the end of ``names`` from a root, or None: one SELECT, never creates."""
+    rows = Category.select().where(Category.name.in_(sorted(set(names)))).order_by(Category.id)
+    by_parent: dict[tuple[int | None, str], Category] = {}
+    for row in rows:
+        by_parent.setdefault((row.parent_id, row.name), row)  # the oldest wins, as for the resolver
+    found: Category | None = None
+    for name in names:
+        found = by_parent.get((found.id if found is not None else None, name))
+        if found is None:
+            return None
+    return found
+
+
+def category_by_path(path: str | Sequence[str]) -> Category | None:
+    """The category of ``"Apparel > Shirts"`` (or ``["Apparel", "Shirts"]``), or None; never creates one.
+
+    Example: ``category_by_path("Apparel > Shirts").slug``
+    """
+    names = split_path(path)
+    return cache.lookup_row(Category, "path", PATH_SEPARATOR.join(names), lambda: _by_names(names))
+
+
+def find_category(value: str) -> Category:
+    """A category by slug, else by its ``A > B`` path (a root by its name); never creates one.
+
+    Raises ``NotFoundError``. Example: ``find_category("shirts").id``
+    """
+    text = str(value).strip()
+    row = Category.by_slug(text) if text else None
+    if row is None and text:
+        row = category_by_path(text)
+    if row is None:
+        raise NotFoundError(f"category {text!r} does not exist", hint="give a category slug or its full 'A > B' path")
+    return row
 
 
 # -- importing a taxonomy ----------------------------------------------------------------
@@ -718,9 +757,17 @@ def category_tree(root: Category | int | None = None) -> list[dict[str, Any]]:
 
     Each node is ``{"id", "name", "slug", "level", "children": [...]}``; siblings are in
     ``sort_order``, then name order. Raises ``NotFoundError`` for an unknown ``root`` id.
+    The whole tree and subtrees by id are served by the Redis cache when there is one.
 
     Example: ``for top in category_tree(): print(top["name"], len(top["children"]))``
     """
+    if isinstance(root, Category):  # the caller's copy of its path may be stale: no cache
+        return _category_tree(root)
+    key = "all" if root is None else str(int(root))
+    return cache.lookup(Category._meta.table_name, "tree", key, lambda: _category_tree(root))
+
+
+def _category_tree(root: Category | int | None) -> list[dict[str, Any]]:
     query = Category.select(
         Category.id, Category.name, Category.slug, Category.level, Category.parent, Category.sort_order
     ).order_by(Category.path)

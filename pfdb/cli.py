@@ -31,6 +31,12 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, default=str, ensure_ascii=False))
 
 
+def _cache_line(cache: dict[str, Any]) -> str:
+    """``ok redis://127.0.0.1:6379/0 (0.2 ms)`` or ``degraded redis://… (the reason)``."""
+    detail = cache["error"] if cache.get("error") else f"{cache['latency_ms']} ms"
+    return f"{cache['status']} {cache['url']} ({detail})"
+
+
 def _print_changes(changes: Any) -> None:
     """Each change in full (a change is often several lines of peewee-migrate code)."""
     for change in changes:
@@ -448,6 +454,8 @@ class PfdbCLI:
         )
         if result.pool:
             print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
+        if result.cache:
+            print(f"cache:      {_cache_line(result.cache)}")
         print("tables:")
         width = max((len(t) for t in result.tables), default=0)
         for table, count in result.tables.items():
@@ -470,6 +478,28 @@ class PfdbCLI:
         for step in result.steps:
             print(f"ran: {step}")
         print(f"size: {human_size(result.size_before)} -> {human_size(result.size_after)} in {result.duration:.2f} s")
+
+    def cache_clear(self, json: bool = False):
+        """Forget every value the Redis cache holds for this database (after writes pfdb cannot see).
+
+        pfdb invalidates after each of its own commits; this is for another program's SQL.
+        Without CACHE_URL there is nothing to clear.
+
+        Args:
+            --json: print the result as one line of JSON
+
+        Example: pfdb cache-clear
+        """
+        from .cache import clear
+
+        self._init()
+        result = clear()
+        if json:
+            return _print_json(result.as_dict())
+        if result.cache is None:
+            print("no cache: CACHE_URL is not set, nothing to clear")
+            return
+        print(f"cleared: {result.keys_deleted} cached values at {result.cache} ({result.namespace})")
 
     def health(self, json: bool = False):
         """Probe the database; exit 0 when healthy, 1 when not (for container health checks).
@@ -503,6 +533,8 @@ class PfdbCLI:
                 )
             if report.get("error"):
                 print(f"error:      {report['error']}")
+            if report.get("cache"):
+                print(f"cache:      {_cache_line(report['cache'])}")
         if report["status"] != "healthy":
             raise Exit(EXIT_FAILED)
 

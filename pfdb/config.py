@@ -262,6 +262,47 @@ def _parse_seconds(name: str, raw: Any) -> float:
     return value
 
 
+def _parse_positive_seconds(name: str, raw: Any) -> float:
+    value = _parse_seconds(name, raw)
+    if value <= 0:
+        raise ConfigError(f"{name} must be more than 0 seconds, got {raw!r}", hint=f"e.g. {name}=0.1")
+    return value
+
+
+CACHE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def parse_cache_url(name: str, raw: Any) -> str | None:
+    """``CACHE_URL``: a Redis URL, or empty for no cache. Refused at once when the extra is missing."""
+    text = str(raw or "").strip()
+    if not text:
+        return None
+    scheme, sep, _ = text.partition("://")
+    if not sep or scheme.lower() not in CACHE_SCHEMES:
+        raise ConfigError(
+            f"{name} must be a Redis URL, got {mask_url(text)!r}",
+            hint="e.g. CACHE_URL=redis://127.0.0.1:6379/0 (or rediss:// for TLS), or leave it unset for no cache",
+        )
+    try:
+        _ = urlsplit(text).port  # a bad port raises here, not at the first lookup
+    except ValueError as exc:
+        raise ConfigError(
+            f"{name} is malformed: {mask_url(text)} ({exc})", hint="e.g. redis://127.0.0.1:6379/0"
+        ) from None
+    from importlib.util import find_spec  # finds the package without importing it
+
+    if find_spec("redis") is None:
+        raise ConfigError(f"{name} is set but the Redis client is not installed", hint='pip install "pfdb[redis]"')
+    return text
+
+
+def _parse_key_prefix(name: str, raw: Any) -> str:
+    text = str(raw).strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", text):
+        raise ConfigError(f"{name} must be 1-64 letters, digits or _ . : -, got {raw!r}", hint=f"e.g. {name}=shop1")
+    return text
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -300,6 +341,12 @@ class Settings:
     echo: bool = False
     migration_auto_upgrade: bool = False
     migration_backup_before_upgrade: bool = True
+    # The optional Redis cache (docs/cache.md): off unless CACHE_URL is set. The URL is kept
+    # out of repr (it may carry a password); as_dict() shows it masked.
+    cache_url: str | None = field(default=None, repr=False)
+    cache_ttl: float = 300.0
+    cache_timeout: float = 0.1
+    cache_key_prefix: str = "pfdb"
 
     @property
     def max_connections(self) -> int:
@@ -309,6 +356,7 @@ class Settings:
         """Plain values for display, with the URL masked."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["database_url"] = self.database_url.masked
+        out["cache_url"] = mask_url(self.cache_url) if self.cache_url else None
         return out
 
 
@@ -323,6 +371,10 @@ _ENV = {
     "DATABASE_ECHO": ("echo", parse_bool),
     "MIGRATION_AUTO_UPGRADE": ("migration_auto_upgrade", parse_bool),
     "MIGRATION_BACKUP_BEFORE_UPGRADE": ("migration_backup_before_upgrade", parse_bool),
+    "CACHE_URL": ("cache_url", lambda n, v: parse_cache_url(n, v)),
+    "CACHE_TTL": ("cache_ttl", lambda n, v: _parse_positive_seconds(n, v)),
+    "CACHE_TIMEOUT": ("cache_timeout", lambda n, v: _parse_positive_seconds(n, v)),
+    "CACHE_KEY_PREFIX": ("cache_key_prefix", lambda n, v: _parse_key_prefix(n, v)),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from . import _writes
 from ._peewee import enable_psycopg2
 from ._peewee import peewee as pw
 from .config import DatabaseURL, Settings, load_settings, mask_secrets
@@ -257,7 +258,54 @@ def _is_busy(exc: BaseException) -> bool:
     return "database is locked" in str(exc)
 
 
-class SqliteDatabase(pw.SqliteDatabase):
+class _TracksWrites:
+    """Tells ``_writes`` what each statement may change and when it is committed or rolled back.
+
+    The one place pfdb sees every write it makes through peewee (queries, ``save()``, raw
+    ``execute_sql``): the Redis cache forgets a table after the commit that changed it. A
+    statement outside any transaction is committed when it returns. A commit that raises
+    may still have reached the server, so it counts as committed (one needless invalidation
+    at worst). Costs one attribute read per statement when no cache is configured.
+    """
+
+    def execute_sql(self, sql, params=None):
+        if not _writes.enabled:
+            return super().execute_sql(sql, params)
+        _writes.mark_sql(sql)
+        try:
+            return super().execute_sql(sql, params)
+        finally:
+            # The driver's own state too: a transaction begun by a bare BEGIN is one peewee
+            # does not count, and its writes are not committed yet.
+            if not self.in_transaction() and not self._driver_in_transaction():
+                _writes.committed()
+
+    def _driver_in_transaction(self) -> bool:
+        conn = self._state.conn
+        if conn is None:
+            return False
+        status = getattr(conn, "in_transaction", None)  # sqlite3
+        if status is not None:
+            return bool(status)
+        try:  # psycopg2: a local libpq call, no round trip; 0 is idle, 4 a broken connection
+            return conn.get_transaction_status() in (1, 2, 3)
+        except Exception:
+            return False
+
+    def commit(self):
+        try:
+            return super().commit()
+        finally:
+            _writes.committed()
+
+    def rollback(self):
+        try:
+            return super().rollback()
+        finally:
+            _writes.rolled_back()
+
+
+class SqliteDatabase(_TracksWrites, pw.SqliteDatabase):
     """SQLite that says which file it could not open instead of 'unable to open database file',
     and turns a busy timeout that ran out into ``DatabaseBusyError`` (Python API and CLI alike)."""
 
@@ -422,7 +470,7 @@ def _pooled_postgres_class():
     from ._pg_session import prepare_session
     from .pool import PooledPostgresqlDatabase
 
-    class PostgresqlDatabase(PooledPostgresqlDatabase):
+    class PostgresqlDatabase(_TracksWrites, PooledPostgresqlDatabase):
         """pfdb's pool (pfdb/pool.py) with connect errors as pfdb errors, the password masked."""
 
         def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
@@ -582,6 +630,7 @@ def bind_database(
             database.pfdb_mode = "ro" if read_only else "rwc" if create else "rw"
         db.initialize(database)
         _settings = settings
+        _writes.enabled = settings.cache_url is not None
     _configure_echo(settings.echo)
     return database
 
@@ -599,6 +648,7 @@ def close_database() -> None:
             current.close()
         db.initialize(None)
         _settings = None
+        _writes.enabled = False
 
 
 def get_database() -> pw.Database:

@@ -153,3 +153,8 @@ class FeedError(PfdbError):
 
 class ConnectionLostError(DatabaseUnavailableError):
     """The server closed a connection in use (restart, terminated backend); the work in flight is undone."""
+
+
+class CacheError(PfdbError):
+    """The Redis cache was needed and is not there (``pfdb cache-clear`` without ``CACHE_URL``
+    or with Redis down). Lookups never raise it: they read the database instead."""

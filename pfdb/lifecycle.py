@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import hooks
+from . import _writes, cache, hooks
 from ._peewee import peewee as pw
 from .config import load_settings
 from .database import bind_database
@@ -96,11 +96,15 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
-    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None) and ``error`` (None
-    when healthy). Unapplied migrations make it unhealthy, saying which. On PostgreSQL the
+    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None), ``cache`` (None without
+    ``CACHE_URL``, else its ``status``: ``ok``, or ``degraded`` when Redis does not answer,
+    which leaves the database healthy) and ``error`` (None when healthy). Unapplied migrations make it unhealthy, saying which. On PostgreSQL the
     answer comes within ``timeout`` seconds (default ``DATABASE_CONNECT_TIMEOUT``, or 10 s).
     """
-    return _probe_health(timeout, checks=_migration_state)
+    report = _probe_health(timeout, checks=_migration_state)
+    # The cache's state, never the database's health: with Redis down pfdb reads the database.
+    report["cache"] = cache.status()
+    return report
 
 
 def init(url: str | None = None, **overrides: Any) -> InitResult:
@@ -116,3 +120,5 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
 
 # migrations only knows the schema; the backup it takes first is maintenance's, handed down here.
 hooks.backup_before_change = backup_before_change
+# The database layer sees every commit; the cache it invalidates sits above it.
+_writes.after_commit = cache.after_commit

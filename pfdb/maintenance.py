@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _files, _pg_tools, _sqlite_tools
+from . import _files, _pg_tools, _sqlite_tools, cache
 from .database import borrow_connection, get_database, get_settings, require_sqlite_file
 from .errors import BackupError, RestoreError, UnsafePathError, UsageError
 from .paths import check_output, database_files, same_file
@@ -87,6 +87,7 @@ class InfoResult:
     migrations: dict[str, Any]
     pool: dict[str, Any] | None  # PostgreSQL's pool settings and usage; None on SQLite
     path: str | None = None  # SQLite file
+    cache: dict[str, Any] | None = None  # the Redis cache (pfdb.cache.status()); None without CACHE_URL
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class InfoResult:
             "tables": dict(self.tables),
             "migrations": dict(self.migrations),
             "pool": dict(self.pool) if self.pool is not None else None,
+            "cache": dict(self.cache) if self.cache is not None else None,
         }
 
 
@@ -361,6 +363,8 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         if hasattr(database, "close_all"):
             database.close_all()
         _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout, drop=extra)
+    # Written by the backup API or pg_restore, which pfdb's statements never see: forget it all.
+    cache.invalidate()
     state = status()
     migrated: tuple[str, ...] = ()
     if state.pending and settings.migration_auto_upgrade:
@@ -434,6 +438,7 @@ def info() -> InfoResult:
         tables=details["tables"],
         migrations=migrations,
         pool=pool,
+        cache=cache.status(),
     )
 
 

@@ -33,6 +33,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from . import cache
 from ._files import process_alive
 from ._peewee import peewee as pw
 from .config import DatabaseURL, load_settings, mask_secrets, parse_database_url
@@ -619,6 +620,9 @@ def _copy(
             for suffix in ("", "-wal", "-shm", "-journal"):
                 Path(write_path + suffix).unlink(missing_ok=True)
         raise
+    # The target's rows were written on a connection of the copy's own, after its commit:
+    # whatever the cache held for that database (under --replace, its old data) is forgotten.
+    cache.invalidate_database(target_url)
     return CopyResult(
         source=source.masked,
         target=target.masked,

@@ -46,6 +46,10 @@ for _name in (
     "MIGRATION_BACKUP_BEFORE_UPGRADE",
     "DATABASE_CONNECT_TIMEOUT",
     "DATABASE_STATEMENT_TIMEOUT",
+    "CACHE_URL",
+    "CACHE_TTL",
+    "CACHE_TIMEOUT",
+    "CACHE_KEY_PREFIX",
 ):
     os.environ.pop(_name, None)
 

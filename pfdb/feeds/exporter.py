@@ -28,7 +28,7 @@ from typing import IO, Any
 from .. import _files
 from .._peewee import peewee as pw
 from ..database import borrow_connection, db_read_scope, get_database
-from ..errors import FeedError, NotFoundError, UsageError
+from ..errors import FeedError, UsageError
 from ..models import Category, Product, ProductImage
 from ..models.catalog import path_prefix
 from ..models.fields import UTC, utcnow
@@ -106,19 +106,13 @@ def category_paths() -> dict[int, str]:
     return paths
 
 
-def find_category(value: str, paths: dict[int, str]) -> Category:
-    """A category by slug, or by its ``A > B`` path (a root by its name); never creates one."""
-    from ..categories import split_path
+def find_category(value: str, paths: dict[int, str] | None = None) -> Category:
+    """A category by slug, or by its ``A > B`` path (a root by its name); never creates one.
 
-    text = str(value).strip()
-    row = Category.get_or_none(Category.slug == text)
-    if row is None and text:
-        wanted = PATH_JOIN.join(split_path(text))
-        cid = next((c for c, p in paths.items() if p == wanted), None)
-        row = Category.get_or_none(Category.id == cid) if cid is not None else None
-    if row is None:
-        raise NotFoundError(f"category {text!r} does not exist", hint="give a category slug or its full 'A > B' path")
-    return row
+    ``pfdb.categories.find_category`` (``paths`` is no longer needed and kept for callers)."""
+    from ..categories import find_category as find
+
+    return find(value)
 
 
 def _text(value: Any, field: pw.Field | None) -> Any:

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _writes
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
 from ..database import borrow_connection, db_read_scope, get_database, translated_errors
 from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
-from ..models import Category, Job, Product, SyncHistory
+from ..models import Category, Job, Product, ProductImage, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
 from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
@@ -468,6 +469,9 @@ class _Import:
         # SQLite: pfdb's databases begin every transaction IMMEDIATE (database.build_database),
         # so a batch that reads, then writes, waits for the write lock instead of failing.
         with translated_errors(), self.database.atomic():
+            # The upsert writes through the driver's cursor, which pfdb's execute_sql never
+            # sees: name its tables for the cache, invalidated when this batch commits.
+            _writes.mark(Product._meta.table_name, ProductImage._meta.table_name)
             counts = self._write(batch)
             self._record_counts(counts)
         self.created += counts[0]

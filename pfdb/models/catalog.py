@@ -11,6 +11,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from .. import cache
 from .._peewee import peewee as pw
 from ..database import db
 from ..errors import DuplicateError, ValidationError
@@ -161,6 +162,12 @@ class Category(BaseModel):
         return separator.join([c.name for c in self.ancestors()] + [self.name])
 
     @classmethod
+    def by_slug(cls, slug: str) -> Category | None:
+        """The category with ``slug``, or None; served by the Redis cache when there is one."""
+        slug = str(slug).strip()
+        return cache.lookup_row(cls, "slug", slug, lambda: cls.get_or_none(cls.slug == slug))
+
+    @classmethod
     def roots(cls) -> pw.ModelSelect:
         return cls.select().where(cls.parent.is_null()).order_by(cls.sort_order, cls.name)
 
@@ -235,6 +242,12 @@ class Product(BaseModel):
         )
         require_choice("status", self.status, PRODUCT_STATUSES)
         require_choice("shopify_sync_status", self.shopify_sync_status, SYNC_STATUSES)
+
+    @classmethod
+    def by_sku(cls, sku: str) -> Product | None:
+        """The product with ``sku``, or None; served by the Redis cache when there is one."""
+        sku = str(sku).strip()
+        return cache.lookup_row(cls, "sku", sku, lambda: cls.get_or_none(cls.sku == sku))
 
     @classmethod
     def needing_sync(cls) -> pw.ModelSelect:

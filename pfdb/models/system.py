@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .. import cache
 from .._peewee import peewee as pw
 from ..config import is_secret_name
 from ..errors import ValidationError
@@ -125,8 +126,14 @@ class Configuration(BaseModel):
 
     @classmethod
     def get_value(cls, key: str, default: Any = None) -> Any:
-        row = cls.get_or_none(cls.key == key)
-        return default if row is None else row.typed_value
+        """The typed value of ``key``, or ``default``; served by the Redis cache when there is one."""
+        found = cache.lookup(cls._meta.table_name, "key", str(key), lambda: cls._stored(key))
+        return default if found is None else _decode(found[0], found[1])
+
+    @classmethod
+    def _stored(cls, key: str) -> list[Any] | None:
+        row = cls.select(cls.value, cls.value_type).where(cls.key == key).tuples().first()
+        return None if row is None else list(row)
 
     @classmethod
     def set_value(

@@ -1,0 +1,106 @@
+"""Which tables this thread's transaction has written, and what runs once they are committed.
+
+The Redis cache (``pfdb.cache``) must forget a table's values after every commit that changed
+it, and never before. The one place every statement passes is the database's ``execute_sql``
+(peewee's queries, ``save()``, ``delete_instance()``, bulk queries and pfdb's raw SQL alike):
+it hands each statement to ``mark_sql``, which notes the table an INSERT, UPDATE, DELETE or
+TRUNCATE names, and ``ALL`` for anything that may change more (DDL, ``WITH``, a statement it
+cannot read). Code that writes through the driver's own cursor (the feed importer's bulk
+upsert and ``COPY``) calls ``mark`` itself. ``committed()`` runs after a real commit (or a
+statement outside any transaction) and hands the tables to ``after_commit``; ``rolled_back()``
+forgets them. Savepoints change nothing here: a savepoint rolled back inside a transaction
+that commits costs at most a needless invalidation.
+
+Nothing is recorded unless ``enabled`` (set by ``database.bind_database`` when ``CACHE_URL``
+is set): without a cache this module costs one attribute read per statement. It imports
+nothing of pfdb; ``pfdb.lifecycle`` sets ``after_commit`` to ``pfdb.cache.after_commit``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable
+
+ALL = "*"
+"""A pending mark meaning 'any table may have changed' (DDL, a restore, a statement not understood)."""
+
+enabled = False
+after_commit: Callable[[frozenset[str]], None] | None = None
+
+_local = threading.local()
+
+# Statements that change no table's rows. PRAGMA and SET change settings, not data; a
+# data-changing function called from a SELECT (setval) touches no cached table.
+_READS = frozenset(
+    "SELECT SHOW SET RESET PRAGMA BEGIN START COMMIT END ROLLBACK SAVEPOINT RELEASE EXPLAIN "
+    "VACUUM ANALYZE CHECKPOINT DISCARD LISTEN UNLISTEN NOTIFY LOCK DEALLOCATE VALUES".split()
+)
+_NAME = r'(?:"(?P<q>[^"]+)"|`(?P<b>[^`]+)`|(?P<p>[A-Za-z_][\w$]*))'
+_TARGET = re.compile(
+    r"\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?)"
+    r"\s+(?:ONLY\s+)?(?:" + _NAME.replace("?P<q>", "?:").replace("?P<b>", "?:").replace("?P<p>", "?:") + r"\.)?"
+    r"" + _NAME,
+    re.IGNORECASE,
+)
+_TEMP = re.compile(r"\s*CREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\s+TABLE", re.IGNORECASE)
+
+
+def _pending() -> set[str]:
+    pending = getattr(_local, "pending", None)
+    if pending is None:
+        pending = _local.pending = set()
+    return pending
+
+
+def mark(*tables: str) -> None:
+    """Note that the current transaction (or the statement about to run) writes ``tables``."""
+    if enabled:
+        _pending().update(tables)
+
+
+def tables_written(sql: str) -> frozenset[str]:
+    """The tables a statement may change: none for a read, ``{ALL}`` when it cannot tell."""
+    head = sql.lstrip()[:12].split(None, 1)
+    word = head[0].upper().rstrip(";") if head else ""
+    if word in _READS:
+        return frozenset()
+    match = _TARGET.match(sql)
+    if match is not None and not (word == "TRUNCATE" and "," in sql):
+        return frozenset((match["q"] or match["b"] or match["p"],))
+    if _TEMP.match(sql):  # a session's scratch table (the importer's staging): nobody caches it
+        return frozenset()
+    return frozenset((ALL,))
+
+
+def mark_sql(sql: str) -> None:
+    """``mark`` the tables ``sql`` may change (called for every statement while ``enabled``)."""
+    written = tables_written(sql)
+    if not written and sql.lstrip()[:8].upper() == "ROLLBACK" and "TO" not in sql.upper().split()[1:2]:
+        rolled_back()  # a bare ROLLBACK (pfdb.flask ends a forgotten transaction with one)
+    elif written:
+        _pending().update(written)
+
+
+def committed() -> None:
+    """Hand the tables written since the last commit to ``after_commit``; never raises for the cache."""
+    pending = getattr(_local, "pending", None)
+    if not pending:
+        return
+    tables = frozenset(pending)
+    pending.clear()
+    hook = after_commit
+    if hook is not None and enabled:
+        hook(tables)
+
+
+def rolled_back() -> None:
+    """Forget the marks: nothing they named was committed."""
+    pending = getattr(_local, "pending", None)
+    if pending:
+        pending.clear()
+
+
+def pending_tables() -> frozenset[str]:
+    """What this thread has written and not yet committed (for tests and the cache's own checks)."""
+    return frozenset(getattr(_local, "pending", None) or ())
