@@ -36,14 +36,23 @@ _READS = frozenset(
     "SELECT SHOW SET RESET PRAGMA BEGIN START COMMIT END ROLLBACK SAVEPOINT RELEASE EXPLAIN "
     "VACUUM ANALYZE CHECKPOINT DISCARD LISTEN UNLISTEN NOTIFY LOCK DEALLOCATE VALUES".split()
 )
-_NAME = r'(?:"(?P<q>[^"]+)"|`(?P<b>[^`]+)`|(?P<p>[A-Za-z_][\w$]*))'
-_TARGET = re.compile(
-    r"\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|TRUNCATE(?:\s+TABLE)?)"
-    r"\s+(?:ONLY\s+)?(?:" + _NAME.replace("?P<q>", "?:").replace("?P<b>", "?:").replace("?P<p>", "?:") + r"\.)?"
-    r"" + _NAME,
-    re.IGNORECASE,
-)
-_TEMP = re.compile(r"\s*CREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\s+TABLE", re.IGNORECASE)
+_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None
+
+
+def _compiled() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The statement patterns, compiled on first use: a process without a cache never pays."""
+    global _patterns
+    if _patterns is None:
+        name = r'(?:"(?P<q>[^"]+)"|`(?P<b>[^`]+)`|(?P<p>[A-Za-z_][\w$]*))'
+        schema = r'(?:"[^"]+"|`[^`]+`|[A-Za-z_][\w$]*)\.'
+        target = re.compile(
+            r"\s*(?:INSERT(?:\s+OR\s+\w+)?\s+INTO|REPLACE\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM"
+            r"|TRUNCATE(?:\s+TABLE)?)\s+(?:ONLY\s+)?(?:" + schema + ")?" + name,
+            re.IGNORECASE,
+        )
+        temp = re.compile(r"\s*CREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\s+TABLE", re.IGNORECASE)
+        _patterns = (target, temp)
+    return _patterns
 
 
 def _pending() -> set[str]:
@@ -65,10 +74,11 @@ def tables_written(sql: str) -> frozenset[str]:
     word = head[0].upper().rstrip(";") if head else ""
     if word in _READS:
         return frozenset()
-    match = _TARGET.match(sql)
+    target, temp = _compiled()
+    match = target.match(sql)
     if match is not None and not (word == "TRUNCATE" and "," in sql):
         return frozenset((match["q"] or match["b"] or match["p"],))
-    if _TEMP.match(sql):  # a session's scratch table (the importer's staging): nobody caches it
+    if temp.match(sql):  # a session's scratch table (the importer's staging): nobody caches it
         return frozenset()
     return frozenset((ALL,))
 

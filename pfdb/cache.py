@@ -29,10 +29,8 @@ Writes that do not pass through pfdb (another program's SQL) cannot be seen: ``c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -229,6 +227,8 @@ def enabled() -> bool:
 
 # -- which database, which scope ---------------------------------------------------------------
 def _sqlite_identity(url: DatabaseURL) -> str:
+    import socket  # here: a process without a cache does not pay for its import
+
     return f"sqlite:{socket.gethostname()}:{Path(url.path or '').expanduser().resolve()}"
 
 
@@ -238,14 +238,16 @@ _PG_IDENTITY = "SELECT system_identifier::text, current_database() FROM pg_contr
 def _identity(settings: Settings, database: pw.Database) -> str:
     """What names this database for every process and host that uses it: not the URL's spelling
     (``localhost`` and ``127.0.0.1`` are one server), but the server's own identifier."""
-    url = settings.database_url
-    if url.backend == "sqlite":
-        return _sqlite_identity(url)
     known = getattr(database, "pfdb_cache_identity", None)
-    if known is None:  # once per bound database: one query
-        with borrow_connection(database):
-            system, name = database.execute_sql(_PG_IDENTITY).fetchone()
-        known = database.pfdb_cache_identity = f"postgresql:{system}:{name}"
+    if known is None:  # once per bound database (PostgreSQL: one query)
+        url = settings.database_url
+        if url.backend == "sqlite":
+            known = _sqlite_identity(url)
+        else:
+            with borrow_connection(database):
+                system, name = database.execute_sql(_PG_IDENTITY).fetchone()
+            known = f"postgresql:{system}:{name}"
+        database.pfdb_cache_identity = known
     return known
 
 
@@ -269,8 +271,17 @@ def _identity_of_url(url: DatabaseURL) -> str:
 def _head(settings: Settings, identity: str) -> str:
     """The key prefix of one database in one scope: ``pfdb:1f2e…:``."""
     scope = _scope() if _scope is not None else None
-    digest = hashlib.sha256(f"{identity}\n{scope or ''}".encode()).hexdigest()[:20]
-    return f"{settings.cache_key_prefix}:{digest}:"
+    key = (settings.cache_key_prefix, identity, scope)
+    head = _heads.get(key)
+    if head is None:
+        import hashlib
+
+        digest = hashlib.sha256(f"{identity}\n{scope or ''}".encode()).hexdigest()[:20]
+        head = _heads[key] = f"{settings.cache_key_prefix}:{digest}:"
+    return head
+
+
+_heads: dict[tuple[str, str, str | None], str] = {}
 
 
 def _generation_keys(head: str, tables: frozenset[str] | set[str]) -> list[str]:
@@ -319,7 +330,7 @@ def lookup(
         return load()
     try:
         head = _head(settings, _identity(settings, database))
-        tail = key if len(key) <= _KEY_MAX else "#" + hashlib.sha256(key.encode()).hexdigest()
+        tail = key if len(key) <= _KEY_MAX else _digest(key)
         value_key, raw = client.get(
             keys=[f"{head}g", f"{head}g:{table}"], args=[f"{head}v:{table}:", f":{kind}:{tail}", _seed()]
         )
@@ -345,6 +356,12 @@ def lookup(
     except Exception as exc:
         client.failed(exc)
     return value
+
+
+def _digest(key: str) -> str:
+    import hashlib
+
+    return "#" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def _row_data(instance: pw.Model | None) -> dict[str, Any] | None:
