@@ -18,6 +18,7 @@ nothing of pfdb; ``pfdb.lifecycle`` sets ``after_commit`` to ``pfdb.cache.after_
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -101,7 +102,10 @@ def committed() -> None:
     pending.clear()
     hook = after_commit
     if hook is not None and enabled:
-        hook(tables)
+        try:
+            hook(tables)
+        except Exception:  # the commit is done: a cache that fails must not make it look failed
+            logging.getLogger("pfdb.cache").warning("pfdb: invalidating the cache failed", exc_info=True)
 
 
 def rolled_back() -> None:

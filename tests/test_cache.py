@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from decimal import Decimal
@@ -208,6 +209,23 @@ def test_a_rolled_back_transaction_leaves_nothing_in_the_cache(cached, prefix):
     assert Product.by_sku("SKU-1").price == Decimal("10.00")
     stored = " ".join(values_in_redis(prefix))
     assert "safe" in stored and "rolled-back" not in stored and "99.00" not in stored
+
+
+def test_a_writer_racing_a_reader_never_leaves_the_old_value_under_the_new_generation(cached):
+    """The reader reads the database, then a writer commits and invalidates, then the reader
+    stores what it read: under the generation it read first, which nobody reads any more."""
+    Configuration.set_value("k", "v1")
+
+    def read_then_lose_the_race():
+        row = Configuration._stored("k")
+        writer = threading.Thread(target=Configuration.set_value, args=("k", "v2"))
+        writer.start()
+        writer.join()
+        return row
+
+    assert cache.lookup("configuration", "key", "k", read_then_lose_the_race) == ["v1", "string"]
+    assert Configuration.get_value("k") == "v2"
+    assert Configuration.get_value("k") == "v2"
 
 
 def test_a_read_scope_neither_stores_nor_serves(cached, prefix):
