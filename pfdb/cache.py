@@ -54,6 +54,9 @@ M = TypeVar("M", bound=pw.Model)
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 _KEY_MAX = 200  # longer lookup keys (a long path) are hashed
+# Values live under "<head>v1:<table>:<generations>:<kind>:<key>"; a release that changes how a
+# value is encoded changes the version, so it never reads another release's values.
+_VALUES = "v1:"
 
 # KEYS: the database's generation, the table's. ARGV: value key head and tail, the seed for a
 # generation Redis does not hold (a new database, an evicted key, a restarted Redis): the
@@ -330,9 +333,12 @@ def lookup(
         return load()
     try:
         head = _head(settings, _identity(settings, database))
-        tail = key if len(key) <= _KEY_MAX else _digest(key)
+    except Exception:  # the database itself failed (PostgreSQL's identity is one query): not Redis
+        return load()
+    tail = key if len(key) <= _KEY_MAX else _digest(key)
+    try:
         value_key, raw = client.get(
-            keys=[f"{head}g", f"{head}g:{table}"], args=[f"{head}v:{table}:", f":{kind}:{tail}", _seed()]
+            keys=[f"{head}g", f"{head}g:{table}"], args=[f"{head}{_VALUES}{table}:", f":{kind}:{tail}", _seed()]
         )
     except Exception as exc:
         client.failed(exc)
@@ -381,9 +387,10 @@ def _row(model: type[M], data: dict[str, Any] | None) -> M | None:
     if data is None:
         return None
     fields = model._meta.fields
+    data = {name: value for name, value in data.items() if name in fields}  # a field since removed
     for name, value in data.items():
-        field = fields.get(name)
-        if value is None or field is None:
+        field = fields[name]
+        if value is None:
             continue
         if isinstance(field, pw.DecimalField):
             data[name] = Decimal(value)
@@ -491,7 +498,7 @@ def clear() -> ClearResult:
         client.send_unsent()
         client.bump(keys=_generation_keys(head, {_writes.ALL}), args=[_seed()])
         batch: list[Any] = []
-        for key in client.redis.scan_iter(match=f"{head}v:*", count=1000):
+        for key in client.redis.scan_iter(match=f"{head}v*", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
                 deleted += client.redis.unlink(*batch)

@@ -103,7 +103,7 @@ def behind_pfdb(url: str, sql: str, params: tuple = ()) -> None:
 
 def values_in_redis(prefix: str) -> list[str]:
     client = redis.Redis.from_url(REDIS_URL)
-    return [client.get(k).decode() for k in client.scan_iter(match=f"{prefix}:*:v:*") if client.get(k) is not None]
+    return [client.get(k).decode() for k in client.scan_iter(match=f"{prefix}:*:v1:*") if client.get(k) is not None]
 
 
 # -- served, then invalidated by each write path ---------------------------------------------
@@ -466,3 +466,13 @@ def test_cli_cache_clear_without_a_cache(run_cli, database_url, monkeypatch):
     assert code == 0 and json.loads(out) == {"cache": None, "namespace": None, "keys_deleted": 0}
     code, out, _ = run_cli("--database-url", database_url, "health", "--json")
     assert code == 0 and json.loads(out)["cache"] is None
+
+
+def test_cli_health_stays_healthy_with_the_cache_down(run_cli, database_url):
+    port = free_port()
+    code, out, err = run_cli(
+        "--database-url", database_url, "health", env={"CACHE_URL": f"redis://:pw9@127.0.0.1:{port}/0"}
+    )
+    assert code == 0, err
+    assert "status:     healthy" in out
+    assert f"cache:      degraded redis://:***@127.0.0.1:{port}/0 (" in out and "pw9" not in out + err
