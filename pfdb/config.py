@@ -371,10 +371,10 @@ _ENV = {
     "DATABASE_ECHO": ("echo", parse_bool),
     "MIGRATION_AUTO_UPGRADE": ("migration_auto_upgrade", parse_bool),
     "MIGRATION_BACKUP_BEFORE_UPGRADE": ("migration_backup_before_upgrade", parse_bool),
-    "CACHE_URL": ("cache_url", lambda n, v: parse_cache_url(n, v)),
-    "CACHE_TTL": ("cache_ttl", lambda n, v: _parse_positive_seconds(n, v)),
-    "CACHE_TIMEOUT": ("cache_timeout", lambda n, v: _parse_positive_seconds(n, v)),
-    "CACHE_KEY_PREFIX": ("cache_key_prefix", lambda n, v: _parse_key_prefix(n, v)),
+    "CACHE_URL": ("cache_url", parse_cache_url),
+    "CACHE_TTL": ("cache_ttl", _parse_positive_seconds),
+    "CACHE_TIMEOUT": ("cache_timeout", _parse_positive_seconds),
+    "CACHE_KEY_PREFIX": ("cache_key_prefix", _parse_key_prefix),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 

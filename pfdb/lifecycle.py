@@ -96,10 +96,11 @@ def database_health_check(timeout: float | None = None) -> dict[str, Any]:
 
     Returns ``status`` ('healthy'/'unhealthy'), ``connection_test``, ``backend``,
     ``latency_ms``, the masked ``database`` URL, ``server_version``, ``migrations``
-    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None), ``cache`` (None without
-    ``CACHE_URL``, else its ``status``: ``ok``, or ``degraded`` when Redis does not answer,
-    which leaves the database healthy) and ``error`` (None when healthy). Unapplied migrations make it unhealthy, saying which. On PostgreSQL the
-    answer comes within ``timeout`` seconds (default ``DATABASE_CONNECT_TIMEOUT``, or 10 s).
+    (``current`` and ``pending``), ``pool`` (PostgreSQL, else None), ``error`` (None when
+    healthy) and ``cache`` (None without ``CACHE_URL``, else its ``status``: ``ok``, or
+    ``degraded`` when Redis does not answer, which leaves the database healthy). Unapplied
+    migrations make it unhealthy, saying which. On PostgreSQL the answer comes within
+    ``timeout`` seconds (default ``DATABASE_CONNECT_TIMEOUT``, or 10 s).
     """
     report = _probe_health(timeout, checks=_migration_state)
     # The cache's state, never the database's health: with Redis down pfdb reads the database.
