@@ -480,6 +480,12 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
     )
 
 
+def _settings_for(url: str, **overrides: Any) -> Any:
+    """Settings for a URL named on the command line: DATABASE_POOLER and DATABASE_DIRECT_URL
+    describe DATABASE_URL, not this one (copy wants direct URLs: docs/pgbouncer.md)."""
+    return load_settings(url, pooler="none", direct_url=None, **overrides)
+
+
 @contextmanager
 def _bound(url: str) -> Iterator[Any]:
     """Bind ``pfdb.db`` to ``url`` for pfdb's migration and backup functions, then put back
@@ -487,9 +493,10 @@ def _bound(url: str) -> Iterator[Any]:
     from . import database as dbmod
 
     previous, previous_settings = dbmod.db.obj, dbmod._settings
-    database = dbmod.build_database(load_settings(url, migration_auto_upgrade=False))
+    settings = _settings_for(url, migration_auto_upgrade=False)
+    database = dbmod.build_database(settings)
     dbmod.db.initialize(database)
-    dbmod._settings = load_settings(url, migration_auto_upgrade=False)
+    dbmod._settings = settings
     try:
         yield database
     finally:
@@ -570,7 +577,7 @@ def _copy(
             write_path = str(final_path.parent / f".{final_path.name}.copy-{os.getpid()}.tmp")
             created = True
     else:
-        created = ensure_database_exists(load_settings(target_url))
+        created = ensure_database_exists(_settings_for(target_url))
 
     migrate_url = f"sqlite:///{write_path}" if write_path else target_url
     dst = _Side(target)

@@ -46,6 +46,8 @@ for _name in (
     "MIGRATION_BACKUP_BEFORE_UPGRADE",
     "DATABASE_CONNECT_TIMEOUT",
     "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_POOLER",
+    "DATABASE_DIRECT_URL",
 ):
     os.environ.pop(_name, None)
 
