@@ -7,6 +7,7 @@ connection, and another client's session settings may sit on the one it gets.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -305,6 +306,23 @@ def test_health_and_info_through_the_pooler(pooled_migrated, run_cli):
     code, out, err = run_cli("info", "--json")
     assert code == 0, err
     assert json.loads(out)["pool"]["pooler"] == "transaction"
+
+
+def test_the_other_commands_through_the_pooler(pooled_migrated, run_cli, tmp_path):
+    taxonomy = tmp_path / "taxonomy.txt"
+    taxonomy.write_text("# Google_Product_Taxonomy_Version: 2021-09-21\n1 - Animals\n3237 - Animals > Live Animals\n")
+    for argv in (
+        ("import-categories", str(taxonomy)),
+        ("import", str(ROOT / "examples" / "sample_feed.csv")),
+        ("export", str(tmp_path / "out.csv")),
+        ("create-admin", "boss@example.com", "--password-stdin"),
+        ("optimize",),
+        ("logs", "--limit", "5"),
+    ):
+        code, out, err = run_cli(*argv, stdin="a long enough password 1\n")
+        assert code == 0, (argv, err)
+    with (tmp_path / "out.csv").open(newline="") as handle:
+        assert len(list(csv.reader(handle))) == 11  # a header and the ten products
 
 
 def test_every_transaction_is_utc_while_clients_share_server_connections(pooled_migrated):
