@@ -808,7 +808,24 @@ def ensure_database_exists(settings: Settings) -> bool:
         return False
     except psycopg2.OperationalError as exc:
         if "does not exist" not in str(exc):
-            raise _unavailable(url, exc) from exc
+            error = _unavailable(url, exc)
+            if settings.transaction_pooled and settings.direct_url is None:
+                # PgBouncer keeps retrying the server's refusal until the client gives up.
+                error.hint = (
+                    f"{error.hint}; through PgBouncer a missing database looks like this: "
+                    "set DATABASE_DIRECT_URL (the server itself) so that it can be created"
+                )
+            raise error from exc
+        if settings.transaction_pooled and settings.direct_url is None:
+            # Created through PgBouncer, it would still refuse it for a while (server_login_retry).
+            error = DatabaseUnavailableError(
+                f"database {url.database!r} does not exist, and behind PgBouncer pfdb creates it "
+                f"only through a direct connection ({url.masked})",
+                hint="set DATABASE_DIRECT_URL=postgresql://user:pass@server:5432/db (the server itself), "
+                "or create the database yourself",
+            )
+            error.retryable = False
+            raise error from exc
     try:
         conn = psycopg2.connect(dbname="postgres", **params)
     except psycopg2.OperationalError as exc:

@@ -69,6 +69,7 @@ server_reset_query =
 server_lifetime = 3600
 server_idle_timeout = 60
 query_wait_timeout = 60
+server_login_retry = 1
 logfile = {self.log}
 pidfile = {self.folder}/pgbouncer.pid
 """

@@ -185,6 +185,21 @@ def test_init_status_migrate_rollback_through_the_pooler(pooled, run_cli, tmp_pa
     assert _one(pooled.direct, ADVISORY)[0][0] == 0
 
 
+def test_init_creates_a_missing_database_through_the_direct_url(bouncer, pg_server, monkeypatch, request):
+    name = f"pfdb_test_pgb_{os.getpid()}_{int(time.monotonic() * 1000)}"
+    request.addfinalizer(lambda: (pfdb.close_database(), pg_server.release(name)))
+    pooled = _pooled(bouncer, pg_server, name, monkeypatch)
+    # Without it: refused with the fix (PgBouncer passes the server's "does not exist" on, or,
+    # retrying its failed login, lets the connection time out).
+    env = {**pooled.env, "DATABASE_CONNECT_TIMEOUT": "2"}
+    code, _, err = _finish(_pfdb("init", env=env))
+    assert code == 1 and "DATABASE_DIRECT_URL" in err, err
+    assert _one(PG_ADMIN_URL, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == [(0,)]
+    code, out, err = _finish(_pfdb("init", env={**env, "DATABASE_DIRECT_URL": pooled.direct}))
+    assert code == 0, err
+    assert "(postgresql, created)" in out and "up to date" in out
+
+
 SLOW = """
 import time
 
