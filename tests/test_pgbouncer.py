@@ -400,6 +400,11 @@ def test_statement_timeout_is_set_per_transaction_and_never_leaks(pooled_migrate
             database.execute_sql("SELECT pg_sleep(2)")
     with pfdb.db_session_scope() as database:
         assert database.execute_sql("SHOW statement_timeout").fetchone()[0] == "300ms"
+    with pfdb.db_read_scope() as database:  # SET LOCAL first still lets SET TRANSACTION follow
+        row = database.execute_sql(
+            "SELECT current_setting('statement_timeout'), current_setting('transaction_isolation')"
+        )
+        assert row.fetchone() == ("300ms", "repeatable read")
     # No pfdb session SET reached the server connections other clients get.
     conn = psycopg2.connect(pooled_migrated.url)
     conn.autocommit = True
