@@ -810,10 +810,10 @@ def ensure_database_exists(settings: Settings) -> bool:
         if "does not exist" not in str(exc):
             error = _unavailable(url, exc)
             if settings.transaction_pooled and settings.direct_url is None:
-                # PgBouncer keeps retrying the server's refusal until the client gives up.
+                # PgBouncer retrying its failed login to a missing database lets the client time out.
                 error.hint = (
-                    f"{error.hint}; through PgBouncer a missing database looks like this: "
-                    "set DATABASE_DIRECT_URL (the server itself) so that it can be created"
+                    f"{error.hint}; if the database does not exist yet, PgBouncer cannot say so: "
+                    "set DATABASE_DIRECT_URL (the server itself) so that pfdb can create it"
                 )
             raise error from exc
         if settings.transaction_pooled and settings.direct_url is None:

@@ -35,7 +35,7 @@ from typing import Any
 
 from ._files import process_alive
 from ._peewee import peewee as pw
-from .config import DatabaseURL, load_settings, mask_secrets, parse_database_url
+from .config import DatabaseURL, Settings, load_settings, mask_secrets, parse_database_url
 from .errors import CopyError, UsageError
 from .feeds.upsert import COPY_ESCAPES as _COPY_ESCAPES
 from .migrations import HISTORY_TABLE
@@ -480,7 +480,7 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
     )
 
 
-def _settings_for(url: str, **overrides: Any) -> Any:
+def _settings_for(url: str, **overrides: Any) -> Settings:
     """Settings for a URL named on the command line: DATABASE_POOLER and DATABASE_DIRECT_URL
     describe DATABASE_URL, not this one (copy wants direct URLs: docs/pgbouncer.md)."""
     return load_settings(url, pooler="none", direct_url=None, **overrides)
