@@ -303,6 +303,38 @@ def _parse_key_prefix(name: str, raw: Any) -> str:
     return text
 
 
+POOLERS = ("none", "session", "transaction")
+
+
+def _parse_pooler(name: str, raw: Any) -> str:
+    """``none`` (or empty), ``session`` (a pooler that keeps sessions: nothing changes) or ``transaction``."""
+    value = str(raw).strip().lower() or "none"
+    if value not in POOLERS:
+        raise ConfigError(
+            f"{name} must be one of {', '.join(POOLERS)}, got {raw!r}",
+            hint=f"{name}=transaction when DATABASE_URL points at PgBouncer with pool_mode = transaction",
+        )
+    return value
+
+
+def _parse_direct_url(name: str, raw: Any) -> DatabaseURL | None:
+    if raw is None or isinstance(raw, DatabaseURL):
+        return raw
+    text = str(raw).strip()
+    if not text:
+        return None
+    try:
+        url = parse_database_url(text)
+    except ConfigError as exc:
+        raise ConfigError(exc.message.replace("DATABASE_URL", name, 1), hint=exc.hint) from None
+    if url.backend != "postgresql":
+        raise ConfigError(
+            f"{name} must be a PostgreSQL URL, got {url.masked}",
+            hint=f"{name}=postgresql://user:pass@server:5432/db: the server itself, not the pooler",
+        )
+    return url
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -347,16 +379,45 @@ class Settings:
     cache_ttl: float = 300.0
     cache_timeout: float = 0.1
     cache_key_prefix: str = "pfdb"
+    # PostgreSQL behind a pooler (docs/pgbouncer.md): "transaction" when DATABASE_URL points
+    # at PgBouncer in transaction pooling mode, where a session lives for one transaction
+    # only; ``direct_url`` reaches the server itself, for the tools that need a session.
+    pooler: str = "none"
+    direct_url: DatabaseURL | None = None
 
     @property
     def max_connections(self) -> int:
         return self.pool_size + self.max_overflow
+
+    @property
+    def transaction_pooled(self) -> bool:
+        """True when each transaction may run on a different server session (PgBouncer)."""
+        return self.pooler == "transaction"
+
+    def session_url(self, what: str) -> DatabaseURL:
+        """The URL for ``what`` (a tool that keeps state across transactions: pg_dump, psql).
+
+        ``DATABASE_DIRECT_URL`` when set; ``DATABASE_URL`` unless it is transaction-pooled,
+        where such a tool would read or leak another client's session state: then a
+        ``ConfigError`` naming ``what`` and the setting that fixes it.
+        """
+        if self.direct_url is not None:
+            return self.direct_url
+        if self.transaction_pooled:
+            raise ConfigError(
+                f"{what} needs a direct connection to PostgreSQL: DATABASE_URL goes through a pooler "
+                f"in transaction mode (DATABASE_POOLER=transaction), where its session settings "
+                f"would be lost or leak to other clients",
+                hint="set DATABASE_DIRECT_URL=postgresql://user:pass@server:5432/db (the server, not PgBouncer)",
+            )
+        return self.database_url
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for display, with the URL masked."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["database_url"] = self.database_url.masked
         out["cache_url"] = mask_url(self.cache_url) if self.cache_url else None
+        out["direct_url"] = self.direct_url.masked if self.direct_url else None
         return out
 
 
@@ -375,6 +436,8 @@ _ENV = {
     "CACHE_TTL": ("cache_ttl", _parse_positive_seconds),
     "CACHE_TIMEOUT": ("cache_timeout", _parse_positive_seconds),
     "CACHE_KEY_PREFIX": ("cache_key_prefix", _parse_key_prefix),
+    "DATABASE_POOLER": ("pooler", _parse_pooler),
+    "DATABASE_DIRECT_URL": ("direct_url", _parse_direct_url),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 
@@ -412,7 +475,14 @@ def load_settings(
             raise ConfigError(f"unknown setting {field_name!r}", hint=f"known settings: {known}")
         _, parse = _ENV[_FIELD_TO_ENV[field_name]]
         values[field_name] = parse(field_name, value)
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.database_url.backend != "postgresql" and (settings.pooler != "none" or settings.direct_url):
+        raise ConfigError(
+            "DATABASE_POOLER and DATABASE_DIRECT_URL apply to PostgreSQL only, "
+            f"and DATABASE_URL is {settings.database_url.masked}",
+            hint="unset them for SQLite",
+        )
+    return settings
 
 
 # -- variables read where they are used, not Settings fields: they name places on this machine,

@@ -494,11 +494,24 @@ def _pooled_postgres_class():
                 raise translated from exc
 
         def prepare_connection(self, conn: Any) -> None:
-            prepare_session(conn)  # UTC and jsonb as text: see pfdb/_pg_session.py
-            # Server-side, so it also ends a statement whose client went away.
-            if self.pfdb_settings.statement_timeout:
+            # UTC and jsonb as text: see pfdb/_pg_session.py. PgBouncer tracks TimeZone per
+            # client and sets it on whichever server connection runs the next transaction.
+            prepare_session(conn)
+            # Server-side, so it also ends a statement whose client went away. Behind a
+            # transaction pooler a session SET would stay on one server connection and
+            # reach other clients: there ``begin`` sets it per transaction instead.
+            if self.pfdb_settings.statement_timeout and not self.pfdb_settings.transaction_pooled:
                 with conn.cursor() as cursor:
                     cursor.execute("SET statement_timeout = %s", (_milliseconds(self.pfdb_settings.statement_timeout),))
+
+        def begin(self, *args: Any, **kwargs: Any) -> None:
+            super().begin(*args, **kwargs)
+            if self.pfdb_settings.statement_timeout and self.pfdb_settings.transaction_pooled:
+                # SET LOCAL ends with the transaction, so it never outlives it on a shared
+                # server connection. It takes no snapshot: SET TRANSACTION may still follow.
+                self.cursor().execute(
+                    "SET LOCAL statement_timeout = %s", (_milliseconds(self.pfdb_settings.statement_timeout),)
+                )
 
         def __repr__(self) -> str:
             return f"<pfdb PostgresqlDatabase {self.pfdb_url.masked}>"
@@ -834,6 +847,7 @@ def ensure_database_exists(settings: Settings) -> bool:
     url = settings.database_url
     if url.backend == "sqlite":
         return not url.is_memory and not Path(url.path).expanduser().exists()
+    url = settings.direct_url or url  # a pooler may not route the maintenance database
     enable_psycopg2()
     import psycopg2
 
@@ -844,7 +858,24 @@ def ensure_database_exists(settings: Settings) -> bool:
         return False
     except psycopg2.OperationalError as exc:
         if "does not exist" not in str(exc):
-            raise _unavailable(url, exc) from exc
+            error = _unavailable(url, exc)
+            if settings.transaction_pooled and settings.direct_url is None:
+                # PgBouncer retrying its failed login to a missing database lets the client time out.
+                error.hint = (
+                    f"{error.hint}; if the database does not exist yet, PgBouncer cannot say so: "
+                    "set DATABASE_DIRECT_URL (the server itself) so that pfdb can create it"
+                )
+            raise error from exc
+        if settings.transaction_pooled and settings.direct_url is None:
+            # Created through PgBouncer, it would still refuse it for a while (server_login_retry).
+            error = DatabaseUnavailableError(
+                f"database {url.database!r} does not exist, and behind PgBouncer pfdb creates it "
+                f"only through a direct connection ({url.masked})",
+                hint="set DATABASE_DIRECT_URL=postgresql://user:pass@server:5432/db (the server itself), "
+                "or create the database yourself",
+            )
+            error.retryable = False
+            raise error from exc
     try:
         conn = psycopg2.connect(dbname="postgres", **params)
     except psycopg2.OperationalError as exc:

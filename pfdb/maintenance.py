@@ -207,6 +207,9 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
         )
     if url.backend == "sqlite":
         require_sqlite_file(url)  # before any folder is made for a backup of nothing
+    else:
+        # pg_dump sets search_path and more for its session before its snapshot transaction.
+        dump_url = settings.session_url("pfdb backup (pg_dump)")
     start = time.monotonic()
     started = time.time()
     try:
@@ -224,8 +227,8 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
             migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
         else:
             with _connection(database):
-                _pg_tools.backup(database, url, tmp)
-                migration = _pg_tools.last_migration(tmp, url, database, BackupError)
+                _pg_tools.backup(database, dump_url, tmp)
+                migration = _pg_tools.last_migration(tmp, dump_url, database, BackupError)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
@@ -341,6 +344,10 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         )
     if database.in_transaction():
         raise RestoreError("cannot restore inside a transaction", hint="call restore() outside db_session_scope()")
+    if url.backend == "postgresql":
+        # pg_restore's script sets search_path for the session (set_config(…, false)): through
+        # a transaction pooler that setting would stay on a server connection other clients get.
+        restore_url = settings.session_url("pfdb restore (pg_restore and psql)")
     start = time.monotonic()
     dropped: tuple[str, ...] = ()
     migration, dump_tables = _inspect(source)
@@ -362,7 +369,7 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         # of the tables about to be dropped and recreated.
         if hasattr(database, "close_all"):
             database.close_all()
-        _pg_tools.restore(source, url, database, lock_timeout=settings.pool_timeout, drop=extra)
+        _pg_tools.restore(source, restore_url, database, lock_timeout=settings.pool_timeout, drop=extra)
     # Written by the backup API or pg_restore, which pfdb's statements never see: forget it all.
     cache.invalidate()
     state = status()
@@ -424,6 +431,8 @@ def info() -> InfoResult:
             "max_connections": settings.max_connections,
             "pool_timeout": settings.pool_timeout,
             "pool_recycle": settings.pool_recycle,
+            "pooler": settings.pooler,  # DATABASE_POOLER: docs/pgbouncer.md
+            "direct_url": settings.direct_url.masked if settings.direct_url else None,
         }
         if hasattr(database, "pool_usage"):
             pool.update(database.pool_usage())

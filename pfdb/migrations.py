@@ -5,9 +5,10 @@ model diff. pfdb runs the files itself, because deploys need what its router lac
 migration in one transaction with its history row and its validation hook, a lock so
 that replicas starting together apply every migration exactly once, and clear errors.
 
-Locking: on PostgreSQL a session advisory lock is held for the whole run. On SQLite each
-step opens with ``BEGIN IMMEDIATE`` (the write lock) *before* it reads the history, so a
-waiting process re-reads the history after the winner committed and finds nothing to do.
+Locking: each step opens its transaction by taking the lock *before* it reads the history,
+so a waiting process re-reads the history after the winner committed and finds nothing to
+do. On PostgreSQL the lock is a transaction-level advisory lock (it works behind PgBouncer
+in transaction pooling mode, see ``_step``); on SQLite it is ``BEGIN IMMEDIATE``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .config import migrations_dir_setting
 from .database import backend, borrow_connection, get_database, get_settings
-from .errors import DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
+from .errors import ConfigError, DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
 
@@ -414,33 +415,65 @@ def _cached_drift(database: pw.Database, directory: Path) -> list[str]:
 
 
 # -- locking and transactions ---------------------------------------------------------------
-@contextmanager
-def _run_lock(database: pw.Database, timeout: float) -> Iterator[None]:
-    """PostgreSQL: hold the advisory lock for the whole run. SQLite: see ``_step``."""
-    if isinstance(database, pw.SqliteDatabase):
-        yield
-        return
-    deadline = time.monotonic() + timeout
-    while not database.execute_sql("SELECT pg_try_advisory_lock(%s)", (_PG_LOCK_KEY,)).fetchone()[0]:
+def _lock_for_transaction(database: pw.Database, deadline: float, timeout: float) -> None:
+    """Take the migration lock until this transaction ends, polling until ``deadline``.
+
+    Polling (not a blocking ``pg_advisory_xact_lock``) so that a run between two of its
+    steps takes the lock again at once instead of queueing behind a waiting process.
+    """
+    while not database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (_PG_LOCK_KEY,)).fetchone()[0]:
         if time.monotonic() >= deadline:
-            raise MigrationLockTimeout(
-                f"another process held the migration lock for more than {timeout:g} s",
-                hint="wait for the other migration to finish, or raise --lock-timeout",
-            )
+            raise _lock_timeout(timeout)
         time.sleep(0.1)
-    try:
-        yield
-    finally:
-        database.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,))
+
+
+def _lock_timeout(timeout: float) -> MigrationLockTimeout:
+    return MigrationLockTimeout(
+        f"another process held the migration lock for more than {timeout:g} s",
+        hint="wait for the other migration to finish, or raise --lock-timeout",
+    )
+
+
+class _Unsettled(Exception):
+    """Another process changed the history since this run last read it: let it finish first."""
+
+
+# How long a run that saw another process's migration commit waits before it looks again.
+# Far above the gap between that process's commit and its next step, which it then takes.
+_SETTLE_SECONDS = 0.25
 
 
 @contextmanager
-def _step(database: pw.Database, timeout: float) -> Iterator[None]:
-    """One migration's transaction. On SQLite: foreign keys off (table rebuilds must not
-    cascade), the write lock taken first, and a foreign-key check before commit."""
+def _step(database: pw.Database, timeout: float, expected: list[str] | None = None) -> Iterator[None]:
+    """One migration's transaction, holding the migration lock. On SQLite: foreign keys off
+    (table rebuilds must not cascade), the write lock taken first, and a foreign-key check
+    before commit.
+
+    PostgreSQL: a *transaction-level* advisory lock, taken first in the step's transaction
+    and released by its commit. A session lock held for the whole run is what PgBouncer's
+    transaction pooling breaks: the session belongs to the pooler, so the lock would stay
+    on a server connection another client then uses (and re-enter it), and the unlock could
+    run on a different one. Each step reads the history under the lock, so every migration
+    still runs exactly once. ``expected`` is the history this run last saw: when another
+    process has moved it meanwhile (its run is between two steps), this step lets go and
+    looks again after a pause, so that one run applies a batch and the other waits for it.
+    """
     if not isinstance(database, pw.SqliteDatabase):
-        with database.atomic():
-            yield
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with database.atomic():
+                    _lock_for_transaction(database, deadline, timeout)
+                    seen = [m.name for m in _history(database)] if expected is not None else None
+                    if seen == expected:
+                        yield
+                        return
+                    raise _Unsettled
+            except _Unsettled:
+                expected = seen  # proceed once the history stood still for a pause
+                if time.monotonic() + _SETTLE_SECONDS >= deadline:
+                    raise _lock_timeout(timeout) from None
+                time.sleep(_SETTLE_SECONDS)
         return
     database.pragma("foreign_keys", 0)  # only takes effect outside a transaction
     database.pragma("busy_timeout", int(timeout * 1000))
@@ -495,7 +528,11 @@ def _take_backup(label: str = "") -> Any:
             "a backup before this change was asked for, and no backup function is set",
             hint="pass backup=False, or set one with pfdb.migrations.set_backup_hook()",
         )
-    return hooks.backup_before_change(label=label)
+    try:
+        return hooks.backup_before_change(label=label)
+    except ConfigError as exc:  # behind a transaction pooler without DATABASE_DIRECT_URL
+        exc.hint = f"{exc.hint}; or skip the backup before a change: MIGRATION_BACKUP_BEFORE_UPGRADE=false"
+        raise
 
 
 def _run_hook(scope: dict[str, Any], hook: str, name: str, database: pw.Database) -> None:
@@ -607,7 +644,8 @@ def migrate(
     if backup is None:
         backup = get_settings().migration_backup_before_upgrade
     with _connection(database):
-        todo = _todo(database, names, target_name)
+        seen = [m.name for m in _history(database)]
+        todo = _todo(database, names, target_name, seen)
         if not todo:
             return MigrateResult(applied=(), fake=fake, dry_run=dry_run)
         if dry_run:
@@ -616,24 +654,25 @@ def migrate(
             backup_result = _take_backup()
         applied: list[str] = []
         migrator, state = None, None
-        with _run_lock(database, lock_timeout):
-            # Inside the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
+        # Under the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
+        with _step(database, lock_timeout):
             _ensure_history_table(database)
-            while True:
-                with _step(database, lock_timeout):
-                    done = [m.name for m in _history(database)]
-                    todo = _todo(database, names, target_name, done)
-                    if not todo:
-                        break
-                    name = todo[0]
-                    if not fake:
-                        if state != done:
-                            migrator, state = _migrator_for(database, done, directory), list(done)
-                        _run_step(name, _load(name, directory), migrator, database, down=False)
-                        state.append(name)
-                    else:
-                        _record(database, name)
-                applied.append(name)
+        while True:
+            with _step(database, lock_timeout, expected=seen):
+                done = [m.name for m in _history(database)]
+                todo = _todo(database, names, target_name, done)
+                if not todo:
+                    break
+                name = todo[0]
+                if not fake:
+                    if state != done:
+                        migrator, state = _migrator_for(database, done, directory), list(done)
+                    _run_step(name, _load(name, directory), migrator, database, down=False)
+                    state.append(name)
+                else:
+                    _record(database, name)
+            applied.append(name)
+            seen = [*done, name]
     return MigrateResult(applied=tuple(applied), fake=fake, backup=backup_result)
 
 
@@ -654,28 +693,27 @@ def _todo(database: pw.Database, names: list[str], target: str | None, done: lis
 def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateResult:
     statements: list[str] = []
     applied: list[str] = []
-    with _run_lock(database, lock_timeout):
-        try:
-            with _step(database, lock_timeout):
-                done = [m.name for m in _history(database)]
-                todo = _todo(database, names, target_name, done)
-                migrator = _migrator_for(database, done, directory)
-                for name in todo:
-                    scope = _load(name, directory)
-                    with _Recorder(database) as rec:
-                        fn = scope.get("migrate")
-                        if fn is not None:
-                            fn(migrator, database, fake=False)
-                            migrator()
-                    statements.extend(rec.statements)
-                    applied.append(name)
-                raise _DryRunDone
-        except _DryRunDone:
-            pass
-        except MigrationError:
-            raise
-        except Exception as exc:
-            raise MigrationError(f"dry run failed: {type(exc).__name__}: {exc}; nothing was changed") from exc
+    try:
+        with _step(database, lock_timeout):
+            done = [m.name for m in _history(database)]
+            todo = _todo(database, names, target_name, done)
+            migrator = _migrator_for(database, done, directory)
+            for name in todo:
+                scope = _load(name, directory)
+                with _Recorder(database) as rec:
+                    fn = scope.get("migrate")
+                    if fn is not None:
+                        fn(migrator, database, fake=False)
+                        migrator()
+                statements.extend(rec.statements)
+                applied.append(name)
+            raise _DryRunDone
+    except _DryRunDone:
+        pass
+    except MigrationError:
+        raise
+    except Exception as exc:
+        raise MigrationError(f"dry run failed: {type(exc).__name__}: {exc}; nothing was changed") from exc
     return MigrateResult(applied=tuple(applied), dry_run=True, sql=tuple(statements))
 
 
@@ -808,23 +846,24 @@ def rollback(
             backup_result = _take_backup(label="pre-rollback-")
         undone: list[str] = []
         migrator, state = None, None
-        with _run_lock(database, lock_timeout):
-            while True:
-                with _step(database, lock_timeout):
-                    done = [m.name for m in _history(database)]
-                    if len(done) <= len(keep) or done[: len(keep)] != keep:
-                        break
-                    name = done[-1]
-                    if name not in plan.undo:  # applied by another process since the plan: not confirmed
-                        raise MigrationError(
-                            f"{name} was applied while rolling back; it was left as it is",
-                            hint="run the rollback again to see what it would drop",
-                        )
-                    if state != done:
-                        migrator, state = _migrator_for(database, done, directory), list(done)
-                    _run_step(name, _load(name, directory), migrator, database, down=True)
-                    state.pop()
-                undone.append(name)
+        seen = done
+        while True:
+            with _step(database, lock_timeout, expected=seen):
+                done = [m.name for m in _history(database)]
+                if len(done) <= len(keep) or done[: len(keep)] != keep:
+                    break
+                name = done[-1]
+                if name not in plan.undo:  # applied by another process since the plan: not confirmed
+                    raise MigrationError(
+                        f"{name} was applied while rolling back; it was left as it is",
+                        hint="run the rollback again to see what it would drop",
+                    )
+                if state != done:
+                    migrator, state = _migrator_for(database, done, directory), list(done)
+                _run_step(name, _load(name, directory), migrator, database, down=True)
+                state.pop()
+            undone.append(name)
+            seen = done[:-1]
     drops = tuple(d for name in undone for d in plan.drops.get(name, ()))
     return RollbackResult(
         rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result, drops=drops
@@ -840,7 +879,7 @@ def _rollback_fake(database: pw.Database, target: str | None, names: list[str], 
     with _connection(database):
         if not _history(database):
             raise MigrationError("there is nothing to roll back: no migration is applied")
-        with _run_lock(database, lock_timeout), _step(database, lock_timeout):
+        with _step(database, lock_timeout):
             done = [m.name for m in _history(database)]
             keep = _keep_after_rollback(target, names, done)
             for name in reversed(done[len(keep) :]):

@@ -36,7 +36,7 @@ from typing import Any
 from . import cache
 from ._files import process_alive
 from ._peewee import peewee as pw
-from .config import DatabaseURL, load_settings, mask_secrets, parse_database_url
+from .config import DatabaseURL, Settings, load_settings, mask_secrets, parse_database_url
 from .errors import CopyError, UsageError
 from .feeds.upsert import COPY_ESCAPES as _COPY_ESCAPES
 from .migrations import HISTORY_TABLE
@@ -481,6 +481,12 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
     )
 
 
+def _settings_for(url: str, **overrides: Any) -> Settings:
+    """Settings for a URL named on the command line: DATABASE_POOLER and DATABASE_DIRECT_URL
+    describe DATABASE_URL, not this one (copy wants direct URLs: docs/pgbouncer.md)."""
+    return load_settings(url, pooler="none", direct_url=None, **overrides)
+
+
 @contextmanager
 def _bound(url: str) -> Iterator[Any]:
     """Bind ``pfdb.db`` to ``url`` for pfdb's migration and backup functions, then put back
@@ -488,9 +494,10 @@ def _bound(url: str) -> Iterator[Any]:
     from . import database as dbmod
 
     previous, previous_settings = dbmod.db.obj, dbmod._settings
-    database = dbmod.build_database(load_settings(url, migration_auto_upgrade=False))
+    settings = _settings_for(url, migration_auto_upgrade=False)
+    database = dbmod.build_database(settings)
     dbmod.db.initialize(database)
-    dbmod._settings = load_settings(url, migration_auto_upgrade=False)
+    dbmod._settings = settings
     try:
         yield database
     finally:
@@ -571,7 +578,7 @@ def _copy(
             write_path = str(final_path.parent / f".{final_path.name}.copy-{os.getpid()}.tmp")
             created = True
     else:
-        created = ensure_database_exists(load_settings(target_url))
+        created = ensure_database_exists(_settings_for(target_url))
 
     migrate_url = f"sqlite:///{write_path}" if write_path else target_url
     dst = _Side(target)

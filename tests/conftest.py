@@ -50,6 +50,8 @@ for _name in (
     "CACHE_TTL",
     "CACHE_TIMEOUT",
     "CACHE_KEY_PREFIX",
+    "DATABASE_POOLER",
+    "DATABASE_DIRECT_URL",
 ):
     os.environ.pop(_name, None)
 

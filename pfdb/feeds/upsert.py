@@ -380,27 +380,47 @@ class PostgresWriter(Writer):
             f"WHERE {self.q(SKU)} = ANY(%s)"
         )
         self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
+        settings = getattr(database, "pfdb_settings", None)
+        self.per_transaction = bool(settings and settings.transaction_pooled)
 
     @staticmethod
     def adapt(value: Any) -> Any:
         # The batch's timestamps as COPY text once, rather than by the csv writer in every row.
         return value.isoformat(" ") if isinstance(value, dt.datetime) else value
 
+    def _stages(self) -> tuple[tuple[str, str, str], ...]:
+        return (
+            (self.STAGE, self.products.table, self.insert_columns),
+            (self.IMAGE_STAGE, self.images.table, self.image_columns),
+        )
+
     def start(self) -> None:
         # Staging tables with exactly the target's column types and no constraints; temporary,
         # so they vanish with the session, and dropped again at the end because pooled
         # connections outlive the import. A batch's commit empties them (cheaper than a
         # TRUNCATE per batch); ``_clear`` covers batches inside an outer transaction.
+        # Behind a transaction pooler the session is the pooler's: a table made here would
+        # sit on one server connection while the next batch runs on another (or find another
+        # client's). There each batch makes its own, dropped by its commit (``_stage``).
+        if self.per_transaction:
+            return
         cursor = self.cursor()
-        for stage, table, cols in (
-            (self.STAGE, self.products.table, self.insert_columns),
-            (self.IMAGE_STAGE, self.images.table, self.image_columns),
-        ):
+        for stage, table, cols in self._stages():
             cursor.execute(f"DROP TABLE IF EXISTS {stage}")
             cursor.execute(
                 f"CREATE TEMPORARY TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} "
                 f"FROM {self.q(table)} WITH NO DATA"
             )
+
+    def _stage(self, cursor: Any, name: str) -> None:
+        """Transaction pooling: make staging table ``name`` in this transaction, unless it has it."""
+        if self.per_transaction:
+            for stage, table, cols in self._stages():
+                if stage == name:
+                    cursor.execute(
+                        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT {cols} "
+                        f"FROM {self.q(table)} WITH NO DATA"
+                    )
 
     def _clear(self, cursor: Any, table: str) -> None:
         """Empty a staging table now, unless this batch's own commit will.
@@ -411,6 +431,8 @@ class PostgresWriter(Writer):
             cursor.execute(f"TRUNCATE {table}")
 
     def finish(self) -> None:
+        if self.per_transaction:
+            return  # its commits dropped them; a DROP here could reach another client's session
         cursor = self.cursor()
         cursor.execute(f"DROP TABLE IF EXISTS {self.STAGE}")
         cursor.execute(f"DROP TABLE IF EXISTS {self.IMAGE_STAGE}")
@@ -428,6 +450,7 @@ class PostgresWriter(Writer):
     def upsert(self, rows: list[Sequence[Any]]) -> tuple[int, int]:
         cursor = self.cursor()
         options, data = copy_buffer(rows)
+        self._stage(cursor, self.STAGE)
         cursor.copy_expert(self.copy_sql + options, data)
         cursor.execute(self.upsert_sql)
         written = cursor.fetchall()
@@ -454,6 +477,7 @@ class PostgresWriter(Writer):
         if not rows:
             return 0
         options, data = copy_buffer(rows)
+        self._stage(cursor, self.IMAGE_STAGE)
         cursor.copy_expert(self.copy_images_sql + options, data)
         cursor.execute(self.insert_images_sql)
         inserted = cursor.rowcount
