@@ -35,6 +35,7 @@ from .errors import (
     PoolExhaustedError,
     RestoreError,
     SchemaMissingError,
+    ServerInRecoveryError,
     UnsafePathError,
     UsageError,
     ValidationError,
@@ -55,6 +56,7 @@ from .models import (
     SystemLog,
     User,
 )
+from .replicas import primary, replica
 
 __version__ = "0.1.0"
 
@@ -83,6 +85,7 @@ __all__ = [
     "ProductImage",
     "RestoreError",
     "SchemaMissingError",
+    "ServerInRecoveryError",
     "SyncHistory",
     "SystemLog",
     "UnsafePathError",
@@ -97,5 +100,7 @@ __all__ = [
     "for_update",
     "get_database",
     "init_database",
+    "primary",
+    "replica",
     "session_scope",
 ]

@@ -11,9 +11,13 @@ statement outside any transaction) and hands the tables to ``after_commit``; ``r
 forgets them. Savepoints change nothing here: a savepoint rolled back inside a transaction
 that commits costs at most a needless invalidation.
 
+Read replicas (``pfdb.replicas``) ask only whether and when a commit wrote: ``commits()``
+counts them for the process and ``thread_commits()`` for the calling thread.
+
 Nothing is recorded unless ``enabled`` (set by ``database.bind_database`` when ``CACHE_URL``
-is set): without a cache this module costs one attribute read per statement. It imports
-nothing of pfdb; ``pfdb.lifecycle`` sets ``after_commit`` to ``pfdb.cache.after_commit``.
+or ``DATABASE_REPLICA_URLS`` is set): without them this module costs one attribute read per
+statement. It imports nothing of pfdb; ``pfdb.lifecycle`` sets ``after_commit`` to
+``pfdb.cache.after_commit``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 
 ALL = "*"
@@ -30,6 +35,9 @@ enabled = False
 after_commit: Callable[[frozenset[str]], None] | None = None
 
 _local = threading.local()
+_count_lock = threading.Lock()
+_commits = 0  # commits that wrote, in this process
+_last_commit = 0.0  # time.monotonic() of the last one
 
 # Statements that change no table's rows. PRAGMA and SET change settings, not data; a
 # data-changing function called from a SELECT (setval) touches no cached table.
@@ -100,12 +108,32 @@ def committed() -> None:
         return
     tables = frozenset(pending)
     pending.clear()
+    _count_commit()
     hook = after_commit
     if hook is not None and enabled:
         try:
             hook(tables)
         except Exception:  # the commit is done: a cache that fails must not make it look failed
             logging.getLogger("pfdb.cache").warning("pfdb: invalidating the cache failed", exc_info=True)
+
+
+def _count_commit() -> None:
+    global _commits, _last_commit
+    with _count_lock:
+        _commits += 1
+        _last_commit = time.monotonic()
+    _local.commits = getattr(_local, "commits", 0) + 1
+
+
+def commits() -> tuple[int, float]:
+    """(commits that wrote in this process, ``time.monotonic()`` of the last one)."""
+    with _count_lock:
+        return _commits, _last_commit
+
+
+def thread_commits() -> int:
+    """Commits that wrote, made by the calling thread."""
+    return getattr(_local, "commits", 0)
 
 
 def rolled_back() -> None:

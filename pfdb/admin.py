@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .database import db_session_scope
+from .database import db_session_scope, writes_to_primary
 from .errors import DuplicateError, ValidationError
 from .models.users import User, normalise_email
 
@@ -38,6 +38,7 @@ def check_password_strength(password: str) -> None:
         raise ValidationError("password", "must not be only spaces")
 
 
+@writes_to_primary("pfdb create-admin")
 def create_admin(email: str, password: str, *, update: bool = False) -> AdminResult:
     """Create an administrator; with ``update``, an existing user's password is reset and it is made admin.
 

@@ -46,6 +46,7 @@ from ._peewee import peewee as pw
 from .config import DatabaseURL, Settings, load_settings, mask_secrets, mask_url
 from .database import borrow_connection, db, get_settings
 from .errors import CacheError, PfdbError
+from .replicas import primary
 
 log = logging.getLogger("pfdb.cache")
 
@@ -350,7 +351,10 @@ def lookup(
             data = None
         else:
             return decode(data) if decode is not None else data
-    value = load()
+    # A fill is stored under the generation read above: from the primary, never from a replica
+    # that may not have replayed the commit behind that generation (docs/replicas.md).
+    with primary():
+        value = load()
     if _writes.pending_tables():  # written and not committed (a bare BEGIN): never store that
         return value
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import cache
 from ._peewee import peewee as pw
-from .database import borrow_connection, db_session_scope, get_database
+from .database import borrow_connection, db_session_scope, get_database, writes_to_primary
 from .errors import FeedError, NotFoundError, ValidationError
 from .models import Category, Icon, Product
 from .models.catalog import path_prefix
@@ -531,6 +531,7 @@ def _update_in_place(changes: list[_Change]) -> None:
         database.execute_sql(sql, [*params, now, *ids])
 
 
+@writes_to_primary("pfdb import-categories")
 def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryImportResult:
     """Import a category tree from a Google product taxonomy file or ``A > B > C`` lines.
 

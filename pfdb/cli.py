@@ -43,6 +43,20 @@ def _print_changes(changes: Any) -> None:
         print("  " + change.rstrip().replace("\n", "\n  "))
 
 
+def _print_replicas(replicas: list[dict[str, Any]] | None) -> None:
+    """One line per read replica (URL masked), and what a replica out of use means."""
+    for r in replicas or ():
+        lag = "" if r["lag_seconds"] is None else f", lag {r['lag_seconds']:g} s"
+        paused = ", replay paused" if r["replay_paused"] else ""
+        error = f": {r['error']}" if r["error"] else ""
+        print(f"replica:    {r['url']} {r['state']}{lag}{paused}{error}")
+    skipped = [r for r in replicas or () if r["state"] != "ok"]
+    if skipped:
+        usable = len(replicas or ()) - len(skipped)
+        where = "the primary" if not usable else f"the {usable} usable replica{'s' if usable > 1 else ''}"
+        print(f"replicas:   {len(skipped)} not in use (reads go to {where}); the database stays healthy")
+
+
 class Exit(Exception):
     """A command's verdict other than success, with what to say (already printed or not)."""
 
@@ -456,6 +470,7 @@ class PfdbCLI:
             print("pool:       " + ", ".join(f"{k}={v}" for k, v in result.pool.items()))
         if result.cache:
             print(f"cache:      {_cache_line(result.cache)}")
+        _print_replicas(result.replicas)
         print("tables:")
         width = max((len(t) for t in result.tables), default=0)
         for table, count in result.tables.items():
@@ -524,6 +539,7 @@ class PfdbCLI:
                 print(f"version:    {report['server_version']}")
             if report.get("pool"):
                 print("pool:       " + ", ".join(f"{k}={v}" for k, v in report["pool"].items()))
+            _print_replicas(report.get("replicas"))
             migrations = report.get("migrations") or {}
             if "pending" in migrations:
                 pending = migrations["pending"]

@@ -384,6 +384,10 @@ class Settings:
     # only; ``direct_url`` reaches the server itself, for the tools that need a session.
     pooler: str = "none"
     direct_url: DatabaseURL | None = None
+    # PostgreSQL read replicas (docs/replicas.md): reads go to them when they are caught up;
+    # one more than replica_max_lag seconds behind is skipped until it catches up.
+    replica_urls: tuple[DatabaseURL, ...] = ()
+    replica_max_lag: float = 5.0
 
     @property
     def max_connections(self) -> int:
@@ -418,7 +422,36 @@ class Settings:
         out["database_url"] = self.database_url.masked
         out["cache_url"] = mask_url(self.cache_url) if self.cache_url else None
         out["direct_url"] = self.direct_url.masked if self.direct_url else None
+        out["replica_urls"] = [u.masked for u in self.replica_urls]
         return out
+
+
+def _parse_replica_urls(name: str, raw: Any) -> tuple[DatabaseURL, ...]:
+    """``DATABASE_REPLICA_URLS``: comma-separated PostgreSQL URLs (a list or tuple from Python)."""
+    items = [str(i) for i in raw] if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    items = [i.strip() for i in items]
+    if items == [""]:
+        return ()
+    urls: list[DatabaseURL] = []
+    for number, item in enumerate(items, 1):
+        if not item:
+            raise ConfigError(
+                f"{name} has an empty entry (number {number})",
+                hint="separate PostgreSQL URLs with single commas: postgresql://u:p@r1/db,postgresql://u:p@r2/db",
+            )
+        try:
+            url = parse_database_url(item)
+        except ConfigError as exc:
+            raise ConfigError(exc.message.replace("DATABASE_URL", f"{name} entry {number}"), hint=exc.hint) from None
+        if url.backend != "postgresql":
+            raise ConfigError(
+                f"{name} entry {number} is not a PostgreSQL URL: {url.masked}",
+                hint="read replicas are PostgreSQL streaming replicas: postgresql://user:pass@replica:5432/db",
+            )
+        if any(u.raw == url.raw for u in urls):
+            raise ConfigError(f"{name} names {url.masked} twice", hint="list each replica once")
+        urls.append(url)
+    return tuple(urls)
 
 
 # environment variable -> (settings field, parser)
@@ -438,6 +471,8 @@ _ENV = {
     "CACHE_KEY_PREFIX": ("cache_key_prefix", _parse_key_prefix),
     "DATABASE_POOLER": ("pooler", _parse_pooler),
     "DATABASE_DIRECT_URL": ("direct_url", _parse_direct_url),
+    "DATABASE_REPLICA_URLS": ("replica_urls", _parse_replica_urls),
+    "DATABASE_REPLICA_MAX_LAG": ("replica_max_lag", _parse_seconds),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 
@@ -482,6 +517,17 @@ def load_settings(
             f"and DATABASE_URL is {settings.database_url.masked}",
             hint="unset them for SQLite",
         )
+    if settings.replica_urls and settings.database_url.backend != "postgresql":
+        raise ConfigError(
+            "DATABASE_REPLICA_URLS names PostgreSQL replicas, but DATABASE_URL is not PostgreSQL",
+            hint="unset DATABASE_REPLICA_URLS for SQLite, or point DATABASE_URL at the primary",
+        )
+    for replica in settings.replica_urls:
+        if replica.raw == settings.database_url.raw:
+            raise ConfigError(
+                f"DATABASE_REPLICA_URLS names the primary itself ({replica.masked})",
+                hint="list the replicas' URLs only; DATABASE_URL is the primary",
+            )
     return settings
 
 

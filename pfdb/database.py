@@ -8,6 +8,7 @@ process can be re-pointed (tests, a switch of URL) without re-importing anything
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 import os
@@ -34,7 +35,9 @@ from .errors import (
     PfdbError,
     ReadOnlyDatabaseError,
     SchemaMissingError,
+    ServerInRecoveryError,
 )
+from .replicas import primary
 
 log = logging.getLogger("pfdb")
 
@@ -471,7 +474,17 @@ def _pooled_postgres_class():
     from .pool import PooledPostgresqlDatabase
 
     class PostgresqlDatabase(_TracksWrites, PooledPostgresqlDatabase):
-        """pfdb's pool (pfdb/pool.py) with connect errors as pfdb errors, the password masked."""
+        """pfdb's pool (pfdb/pool.py) with connect errors as pfdb errors, the password masked.
+
+        With read replicas (``pfdb/replicas.py``) the primary's instance holds a ``ReplicaSet``
+        in ``pfdb_replicas``, and ``execute`` asks it whether a replica answers a read outside a
+        transaction (what was written, and when, it learns from ``pfdb._writes``). A replica's
+        instance points at its primary in ``pfdb_primary`` and runs the primary's connection
+        hooks, so per-connection state (a tenant's) is the same on both.
+        """
+
+        pfdb_replicas: Any = None
+        pfdb_primary: Any = None
 
         def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
             self.pfdb_url = url
@@ -484,6 +497,14 @@ def _pooled_postgres_class():
             except pw.OperationalError as exc:
                 raise _unavailable(self.pfdb_url, exc) from exc
 
+        def execute(self, query, **context_options):
+            replicas = self.pfdb_replicas
+            if replicas is not None and not self.in_transaction():
+                cursor = replicas.execute_read(query, context_options)
+                if cursor is not None:
+                    return cursor
+            return super().execute(query, **context_options)
+
         def execute_sql(self, sql, params=None):
             try:
                 return super().execute_sql(sql, params)
@@ -494,6 +515,8 @@ def _pooled_postgres_class():
                 raise translated from exc
 
         def prepare_connection(self, conn: Any) -> None:
+            if self.pfdb_primary is not None:
+                return self.pfdb_primary.prepare_connection(conn)
             # UTC and jsonb as text: see pfdb/_pg_session.py. PgBouncer tracks TimeZone per
             # client and sets it on whichever server connection runs the next transaction.
             prepare_session(conn)
@@ -503,6 +526,11 @@ def _pooled_postgres_class():
             if self.pfdb_settings.statement_timeout and not self.pfdb_settings.transaction_pooled:
                 with conn.cursor() as cursor:
                     cursor.execute("SET statement_timeout = %s", (_milliseconds(self.pfdb_settings.statement_timeout),))
+
+        def reset_connection(self, conn: Any) -> None:
+            if self.pfdb_primary is not None:
+                return self.pfdb_primary.reset_connection(conn)
+            return super().reset_connection(conn)
 
         def begin(self, *args: Any, **kwargs: Any) -> None:
             super().begin(*args, **kwargs)
@@ -566,6 +594,18 @@ def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
 
     if _PG_CLASS is None:
         _PG_CLASS = _pooled_postgres_class()
+    database = _pooled(url, settings)
+    if settings.replica_urls:  # each replica its own pool, sized like the primary's
+        from .replicas import ReplicaSet
+
+        replicas = [_pooled(replica_url, settings) for replica_url in settings.replica_urls]
+        for replica in replicas:
+            replica.pfdb_primary = database
+        database.pfdb_replicas = ReplicaSet(database, replicas, settings.replica_max_lag)
+    return database
+
+
+def _pooled(url: DatabaseURL, settings: Settings) -> pw.Database:
     params = url.driver_params()
     params.setdefault("connect_timeout", _connect_timeout(settings))  # the URL's own wins
     return _PG_CLASS(
@@ -643,7 +683,8 @@ def bind_database(
             database.pfdb_mode = "ro" if read_only else "rwc" if create else "rw"
         db.initialize(database)
         _settings = settings
-        _writes.enabled = settings.cache_url is not None
+        # What each commit wrote: the cache forgets it, replicas must replay it before reads.
+        _writes.enabled = settings.cache_url is not None or bool(settings.replica_urls)
     _configure_echo(settings.echo)
     return database
 
@@ -655,6 +696,8 @@ def close_database() -> None:
         current = db.obj
         if current is None:
             return
+        if getattr(current, "pfdb_replicas", None) is not None:
+            current.pfdb_replicas.close()
         if hasattr(current, "close_all"):
             current.close_all()
         elif not current.is_closed():
@@ -725,8 +768,20 @@ def db_read_scope() -> Iterator[pw.Database]:
     failing later to upgrade the lock). PostgreSQL: ``REPEATABLE READ, READ ONLY``. Inside
     another scope it is a savepoint of that scope. Yields the bound database.
 
+    With read replicas (``DATABASE_REPLICA_URLS``) the whole block runs on one replica that
+    has replayed this process's writes, in the same kind of transaction; else on the primary.
+
     Example: ``with db_read_scope(): n = Product.select().count()``
     """
+    database = get_database()
+    replicas = getattr(database, "pfdb_replicas", None)
+    if replicas is not None and not database.in_transaction():
+        with replicas.read_scope() as on_replica:
+            if on_replica:
+                with database.atomic():
+                    database.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    yield database
+                return
     with borrow_connection() as database:
         if database.in_transaction():
             with database.atomic():
@@ -743,6 +798,58 @@ def db_read_scope() -> Iterator[pw.Database]:
         finally:
             if sqlite and not database.is_closed():
                 database.execute_sql("PRAGMA query_only = 0")
+
+
+def require_primary_server(what: str) -> None:
+    """Refuse ``what`` (a command that writes) when ``DATABASE_URL`` is a PostgreSQL server in recovery.
+
+    A read replica refuses every write anyway, but midway and in the server's words; this
+    says it first, in one line, with the fix. SQLite: nothing to check.
+    """
+    url = get_settings().database_url
+    if url.backend != "postgresql":
+        return
+    with borrow_connection() as database:
+        in_recovery = database.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0]
+    if in_recovery:
+        raise ServerInRecoveryError(
+            f"{what} writes, and DATABASE_URL ({url.masked}) is a PostgreSQL server in recovery (a read replica)",
+            hint="point DATABASE_URL (or --database-url) at the primary; replicas belong in DATABASE_REPLICA_URLS",
+        )
+
+
+def writes_to_primary(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate an operation that writes: it runs on the primary (its reads too), never on a replica URL.
+
+    Inside, every read goes to the primary (``replicas.primary()``): a migration or an import
+    must not decide from a replica's older copy. Then ``require_primary_server(what)``.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with primary():
+                if db.obj is not None:  # an operation that binds the database checks once bound
+                    require_primary_server(what)
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def replica_report(timeout: float | None = None) -> list[dict[str, Any]] | None:
+    """Each read replica measured now: masked ``url``, ``state``, ``lag_seconds``, ``replay_paused``, ``error``.
+
+    ``state`` is ``ok``, ``lagging`` (more than ``DATABASE_REPLICA_MAX_LAG`` behind), ``down``
+    (unreachable: retried with back-off), ``not in recovery`` (a primary, not a replica) or
+    ``unknown``. None when no replica is configured. Each replica answers within ``timeout``
+    seconds (default ``DATABASE_CONNECT_TIMEOUT``, or 10 s), else it is reported down.
+    """
+    replicas = getattr(get_database(), "pfdb_replicas", None)
+    if replicas is None:
+        return None
+    return replicas.check_all(timeout if timeout is not None else (get_settings().connect_timeout or 10.0))
 
 
 def for_update(query: pw.Select) -> pw.Select:
@@ -767,6 +874,8 @@ def database_health_check(
     ``checks``), ``pool`` (PostgreSQL, else None) and ``error`` (None when healthy).
     ``checks(report)`` runs after a good probe, within the same time bound, and may mark
     the report unhealthy: it is how the layer above adds what this one cannot know.
+    ``replicas`` lists each read replica (``replica_report()``), None without any; a replica
+    down or lagging leaves the status as it is (reads go to the primary), and says so there.
     """
     # Every key is always there (None when it does not apply): scripts read it as a schema.
     report: dict[str, Any] = {
@@ -778,6 +887,7 @@ def database_health_check(
         "server_version": None,
         "migrations": None,
         "pool": None,
+        "replicas": None,
         "error": None,
     }
     try:
@@ -786,6 +896,20 @@ def database_health_check(
     except Exception as exc:
         report.update(backend=None, database=None, error=str(exc))
         return report
+    report = _probe_primary(settings, database, report, timeout, checks)
+    # Replicas never make the database unhealthy: reads go to the primary without them.
+    if getattr(database, "pfdb_replicas", None) is not None:
+        report["replicas"] = replica_report(timeout)
+    return report
+
+
+def _probe_primary(
+    settings: Settings,
+    database: pw.Database,
+    report: dict[str, Any],
+    timeout: float | None,
+    checks: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     url = settings.database_url
     report.update(backend=url.backend, database=url.masked)
     start = time.perf_counter()
@@ -835,7 +959,8 @@ def _probe(
     if hasattr(database, "pool_usage"):
         report["pool"] = database.pool_usage()
     if checks is not None:
-        checks(report)
+        with primary():  # the probe's thread: the migration state is the primary's
+            checks(report)
 
 
 def ensure_database_exists(settings: Settings) -> bool:

@@ -158,3 +158,12 @@ class ConnectionLostError(DatabaseUnavailableError):
 class CacheError(PfdbError):
     """The Redis cache was needed and is not there (``pfdb cache-clear`` without ``CACHE_URL``
     or with Redis down). Lookups never raise it: they read the database instead."""
+
+
+class ServerInRecoveryError(ReadOnlyDatabaseError):
+    """A command that writes was pointed at a PostgreSQL server in recovery (a read replica).
+
+    A configuration mistake (exit 2): the fix is the primary's URL in ``DATABASE_URL``.
+    """
+
+    exit_code = EXIT_USAGE

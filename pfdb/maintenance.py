@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from . import _files, _pg_tools, _sqlite_tools, cache
-from .database import borrow_connection, get_database, get_settings, require_sqlite_file
+from .database import (
+    borrow_connection,
+    get_database,
+    get_settings,
+    replica_report,
+    require_sqlite_file,
+    writes_to_primary,
+)
 from .errors import BackupError, RestoreError, UnsafePathError, UsageError
 from .paths import check_output, database_files, same_file
 
@@ -88,6 +95,7 @@ class InfoResult:
     pool: dict[str, Any] | None  # PostgreSQL's pool settings and usage; None on SQLite
     path: str | None = None  # SQLite file
     cache: dict[str, Any] | None = None  # the Redis cache (pfdb.cache.status()); None without CACHE_URL
+    replicas: list[dict[str, Any]] | None = None  # each read replica's state and lag; None without any
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +110,7 @@ class InfoResult:
             "migrations": dict(self.migrations),
             "pool": dict(self.pool) if self.pool is not None else None,
             "cache": dict(self.cache) if self.cache is not None else None,
+            "replicas": [dict(r) for r in self.replicas] if self.replicas is not None else None,
         }
 
 
@@ -318,6 +327,7 @@ def _inspect(source: Path) -> tuple[str | None, set[str]]:
     return migration, tables
 
 
+@writes_to_primary("pfdb restore")
 def restore(path: str | os.PathLike) -> RestoreResult:
     """Replace the bound database's contents with a backup, all at once.
 
@@ -448,9 +458,11 @@ def info() -> InfoResult:
         migrations=migrations,
         pool=pool,
         cache=cache.status(),
+        replicas=replica_report() if url.backend == "postgresql" else None,
     )
 
 
+@writes_to_primary("pfdb optimize")
 def optimize() -> OptimizeResult:
     """SQLite: ANALYZE, PRAGMA optimize, VACUUM, WAL checkpoint. PostgreSQL: VACUUM (ANALYZE).
 

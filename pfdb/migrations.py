@@ -27,7 +27,7 @@ from . import hooks
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .config import migrations_dir_setting
-from .database import backend, borrow_connection, get_database, get_settings
+from .database import backend, borrow_connection, get_database, get_settings, writes_to_primary
 from .errors import ConfigError, DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
@@ -620,6 +620,7 @@ def status(*, drift: bool = False) -> MigrationStatus:
     )
 
 
+@writes_to_primary("pfdb migrate")
 def migrate(
     target: str | None = None,
     *,
@@ -804,6 +805,7 @@ def rollback_plan(target: str | None = None) -> RollbackPlan:
         return _plan(database, target, migration_names(directory), directory)
 
 
+@writes_to_primary("pfdb rollback")
 def rollback(
     target: str | None = None,
     *,

@@ -14,7 +14,10 @@ the database-wide lock while it connects. This pool owns those rules instead:
   connection died raises ``ConnectionLostError`` (once), not ``connection already closed``;
 * ``prepare_connection`` (once, when a connection is made) and ``reset_connection`` (each
   time one comes back) are the hooks for per-connection state, such as a tenant's
-  ``search_path``. Several instances (one per server) share nothing.
+  ``search_path``. Several instances (one per server) share nothing;
+* ``check_out()``/``give_back()`` lend a connection outside any thread's state, and
+  ``using_connection(conn)`` runs a block with this database's thread state on a connection
+  of another pool (a read replica's, for ``db_read_scope()``: see ``replicas.py``).
 
 Connections live in each thread's peewee state while checked out, exactly as with peewee's
 pool, so models and ``atomic()`` work unchanged.
@@ -26,6 +29,8 @@ import logging
 import select
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._peewee import peewee as pw
@@ -217,6 +222,39 @@ class PooledPostgresqlDatabase(pw.PostgresqlDatabase):
         if not self._state.closed and self._state.conn.closed:
             return
         super().rollback()
+
+    # -- lending -------------------------------------------------------------------------------
+    def check_out(self) -> Any:
+        """A connection of this pool that no thread state holds; hand it back with ``give_back``."""
+        conn = self._check_out(time.monotonic() + self._wait_timeout)
+        if self.server_version is None:
+            try:
+                self._set_server_version(conn)
+            except BaseException:
+                self._discard(conn)
+                raise
+        return conn
+
+    def give_back(self, conn: Any) -> None:
+        self._return(conn)
+
+    @contextmanager
+    def using_connection(self, conn: Any) -> Iterator[None]:
+        """Run the block with this thread's peewee state on ``conn``; the thread's own comes back after.
+
+        Models, ``atomic()`` and ``in_transaction()`` then work on ``conn`` unchanged. The caller
+        owns ``conn`` (it may belong to another pool) and gives it back itself.
+        """
+        state = self._state
+        saved = (state.closed, state.conn, state.ctx, state.transactions, state.commit_callbacks)
+        state.set_connection(conn)
+        try:
+            yield
+        finally:
+            opened = state.conn if not state.closed and state.conn is not conn else None
+            state.closed, state.conn, state.ctx, state.transactions, state.commit_callbacks = saved
+            if opened is not None:  # the lent one died and the block connected here: give that back
+                self._return(opened)
 
     # -- the three steps -------------------------------------------------------------------------
     def _check_out(self, deadline: float) -> Any:

@@ -52,6 +52,8 @@ for _name in (
     "CACHE_KEY_PREFIX",
     "DATABASE_POOLER",
     "DATABASE_DIRECT_URL",
+    "DATABASE_REPLICA_URLS",
+    "DATABASE_REPLICA_MAX_LAG",
 ):
     os.environ.pop(_name, None)
 

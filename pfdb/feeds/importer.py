@@ -31,7 +31,7 @@ from typing import Any
 from .. import _writes
 from .._peewee import peewee as pw
 from ..categories import CategoryResolver
-from ..database import borrow_connection, db_read_scope, get_database, translated_errors
+from ..database import borrow_connection, db_read_scope, get_database, translated_errors, writes_to_primary
 from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, UsageError, ValidationError
 from ..models import Category, Job, Product, ProductImage, SyncHistory
 from ..models.fields import utcnow
@@ -835,6 +835,7 @@ def _check_encoding(encoding: str) -> None:
         ) from None
 
 
+@writes_to_primary("pfdb import")
 def import_products(
     source: Any,
     *,
