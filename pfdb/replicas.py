@@ -150,7 +150,9 @@ class ReplicaSet:
         self.states = [ReplicaState(url=r.pfdb_url.masked) for r in self.replicas]
         self._lock = threading.Lock()  # the counters and samples below; never held across I/O
         self._next = 0  # round robin
-        self._synced = 0  # how many of the process's commits that wrote (``_writes``) the barrier covers
+        # How many of the process's commits that wrote (``_writes``) the barrier covers: those
+        # made before this binding (another database, or before replicas) are not its concern.
+        self._synced = _writes.commits()[0]
         self._barrier = 0  # WAL position a replica must have replayed to answer automatic reads
         self._samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=512)  # (time, primary LSN)
         self._primary_refuses = False  # the "primary" is itself in recovery: route nothing
