@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,30 @@ def test_a_table_the_replica_has_not_replayed_yet_is_read_from_the_primary(serve
 
     bind(servers)
     assert [row.note for row in Fresh.select()] == ["made by another process"]  # the replica failed it
+
+
+@pytest.mark.postgres
+def test_a_cache_miss_is_filled_from_the_primary_not_from_a_replica_behind_it(servers, paused):
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0", socket_timeout=1)
+    try:
+        client.ping()
+    except Exception:
+        pytest.skip("Redis does not answer on 127.0.0.1:6379")
+    primary, _ = servers
+    prefix = f"pfdbtest-{uuid.uuid4().hex[:12]}"
+    set_value(primary, "cached", "fresh")
+    bind(servers, cache_url="redis://127.0.0.1:6379/0", cache_key_prefix=prefix)
+    try:
+        with pytest.raises(Configuration.DoesNotExist):
+            value("cached")  # a plain read: the replica, which has not replayed the row
+        assert Configuration.get_value("cached") == "fresh"  # the miss is filled from the primary
+        assert Configuration.get_value("cached") == "fresh"  # and then served from Redis
+    finally:
+        pfdb.close_database()
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
 
 
 @pytest.mark.postgres
