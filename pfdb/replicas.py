@@ -83,11 +83,6 @@ def replica() -> Iterator[None]:
         _route.mode, _route.commits = saved
 
 
-def route_mode() -> str | None:
-    """``"primary"``, ``"replica"`` or None (automatic) for this thread."""
-    return getattr(_route, "mode", None)
-
-
 def parse_lsn(text: Any) -> int | None:
     """``"16/B374D848"`` -> an integer WAL position (None stays None)."""
     if text is None:
