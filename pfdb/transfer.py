@@ -36,9 +36,10 @@ from typing import Any
 from ._files import process_alive
 from ._peewee import peewee as pw
 from .config import DatabaseURL, load_settings, mask_secrets, parse_database_url
+from .database import bound_temporarily, ensure_database_exists
 from .errors import CopyError, UsageError
 from .feeds.upsert import COPY_ESCAPES as _COPY_ESCAPES
-from .migrations import HISTORY_TABLE
+from .migrations import HISTORY_TABLE, migrate, migration_names
 from .paths import same_file
 
 BATCH_ROWS = 5000
@@ -480,27 +481,6 @@ def _same_database(source: DatabaseURL, target: DatabaseURL) -> bool:
     )
 
 
-@contextmanager
-def _bound(url: str) -> Iterator[Any]:
-    """Bind ``pfdb.db`` to ``url`` for pfdb's migration and backup functions, then put back
-    whatever the application had bound: copying must not re-point an embedding application."""
-    from . import database as dbmod
-
-    previous, previous_settings = dbmod.db.obj, dbmod._settings
-    database = dbmod.build_database(load_settings(url, migration_auto_upgrade=False))
-    dbmod.db.initialize(database)
-    dbmod._settings = load_settings(url, migration_auto_upgrade=False)
-    try:
-        yield database
-    finally:
-        if hasattr(database, "close_all"):
-            database.close_all()
-        elif not database.is_closed():
-            database.close()
-        dbmod.db.initialize(previous)
-        dbmod._settings = previous_settings
-
-
 # -- the copy ----------------------------------------------------------------------------------
 def copy_database(
     source_url: str, target_url: str, *, replace: bool = False, progress: Progress | None = None
@@ -515,8 +495,6 @@ def copy_database(
 
     Example: ``copy_database("sqlite:///shop.db", "postgresql://app@db/shop").rows``
     """
-    from .migrations import migration_names
-
     start = time.monotonic()
     source = parse_database_url(source_url)
     target = parse_database_url(target_url)
@@ -555,8 +533,6 @@ def _copy(
     progress: Progress | None,
     start: float,
 ) -> CopyResult:
-    from .database import ensure_database_exists
-
     created = False
     backup_path: str | None = None
     final_path: Path | None = None
@@ -598,12 +574,10 @@ def _copy(
             )
         dst.close()
         if not target_history:
-            with _bound(migrate_url):
-                from .migrations import migrate
-
+            with bound_temporarily(migrate_url, migration_auto_upgrade=False):
                 migrate(version, backup=False)
         elif has_data:
-            with _bound(target_url):
+            with bound_temporarily(target_url, migration_auto_upgrade=False):
                 from .maintenance import backup
 
                 backup_path = str(backup(label="pre-copy-").path)
