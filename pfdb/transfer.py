@@ -633,6 +633,9 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
                     cur.execute(f'DELETE FROM "{name}"')
             else:
                 cur.execute("TRUNCATE " + ", ".join(f'"{name}"' for name, _, _ in plan) + " RESTART IDENTITY CASCADE")
+        # Indexes and foreign keys are built once after the load rather than row by row during
+        # it (a third of the load's time at 100,000 products), in the same transaction.
+        rebuild = [] if dst.sqlite else _drop_indexes_and_foreign_keys(cur, [name for name, _, _ in plan])
         results = []
         for name, fields, order in plan:
             columns = src.columns(name)
@@ -661,6 +664,8 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
             else:
                 _pg_read_back(dst, name, columns, written, kinds)
             results.append(TableCopy(name, read.rows, read.hex, written.rows, written.hex))
+        for statement in rebuild:
+            cur.execute(statement)
         bad = [t for t in results if not t.ok]
         if bad:
             t = bad[0]
@@ -817,6 +822,33 @@ def _copy_fn(kind: str) -> Callable[[Any], str]:
         return (v if v.__class__ is str else str(v)).translate(_COPY_ESCAPES)
 
     return text
+
+
+def _drop_indexes_and_foreign_keys(cur: Any, tables: list[str]) -> list[str]:
+    """Drop the tables' foreign keys and the indexes that no constraint owns; return the
+    statements that recreate them as they were (names and definitions from the catalogue).
+
+    Primary keys and unique constraints stay: foreign keys refer to them, and an id index
+    costs little while loading. Run inside the copy's transaction, so a failure or a kill
+    rolls the drops back with the rows.
+    """
+    cur.execute(
+        "SELECT format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', conrelid::regclass, conname, pg_get_constraintdef(oid)), "
+        "format('ALTER TABLE %%s DROP CONSTRAINT %%I', conrelid::regclass, conname) "
+        "FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[]) ORDER BY conname",
+        ([_q(t) for t in tables],),
+    )
+    foreign_keys = cur.fetchall()
+    cur.execute(
+        "SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %%s', i.indexrelid::regclass) FROM pg_index i "
+        "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+        "WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')) ORDER BY i.indexrelid::regclass::text",
+        ([_q(t) for t in tables],),
+    )
+    indexes = cur.fetchall()
+    for _, drop in foreign_keys + indexes:
+        cur.execute(drop)
+    return [create for create, _ in indexes + foreign_keys]
 
 
 def _set_sequences(cur: Any, tables: list[str]) -> None:

@@ -373,3 +373,55 @@ def test_a_copy_that_cannot_connect_masks_every_secret(new_url):
         with pytest.raises(CopyError) as failed:
             copy_database(source, target)
         assert "Secr3t" not in str(failed.value) and "***" in str(failed.value)
+
+
+SCHEMA_QUERIES = {
+    "columns": "SELECT table_name, ordinal_position, column_name, data_type, character_maximum_length, "
+    "numeric_precision, numeric_scale, is_nullable, column_default FROM information_schema.columns "
+    "WHERE table_schema = 'public' ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "constraints": "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid), condeferrable, "
+    "condeferred, convalidated, conindid::regclass::text FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "sequences": "SELECT sequencename, data_type, start_value, increment_by, max_value, cycle FROM pg_sequences "
+    "WHERE schemaname = 'public' ORDER BY 1",
+    "owned sequences": "SELECT s.relname, t.relname, a.attname FROM pg_depend d "
+    "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_class t ON t.oid = d.refobjid "
+    "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid WHERE d.deptype = 'a' ORDER BY 1",
+    "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+}
+
+
+def pg_schema(url: str) -> dict[str, list[tuple]]:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            schema = {}
+            for name, sql in SCHEMA_QUERIES.items():
+                cur.execute(sql)
+                schema[name] = cur.fetchall()
+            return schema
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("source_backend", BACKENDS)
+def test_a_postgresql_target_has_the_schema_of_a_migrated_database(new_url, source_backend, tmp_path, monkeypatch):
+    """The copy drops indexes and foreign keys for the load and builds them again after it:
+    the target ends with exactly the indexes, constraints and sequences pfdb's migrations make,
+    whether it was new or replaced."""
+    monkeypatch.chdir(tmp_path)  # the replaced target's backup goes to ./backups
+    source, target, migrated = new_url(source_backend, "source"), new_url("postgresql", "target"), new_url("postgresql")
+    fill(source)
+    migrations.init(migrated)
+    pfdb.close_database()
+    expected = pg_schema(migrated)
+    assert expected["indexes"] and expected["owned sequences"]
+    assert {c[2] for c in expected["constraints"]} >= {"p", "f"}
+    copy_database(source, target)
+    assert pg_schema(target) == expected
+    copy_database(source, target, replace=True)
+    assert pg_schema(target) == expected
