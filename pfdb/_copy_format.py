@@ -145,11 +145,12 @@ def lines_function(kinds: list[str]) -> Callable[[list[tuple]], list[str]]:
     fields = []
     for name, kind in zip(names, kinds, strict=True):
         if kind.startswith("decimal."):
-            fields.append(_INLINE["decimal"].format(v=name, f="_f", places=int(kind[8:]), kind=kind))
+            field = _INLINE["decimal"].format(v=name, f="_f", places=int(kind[8:]), kind=kind)
         elif kind in _INLINE:
-            fields.append(_INLINE[kind].format(v=name, f="_f"))
+            field = _INLINE[kind].format(v=name, f="_f")
         else:
-            fields.append(f'_f("{kind}", {name})')
+            field = f'_f("{kind}", {name})'
+        fields.append(f'("\\\\N" if {name} is None else {field})')  # NULLs are many: no call
     source = "\n".join(
         [
             "def lines(rows):",
