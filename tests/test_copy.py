@@ -478,3 +478,38 @@ def test_a_postgresql_target_has_the_schema_of_a_migrated_database(new_url, sour
     assert pg_schema(target) == expected
     copy_database(source, target, replace=True)
     assert pg_schema(target) == expected
+
+
+MANGLE = {
+    "sqlite": [
+        "CREATE TRIGGER mangle AFTER INSERT ON products BEGIN "
+        "UPDATE products SET name = name || ' (changed)' WHERE id = NEW.id AND NEW.sku = 'SKU-7'; END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.sku = 'SKU-7' THEN NEW.name := NEW.name || ' (changed)'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER mangle BEFORE INSERT ON products FOR EACH ROW EXECUTE FUNCTION mangle()",
+    ],
+}
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_a_target_that_stores_something_else_fails_verification_naming_the_table(new_url, target_backend):
+    """A target that changes one value as it is written (here a trigger) is caught by the
+    checksums: the copy fails naming the table, and nothing is kept (on PostgreSQL the
+    indexes and foreign keys dropped for the load are back too)."""
+    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    fill(source)
+    migrations.init(target)
+    for statement in MANGLE[target_backend]:
+        pfdb.db.execute_sql(statement)
+    pfdb.close_database()
+    before = pg_schema(target) if target_backend == "postgresql" else None
+    with pytest.raises(CopyError, match="verification failed for table products: the source has 30 rows") as failed:
+        copy_database(source, target)
+    assert "nothing was kept" in str(failed.value)
+    pfdb.init_database(target)
+    assert Product.select().count() == 0 and Category.select().count() == 0
+    pfdb.close_database()
+    if target_backend == "postgresql":
+        assert pg_schema(target) == before
