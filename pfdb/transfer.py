@@ -491,13 +491,20 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
         if not dst.sqlite:
             _set_sequences(cur, [name for name, fields, _ in plan if "id" in fields])
         dst.conn.commit() if not dst.sqlite else dst.conn.execute("COMMIT")
-    except BaseException:
+    except BaseException as exc:
         if dst.conn is not None:
             if dst.sqlite:
                 if dst.conn.in_transaction:
                     dst.conn.execute("ROLLBACK")
             else:
                 dst.conn.rollback()
+        if _driver_error(exc):
+            # e.g. a row PostgreSQL cannot read, or rows whose foreign keys point nowhere
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CopyError(
+                f"the target refused the source's rows: {reason}; nothing was kept",
+                hint="correct those rows in the source, then copy again",
+            ) from exc
         raise
     finally:
         if src.sqlite:
@@ -506,6 +513,11 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
         else:
             src.conn.rollback()
     return results
+
+
+def _driver_error(exc: BaseException) -> bool:
+    """sqlite3's or psycopg2's own errors (psycopg2 is imported only for PostgreSQL)."""
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.partition(".")[0] == "psycopg2"
 
 
 def _load(

@@ -513,3 +513,30 @@ def test_a_target_that_stores_something_else_fails_verification_naming_the_table
     pfdb.close_database()
     if target_backend == "postgresql":
         assert pg_schema(target) == before
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_rows_the_target_refuses_fail_the_copy_with_one_line_and_nothing_kept(new_url, target_backend):
+    """An image of a product that does not exist (SQLite does not check foreign keys unless
+    asked): PostgreSQL refuses it when the foreign key is built after the load, SQLite at
+    commit; either way one clear error, and the target as it was."""
+    import sqlite3
+
+    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    fill(source)
+    lite = sqlite3.connect(source.removeprefix("sqlite:///"))
+    lite.execute(
+        "INSERT INTO product_images (product_id, url, content_hash, position, is_primary, created_at, updated_at) "
+        "VALUES (9999, 'https://img.example.com/orphan.jpg', 'x', 0, 0, '2026-12-03 00:00:00', '2026-12-03 00:00:00')"
+    )
+    lite.commit()
+    lite.close()
+    with pytest.raises(CopyError, match="(?i)the target refused the source's rows: .*foreign key") as failed:
+        copy_database(source, target)
+    assert "nothing was kept" in str(failed.value) and "\n" not in str(failed.value)
+    if target_backend == "postgresql":
+        pfdb.init_database(target)
+        assert Product.select().count() == 0 and ProductImage.select().count() == 0
+        pfdb.close_database()
+    else:
+        assert not Path(target.removeprefix("sqlite:///")).exists()
