@@ -117,9 +117,10 @@ def _jsonb(value: Any) -> str:
     raise ValueError(f"{type(value).__name__} is not JSON")
 
 
-# Per kind, the COPY text of a value ``{v}`` as one inline expression: the forms SQLite
-# hands back for pfdb's columns take a path with no call, anything else (and NULL) goes to
-# ``copy_text`` ({f}), so the line is the same as ``copy_text`` would give.
+# Per kind, the COPY text of a non-NULL value ``{v}`` as one inline expression: the forms
+# SQLite hands back for pfdb's columns take a path with no call, anything else goes to
+# ``copy_text`` ({f}), so the line is the same as ``copy_text`` would give (a test holds
+# both to PostgreSQL's own output).
 _INLINE = {
     "text": '({v} if {v}.__class__ is str and {v}.isprintable() and "\\\\" not in {v} else {f}("text", {v}))',
     "int": '(str({v}) if {v}.__class__ is int else {f}("int", {v}))',

@@ -499,11 +499,11 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
             else:
                 dst.conn.rollback()
         if _driver_error(exc):
-            # e.g. a row PostgreSQL cannot read, or rows whose foreign keys point nowhere
+            # e.g. a row PostgreSQL cannot read, rows whose foreign keys point nowhere, a lost server
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CopyError(
-                f"the target refused the source's rows: {reason}; nothing was kept",
-                hint="correct those rows in the source, then copy again",
+                f"the copy failed: {reason}; nothing was kept",
+                hint="if the target refused rows of the source, correct them there and copy again",
             ) from exc
         raise
     finally:
