@@ -5,7 +5,8 @@ Builds a pfdb SQLite database by importing the import benchmark's deterministic 
 a new PostgreSQL database ``--repeat`` times with each tool, alternating:
 
 * ``pfdb copy`` (``pfdb.transfer.copy_database``): creates and migrates the target, copies
-  every table in one transaction, verifies every table's count and checksum, commits;
+  every table in one transaction (foreign keys and secondary indexes built after the load),
+  verifies every table's count and checksum, commits;
 * ``pgloader`` (Debian's package: ``apt-get install pgloader``), its defaults for a SQLite
   source: create the tables, load the data, create the indexes, reset the sequences. It
   verifies nothing and knows nothing of pfdb's schema versions.
@@ -153,12 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(pair["pfdb copy"] / pair["pgloader"])
             print(
                 f"run {n + 1}: pfdb copy {pair['pfdb copy']:.2f} s, pgloader {pair['pgloader']:.2f} s, "
-                f"ratio {ratios[-1]:.2f}x"
+                f"ratio {ratios[-1]:.2f}x; load {os.getloadavg()[0]:.1f}"
             )
         for tool, values in times.items():
             print(
                 f"{tool:>10}: median {statistics.median(values):.2f} s "
-                f"({args.rows / statistics.median(values):,.0f} products/s)"
+                f"(range {min(values):.2f}-{max(values):.2f}; {args.rows / statistics.median(values):,.0f} products/s)"
             )
         print(
             f"pfdb copy vs pgloader: {statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f}); "

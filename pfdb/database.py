@@ -707,6 +707,41 @@ def close_database() -> None:
         _writes.enabled = False
 
 
+@contextmanager
+def bound_temporarily(url: str, **overrides: Any) -> Iterator[pw.Database]:
+    """Bind ``pfdb.db`` to ``url`` for a block, then put back whatever was bound before.
+
+    For operations that run pfdb's own functions (migrate, backup) against another database
+    from inside an application: the application's database, its pool and its settings are
+    left open and bound again afterwards, unlike ``bind_database``, which closes them. The
+    database bound here is closed (its whole pool) on the way out. The proxy is global: other
+    threads see the temporary binding while the block runs.
+
+    Example: ``with bound_temporarily("sqlite:///copy.db"): migrate()``
+    """
+    global _settings
+    settings = load_settings(url, **overrides)
+    with _lock:
+        previous, previous_settings, previous_writes = db.obj, _settings, _writes.enabled
+        database = build_database(settings)
+        db.initialize(database)
+        _settings = settings
+        _writes.enabled = settings.cache_url is not None or bool(settings.replica_urls)
+    try:
+        yield database
+    finally:
+        with _lock:
+            if getattr(database, "pfdb_replicas", None) is not None:
+                database.pfdb_replicas.close()
+            if hasattr(database, "close_all"):
+                database.close_all()
+            elif not database.is_closed():
+                database.close()
+            db.initialize(previous)
+            _settings = previous_settings
+            _writes.enabled = previous_writes
+
+
 def get_database() -> pw.Database:
     """The bound database, or a clear error when ``init_database()`` has not been called."""
     database = db.obj

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -317,27 +318,79 @@ def test_cli_copy(run_cli, new_url):
     assert code == 2 and "the same database" in err
 
 
-def test_a_row_read_from_sqlite_and_from_postgresql_copy_text_hashes_alike():
-    """The checksum's fast paths keep the canonical rules: SQLite's values and PostgreSQL's
-    COPY text of the same row (trimmed fractions, '+00', escapes, 't', NULL) hash the same."""
-    from pfdb.transfer import _pg_text_sum_function, _row_function
+JSON_DOCS = [
+    '{"b": 1, "a": [1, 2.50, -0, -0.0, 1e5, 1.5E+2, 1.23e-2, 0.0, 12345678901234567890], "ccc": {"é": "x", "zz": null}}',
+    '"\\u0001 \\" \\\\ \\n \\t \\b \\f \\r \\u001f \\u007f ✗ \\u2028"',
+    "[]",
+    "{}",
+    '{"a": 1, "a": 2}',
+    '{"日本": 1, "ab": 2, "b": 3, "aé": 4, "ae": true, "": false}',
+    "3.0",
+    '[{"k": [[], {}]}, "s"]',
+]
+# (n, int, text, timestamp, bool, money, weight, uuid, json) as SQLite may hold them
+TRICKY_ROWS = [
+    (1, 7, "a\tb\\c\nd\r\b\v\f end", "2026-12-03 16:17:43.648000", 1, 19.9, 1.5, "0" * 31 + "1", JSON_DOCS[0]),
+    (2, None, "", "2026-12-03 16:17:43", 0, 50, None, None, JSON_DOCS[1]),
+    (3, -3, None, "2026-12-03 16:17:43.000001", None, None, 0.001, None, JSON_DOCS[2]),
+    (4, 5.0, "Рубашки 日本 ✗", "2026-12-03T16:17:43.5+02:00", "t", "7.5", 2, None, JSON_DOCS[3]),
+    (5, 0, "\x01raw\x1f \\N \\.", "2026-12-03 16:17:43.100000", 1, 0.1, None, None, JSON_DOCS[4]),
+    (6, 2**40, "x", "0999-01-01 00:00:00.000000", 0, 1234567890.12, 999.999, None, JSON_DOCS[5]),
+    (7, 1, "\\", None, 1, -0.5, 0, None, JSON_DOCS[6]),
+    (8, 2, "tab\there", "2026-12-03 00:00:00", 0, 0, None, None, JSON_DOCS[7]),
+    (9, 3, "plain", "2026-12-03 00:00:00", 0, 0, None, None, None),
+]
+TRICKY_KINDS = ["int", "int", "text", "datetime", "bool", "decimal.2", "decimal.3", "uuid", "json"]
+TRICKY_COLUMNS = ["n", "i", "t", "ts", "b", "money", "weight", "u", "j"]
 
-    kinds = [("int", None), ("text", None), ("datetime", None), ("datetime", None), ("datetime", None)]
-    kinds += [("bool", None), ("decimal", Decimal("0.01")), ("text", None)]
-    sqlite_rows = [
-        (7, "a\tb\\c\nd\r\b\v\f", "2026-12-03 16:17:43.648000", "2026-12-03 16:17:43", "2026-12-03 16:17:43.123456")
-        + (1, 19.9, None),
-        (8, "", "2026-12-03 16:17:43.100000", "2026-12-03 00:00:00", "2026-12-03 16:17:43.000001") + (0, 50, "x"),
-    ]
-    copy_text = (
-        "7\ta\\tb\\\\c\\nd\\r\\b\\v\\f\t2026-12-03 16:17:43.648+00\t2026-12-03 16:17:43+00\t"
-        "2026-12-03 16:17:43.123456+00\tt\t19.90\t\\N\n"
-        "8\t\t2026-12-03 16:17:43.1+00\t2026-12-03 00:00:00+00\t2026-12-03 16:17:43.000001+00\tf\t50.00\tx\n"
-    )
-    source_sum, _ = _row_function(kinds, copy=True)(sqlite_rows)
-    assert _row_function(kinds, copy=False)(sqlite_rows) == source_sum
-    assert _pg_text_sum_function(kinds)(copy_text) == (source_sum, 2)
-    assert _pg_text_sum_function(kinds)(copy_text.replace("19.90", "19.91"))[0] != source_sum
+
+@pytest.mark.postgres
+def test_sqlite_rows_render_exactly_as_postgresql_writes_them(new_url, tmp_path):
+    """The checksum's one rule: a row held by SQLite, rendered by ``_copy_format``, is the very
+    line PostgreSQL's COPY writes for it once loaded (escapes, trimmed fractions and '+00',
+    decimals to their places, jsonb's key order and numbers, UUIDs, NULLs); and that line,
+    read back into SQLite, renders the same again."""
+    import sqlite3
+
+    import psycopg2
+
+    from pfdb import _copy_format
+
+    lite = sqlite3.connect(tmp_path / "tricky.db")
+    schema = "n INTEGER, i INTEGER, t TEXT, ts DATETIME, b INTEGER, money DECIMAL(12, 2), "
+    schema += "weight DECIMAL(10, 3), u VARCHAR(40), j TEXT"
+    for table in ("source", "back"):
+        lite.execute(f"CREATE TABLE {table} ({schema})")
+    lite.executemany("INSERT INTO source VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", TRICKY_ROWS)
+    render = _copy_format.lines_function(TRICKY_KINDS)
+    lines = render(lite.execute("SELECT * FROM source ORDER BY n").fetchall())
+    assert lines == [_copy_format.copy_line(TRICKY_KINDS, row) for row in TRICKY_ROWS]  # fast paths = slow path
+
+    conn = psycopg2.connect(new_url("postgresql"))
+    try:
+        cur = conn.cursor()
+        cur.execute("SET TIME ZONE 'UTC'")
+        cur.execute(
+            "CREATE TABLE tricky (n integer, i bigint, t text, ts timestamptz, b boolean, money numeric(12, 2), "
+            "weight numeric(10, 3), u uuid, j jsonb)"
+        )
+        cur.copy_expert("COPY tricky FROM STDIN", io.StringIO("\n".join(lines) + "\n"))
+        out = io.StringIO()
+        cur.copy_expert("COPY (SELECT * FROM tricky ORDER BY n) TO STDOUT", out)
+        assert out.getvalue().split("\n")[:-1] == lines
+        for doc in JSON_DOCS:
+            cur.execute("SELECT %s::jsonb::text", (doc,))
+            assert _copy_format.jsonb_text(doc) == cur.fetchone()[0], doc
+    finally:
+        conn.close()
+    assert lines[3].split("\t")[3] == "2026-12-03 14:17:43.5+00" and lines[0].split("\t")[5] == "19.90"
+
+    readers = [_copy_format.from_copy_text(kind) for kind in TRICKY_KINDS]
+    back = [tuple(f(v) for f, v in zip(readers, line.split("\t"), strict=True)) for line in lines]
+    lite.executemany("INSERT INTO back VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", back)
+    assert render(lite.execute("SELECT * FROM back ORDER BY n").fetchall()) == lines
+    assert _copy_format.sum_lines(lines) == _copy_format.sum_lines(reversed(lines)) != _copy_format.sum_lines(lines[1:])
+    lite.close()
 
 
 @pytest.mark.postgres
@@ -373,3 +426,117 @@ def test_a_copy_that_cannot_connect_masks_every_secret(new_url):
         with pytest.raises(CopyError) as failed:
             copy_database(source, target)
         assert "Secr3t" not in str(failed.value) and "***" in str(failed.value)
+
+
+SCHEMA_QUERIES = {
+    "columns": "SELECT table_name, ordinal_position, column_name, data_type, character_maximum_length, "
+    "numeric_precision, numeric_scale, is_nullable, column_default FROM information_schema.columns "
+    "WHERE table_schema = 'public' ORDER BY 1, 2",
+    "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    "constraints": "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid), condeferrable, "
+    "condeferred, convalidated, conindid::regclass::text FROM pg_constraint "
+    "WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
+    "sequences": "SELECT sequencename, data_type, start_value, increment_by, max_value, cycle FROM pg_sequences "
+    "WHERE schemaname = 'public' ORDER BY 1",
+    "owned sequences": "SELECT s.relname, t.relname, a.attname FROM pg_depend d "
+    "JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' JOIN pg_class t ON t.oid = d.refobjid "
+    "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid WHERE d.deptype = 'a' ORDER BY 1",
+    "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1",
+}
+
+
+def pg_schema(url: str) -> dict[str, list[tuple]]:
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            schema = {}
+            for name, sql in SCHEMA_QUERIES.items():
+                cur.execute(sql)
+                schema[name] = cur.fetchall()
+            return schema
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("source_backend", BACKENDS)
+def test_a_postgresql_target_has_the_schema_of_a_migrated_database(new_url, source_backend, tmp_path, monkeypatch):
+    """The copy drops indexes and foreign keys for the load and builds them again after it:
+    the target ends with exactly the indexes, constraints and sequences pfdb's migrations make,
+    whether it was new or replaced."""
+    monkeypatch.chdir(tmp_path)  # the replaced target's backup goes to ./backups
+    source, target, migrated = new_url(source_backend, "source"), new_url("postgresql", "target"), new_url("postgresql")
+    fill(source)
+    migrations.init(migrated)
+    pfdb.close_database()
+    expected = pg_schema(migrated)
+    assert expected["indexes"] and expected["owned sequences"]
+    assert {c[2] for c in expected["constraints"]} >= {"p", "f"}
+    copy_database(source, target)
+    assert pg_schema(target) == expected
+    copy_database(source, target, replace=True)
+    assert pg_schema(target) == expected
+
+
+MANGLE = {
+    "sqlite": [
+        "CREATE TRIGGER mangle AFTER INSERT ON products BEGIN "
+        "UPDATE products SET name = name || ' (changed)' WHERE id = NEW.id AND NEW.sku = 'SKU-7'; END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION mangle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.sku = 'SKU-7' THEN NEW.name := NEW.name || ' (changed)'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER mangle BEFORE INSERT ON products FOR EACH ROW EXECUTE FUNCTION mangle()",
+    ],
+}
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_a_target_that_stores_something_else_fails_verification_naming_the_table(new_url, target_backend):
+    """A target that changes one value as it is written (here a trigger) is caught by the
+    checksums: the copy fails naming the table, and nothing is kept (on PostgreSQL the
+    indexes and foreign keys dropped for the load are back too)."""
+    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    fill(source)
+    migrations.init(target)
+    for statement in MANGLE[target_backend]:
+        pfdb.db.execute_sql(statement)
+    pfdb.close_database()
+    before = pg_schema(target) if target_backend == "postgresql" else None
+    with pytest.raises(CopyError, match="verification failed for table products: the source has 30 rows") as failed:
+        copy_database(source, target)
+    assert "nothing was kept" in str(failed.value)
+    pfdb.init_database(target)
+    assert Product.select().count() == 0 and Category.select().count() == 0
+    pfdb.close_database()
+    if target_backend == "postgresql":
+        assert pg_schema(target) == before
+
+
+@pytest.mark.parametrize("target_backend", BACKENDS)
+def test_rows_the_target_refuses_fail_the_copy_with_one_line_and_nothing_kept(new_url, target_backend):
+    """An image of a product that does not exist (SQLite does not check foreign keys unless
+    asked): PostgreSQL refuses it when the foreign key is built after the load, SQLite at
+    commit; either way one clear error, and the target as it was."""
+    import sqlite3
+
+    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    fill(source)
+    lite = sqlite3.connect(source.removeprefix("sqlite:///"))
+    lite.execute(
+        "INSERT INTO product_images (product_id, url, content_hash, position, is_primary, created_at, updated_at) "
+        "VALUES (9999, 'https://img.example.com/orphan.jpg', 'x', 0, 0, '2026-12-03 00:00:00', '2026-12-03 00:00:00')"
+    )
+    lite.commit()
+    lite.close()
+    with pytest.raises(CopyError, match="(?i)the copy failed: .*foreign key") as failed:
+        copy_database(source, target)
+    assert "nothing was kept" in str(failed.value) and "\n" not in str(failed.value)
+    if target_backend == "postgresql":
+        pfdb.init_database(target)
+        assert Product.select().count() == 0 and ProductImage.select().count() == 0
+        pfdb.close_database()
+    else:
+        assert not Path(target.removeprefix("sqlite:///")).exists()

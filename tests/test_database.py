@@ -186,3 +186,26 @@ def test_memory_database_works(tmp_path):
     user.set_password("long enough")
     user.save()
     assert User.select().count() == 1
+
+
+def test_bound_temporarily_puts_back_the_application_binding_open(db, tmp_path):
+    """A temporary binding (pfdb copy migrates and backs up through it) leaves the
+    application's database, connection and settings as they were, and closes its own."""
+    from pfdb.database import bound_temporarily, get_settings
+
+    application, settings = pfdb.db.obj, get_settings()
+    with db_session_scope():
+        Product.create(sku="APP-1", name="Lamp")
+    application.connect(reuse_if_open=True)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with bound_temporarily(other) as database:
+        assert pfdb.db.obj is database is not application
+        assert get_settings().database_url.path.endswith("other.db")
+        database.execute_sql("CREATE TABLE scratch (id INTEGER)")
+    assert database.is_closed()
+    assert pfdb.db.obj is application and get_settings() is settings and not application.is_closed()
+    assert [p.sku for p in Product.select()] == ["APP-1"]
+    with pytest.raises(RuntimeError, match="inside"):
+        with bound_temporarily(other):
+            raise RuntimeError("inside")
+    assert pfdb.db.obj is application and get_settings() is settings
