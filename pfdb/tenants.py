@@ -528,3 +528,125 @@ def status_all(*, parallel: int = 1) -> AllTenantsResult:
     return AllTenantsResult(
         outcomes=(main, *_each(lambda info: run(info.name, info.server, lambda: tenant(info.name)), parallel))
     )
+
+
+# -- move -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MoveResult:
+    """A tenant moved: from where to where, the verified copy, and anything left to clean up."""
+
+    tenant: TenantInfo
+    source: str
+    target: str
+    rows: int
+    copy: dict[str, Any]
+    leftover: str | None = None  # the old copy could not be dropped: say where it still is
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant.as_dict(),
+            "source": self.source,
+            "target": self.target,
+            "rows": self.rows,
+            "copy": self.copy,
+            "leftover": self.leftover,
+        }
+
+
+def _schema_url(url: DatabaseURL, schema: str) -> str:
+    """``url`` whose sessions see ``schema`` only: what ``copy_database`` reads and writes."""
+    if "options" in url.options:
+        raise TenantError(
+            f"{url.masked} sets libpq options already; pfdb cannot add the tenant's search_path to them",
+            hint="move the options into the server's or role's settings",
+        )
+    raw = url.raw
+    return f"{raw}{'&' if '?' in raw else '?'}options=-csearch_path%3D{schema}"
+
+
+def _give_to_role(binding: TenantBinding, role: str) -> None:
+    """Make the tenant's role own every table the copy created (their sequences follow)."""
+    from psycopg2 import sql
+
+    database = binding.database
+    with borrow_connection(database):
+        conn = database.connection()
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (binding.schema,))
+            for (table,) in cursor.fetchall():
+                cursor.execute(
+                    sql.SQL("ALTER TABLE {}.{} OWNER TO {}").format(
+                        sql.Identifier(binding.schema), sql.Identifier(table), sql.Identifier(role)
+                    )
+                )
+
+
+def move(name: str, *, to: str, on_step: Any = None) -> MoveResult:
+    """Move tenant ``name`` to server ``to``: copy, verify, switch the registry, then drop the old copy.
+
+    The copy is ``pfdb copy``'s (``transfer.copy_database``): the target schema is migrated to
+    the tenant's version, filled in one transaction and checked table by table (row counts and
+    checksums) before it commits. Until the registry switches, the tenant stays where it was,
+    readable and writable; any failure before the switch removes the new copy and raises
+    ``TenantError``. The old copy is dropped only after the switch. ``on_step(step)`` is
+    called with ``"created"``, ``"copied"``, ``"switched"`` and ``"dropped"`` as they finish.
+
+    Example: ``pfdb.tenants.move("acme", to="eu3").rows``
+    """
+    from .transfer import copy_database
+
+    name = validate_name(name)
+    step = on_step or (lambda _step: None)
+    row = _record(name)
+    with _main() as settings:
+        if settings.database_url.backend == "sqlite":
+            raise UsageError("SQLite tenants live in files beside the main database: there is no server to move to")
+        source = binding_for(name, row.server, settings=settings)
+        target = binding_for(name, to, settings=settings)
+    if row.server == to:
+        raise UsageError(f"tenant {name!r} is already on server {to!r}", hint="pfdb tenant list shows where each is")
+    if row.state != "active":
+        raise TenantError(f"tenant {name!r} is {row.state}", hint="finish or undo that operation first")
+    _set_row(name, state="moving")
+    made = False
+    try:
+        _make_storage(target, role=bool(source.role))
+        made = True
+        step("created")
+        copied = copy_database(
+            _schema_url(source.settings.database_url, source.schema),
+            _schema_url(target.settings.database_url, target.schema),
+        )
+        if source.role:
+            _give_to_role(target, role_name(name, target.settings.database_url.database or ""))
+        step("copied")
+        _set_row(name, server=to, state="active")
+    except BaseException as exc:
+        if made:
+            try:
+                _remove_storage(target)
+            except Exception:  # the first error is the one to report; the stray schema is named below
+                pass
+        _set_row(name, state="active")
+        if isinstance(exc, Exception):
+            raise TenantError(
+                f"tenant {name!r} was not moved ({_one_line(exc)}); it stays on server {row.server!r}, unchanged",
+                hint="fix the cause and run pfdb tenant move again",
+            ) from exc
+        raise
+    _ROLE_CACHE.pop(_role_key(target.database, name), None)
+    step("switched")
+    leftover = None
+    try:
+        _remove_storage(source)
+        step("dropped")
+    except Exception as exc:
+        leftover = f"the old copy ({_location(source)}) could not be dropped: {_one_line(exc)}"
+    return MoveResult(
+        tenant=get(name),
+        source=_location(source),
+        target=_location(target),
+        rows=copied.rows,
+        copy=copied.as_dict(),
+        leftover=leftover,
+    )
