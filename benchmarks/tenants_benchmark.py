@@ -35,14 +35,14 @@ import pfdb  # noqa: E402
 from pfdb import migrations, tenants  # noqa: E402
 
 PG_URL = os.environ.get("PFDB_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-PENDING = '''
+PENDING = """
 def migrate(migrator, database, *, fake=False):
     migrator.sql("CREATE TABLE bench_added (id integer)")
 
 
 def rollback(migrator, database, *, fake=False):
     migrator.sql("DROP TABLE bench_added")
-'''
+"""
 
 
 def _admin(sql: str) -> None:

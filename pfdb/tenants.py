@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import cache
 from .config import DEFAULT_SERVER, DatabaseURL, Settings, parse_database_url
 from .database import (
     TenantBinding,
@@ -38,7 +39,16 @@ from .database import (
     main_database,
     routed_database,
 )
-from .errors import DuplicateError, NotFoundError, PfdbError, TenantError, UsageError
+from .errors import ConfigError, DuplicateError, NotFoundError, PfdbError, TenantError, UsageError
+
+
+def _cache_scope() -> str | None:
+    """The Redis cache's key scope: tenants on one server share its identity, never its values."""
+    binding = current_tenant()
+    return None if binding is None else f"tenant:{binding.name}"
+
+
+cache.set_scope(_cache_scope)
 
 NAME_RULE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 MAX_NAME = 40
@@ -197,9 +207,18 @@ def binding_for(name: str, server: str = DEFAULT_SERVER, *, settings: Settings |
         return TenantBinding(name=name, database=database, settings=tenant_settings)
     server_url = _server_url(settings, server)
     if server == DEFAULT_SERVER:
+        if settings.transaction_pooled:
+            # A tenant's search_path is session state: PgBouncer in transaction mode would hand
+            # it to another client's transaction, or lose it between two of this scope's.
+            raise ConfigError(
+                "tenant scopes need session state (search_path), which a pooler in transaction mode "
+                "(DATABASE_POOLER=transaction) does not keep",
+                hint="point DATABASE_URL at the server or at PgBouncer in session mode for tenants",
+            )
         database, tenant_settings = main, settings
     else:
-        tenant_settings = dataclasses.replace(settings, database_url=server_url)
+        # DATABASE_POOLER and DATABASE_DIRECT_URL describe DATABASE_URL's server, not this one.
+        tenant_settings = dataclasses.replace(settings, database_url=server_url, pooler="none", direct_url=None)
         database = routed_database(("server", server, server_url.raw), tenant_settings)
     role = role_name(name, server_url.database or "") if _roles_enabled(database, name) else None
     return TenantBinding(name=name, database=database, settings=tenant_settings, schema=schema_name(name), role=role)

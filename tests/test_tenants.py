@@ -275,3 +275,46 @@ def test_migrate_all_tenants_goes_on_past_a_failing_tenant(main_url, tmp_path, m
         assert "added_by_005" in pfdb.db.get_tables()
     with pfdb.tenant("bad"):
         assert "added_by_005" not in pfdb.db.get_tables()
+
+
+# -- the Redis cache never serves one tenant's values to another -----------------------------------
+def test_with_the_cache_on_tenants_never_see_each_other_s_cached_values(fresh_database_url, monkeypatch):
+    import uuid
+
+    import redis
+
+    from pfdb import Configuration, cache
+
+    prefix = f"pfdbtest-{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("CACHE_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("CACHE_KEY_PREFIX", prefix)
+    try:
+        pfdb.init_database(fresh_database_url)
+        assert cache.enabled()
+        for name in ("acme", "beta"):
+            tenants.create(name)
+            with pfdb.tenant(name):
+                Configuration.set_value("shop.name", f"{name}'s shop")
+        Configuration.set_value("shop.name", "the main shop")
+        for _ in range(2):  # the second round is served from Redis
+            for name in ("acme", "beta"):
+                with pfdb.tenant(name):
+                    assert Configuration.get_value("shop.name") == f"{name}'s shop"
+            assert Configuration.get_value("shop.name") == "the main shop"
+    finally:
+        pfdb.close_database()
+        client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def test_behind_a_transaction_pooler_tenant_scopes_are_refused_with_the_fix(main_url, backend):
+    tenants.create("acme")
+    if backend == "sqlite":
+        return  # no pooler for a file
+    url = main_url
+    pfdb.init_database(url, pooler="transaction")
+    with pytest.raises(pfdb.ConfigError, match="tenant scopes need session state"):
+        with pfdb.tenant("acme"):
+            pass
