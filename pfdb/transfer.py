@@ -493,13 +493,14 @@ def _bound(url: str) -> Iterator[Any]:
     whatever the application had bound: copying must not re-point an embedding application."""
     from . import database as dbmod
 
-    previous, previous_settings = dbmod.db.obj, dbmod._settings
+    previous, previous_settings = dbmod.main_database(), dbmod._settings
     settings = _settings_for(url, migration_auto_upgrade=False)
     database = dbmod.build_database(settings)
     dbmod.db.initialize(database)
     dbmod._settings = settings
     try:
-        yield database
+        with dbmod.bound_tenant(None):  # a caller's tenant scope must not route the copy's migrations
+            yield database
     finally:
         if hasattr(database, "close_all"):
             database.close_all()

@@ -318,3 +318,15 @@ def test_behind_a_transaction_pooler_tenant_scopes_are_refused_with_the_fix(main
     with pytest.raises(pfdb.ConfigError, match="tenant scopes need session state"):
         with pfdb.tenant("acme"):
             pass
+
+
+def test_a_copy_made_inside_a_tenant_scope_neither_routes_to_nor_unbinds_the_tenant(main_url, tmp_path):
+    from pfdb.transfer import copy_database
+
+    tenants.create("acme")
+    Product.create(sku="MAIN-1", name="main's", price="1")
+    with pfdb.tenant("acme"):
+        Product.create(sku="ACME-1", name="acme's", price="1")
+        result = copy_database(main_url, f"sqlite:///{tmp_path / 'copy.db'}")
+        assert [p.sku for p in Product.select()] == ["ACME-1"]  # still acme's scope
+    assert result.rows >= 1 and [p.sku for p in Product.select()] == ["MAIN-1"]  # main still bound
