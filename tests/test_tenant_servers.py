@@ -163,3 +163,40 @@ def test_the_cli_places_moves_and_masks_the_servers(run_cli, fresh_postgres_url,
         pfdb.close_database()
         second_server.sql("DROP DATABASE IF EXISTS cli_shop WITH (FORCE)")
         second_server.sql("ALTER USER postgres PASSWORD NULL")
+
+
+# -- with a read replica: a tenant's reads there see its schema only --------------------------------
+@pytest.fixture(scope="module")
+def primary_and_replica():
+    with TempPostgres() as primary:
+        replica = primary.replica()
+        primary.sql("CREATE DATABASE shop")
+        yield primary, replica
+
+
+def test_reads_a_replica_answers_in_a_tenant_scope_see_that_tenant_only(primary_and_replica):
+    from pfdb import migrations
+
+    primary, replica = primary_and_replica
+    migrations.init(primary.url("shop"))
+    for name in ("acme", "beta"):
+        tenants.create(name)
+        fill(name, 3)
+    Product.create(sku="main-only", name="main", price="1")
+    pfdb.close_database()
+    primary.wait_for_replay()
+    pfdb.init_database(primary.url("shop"), replica_urls=replica.url("shop"), pool_size=1, max_overflow=0)
+    replica_db = pfdb.database.main_database().pfdb_replicas.replicas[0]
+    for _ in range(3):
+        for name in ("acme", "beta"):
+            with pfdb.tenant(name):
+                served = replica_db.pool_usage()
+                assert sorted(p.sku for p in Product.select()) == [f"{name}-{i}" for i in range(3)]
+                with pfdb.db_read_scope() as database:  # a whole read scope on a lent replica connection
+                    assert database.execute_sql("SHOW search_path").fetchone()[0] == f"tenant_{name}"
+                    assert Product.select().count() == 3
+                assert served["max_connections"] == 1
+        assert [p.sku for p in Product.select()] == ["main-only"]
+        with pfdb.db_read_scope() as database:
+            assert database.execute_sql("SELECT current_schema()").fetchone()[0] == "public"
+    assert replica_db.pool_usage()["idle"] == 1  # the replica did serve them
