@@ -7,6 +7,7 @@ Importing pfdb reads no environment, opens no connection and creates no file:
 ``init_database()`` does that.
 """
 
+from . import tenants  # noqa: E402  (pfdb.tenants: list, create, drop, move)
 from ._peewee import peewee as _peewee  # noqa: F401  (first: keeps psycopg2 unloaded on SQLite)
 from .database import (
     close_database,
@@ -36,6 +37,7 @@ from .errors import (
     RestoreError,
     SchemaMissingError,
     ServerInRecoveryError,
+    TenantError,
     UnsafePathError,
     UsageError,
     ValidationError,
@@ -54,9 +56,11 @@ from .models import (
     ProductImage,
     SyncHistory,
     SystemLog,
+    Tenant,
     User,
 )
 from .replicas import primary, replica
+from .tenants import tenant
 
 __version__ = "0.1.0"
 
@@ -88,6 +92,8 @@ __all__ = [
     "ServerInRecoveryError",
     "SyncHistory",
     "SystemLog",
+    "Tenant",
+    "TenantError",
     "UnsafePathError",
     "UsageError",
     "User",
@@ -103,4 +109,6 @@ __all__ = [
     "primary",
     "replica",
     "session_scope",
+    "tenant",
+    "tenants",
 ]

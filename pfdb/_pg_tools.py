@@ -150,15 +150,25 @@ def _conninfo(url: DatabaseURL) -> str:
     return f"dbname='{name}'"
 
 
-def backup(database: Any, url: DatabaseURL, target: Path) -> None:
-    """``pg_dump -Fc`` of the whole database into ``target``."""
+def backup(database: Any, url: DatabaseURL, target: Path, *, schema: str | None = None) -> None:
+    """``pg_dump -Fc`` of the whole database into ``target``, or of one tenant's ``schema`` only."""
     pg_dump = find_tool("pg_dump", server_major(database), BackupError)
+    # A tenant's backup holds its schema only; the main database's leaves every tenant out.
+    only = [f"--schema={_pattern(schema)}"] if schema else [f"--exclude-schema={TENANT_SCHEMAS}"]
     _run(
-        [pg_dump, "--format=custom", "--no-password", f"--file={target}", f"--dbname={_conninfo(url)}"],
+        [pg_dump, "--format=custom", "--no-password", *only, f"--file={target}", f"--dbname={_conninfo(url)}"],
         url,
         BackupError,
         "pg_dump",
     )
+
+
+TENANT_SCHEMAS = "tenant_*"  # pg_dump's pattern for pfdb.tenants.SCHEMA_PREFIX
+
+
+def _pattern(name: str) -> str:
+    """A schema name as pg_dump's pattern matching that name only (quoted, so no wildcard)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _history_rows(path: Path, url: DatabaseURL, pg_restore: str, error: type[PfdbError]) -> list[str]:
@@ -185,8 +195,13 @@ def last_migration(path: Path, url: DatabaseURL, database: Any, error: type[Pfdb
     return names[-1] if names else None
 
 
-def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | None, set[str]]:
-    """Check ``path`` is a whole pg_dump archive of a pfdb database.
+def inspect_backup(
+    path: Path, url: DatabaseURL, database: Any, *, schema: str | None = None
+) -> tuple[str | None, set[str]]:
+    """Check ``path`` is a whole pg_dump archive of a pfdb database (of tenant ``schema``, when given).
+
+    A tenant's backup must hold that tenant's schema only, and the main database's no
+    tenant's: pg_restore recreates each table in the schema it was dumped from.
 
     Returns (last migration, tables in the dump); raises ``RestoreError`` naming what is wrong.
     """
@@ -210,7 +225,20 @@ def inspect_backup(path: Path, url: DatabaseURL, database: Any) -> tuple[str | N
             hint="pass a file written by pfdb backup (pg_dump -Fc)",
         ) from None
     # "TABLE public products owner"; not "TABLE DATA public products owner" (that named "public")
-    tables = set(re.findall(r"^\d+;\s*\d+ \d+ TABLE (?!DATA )\S+ (\S+) ", toc, flags=re.MULTILINE))
+    found = re.findall(r"^\d+;\s*\d+ \d+ TABLE (?!DATA )(\S+) (\S+) ", toc, flags=re.MULTILINE)
+    tables = {table for _, table in found}
+    schemas = {where for where, _ in found}
+    if schema is not None and schemas - {schema}:
+        raise RestoreError(
+            f"{path} is not a backup of this tenant: it holds schema {', '.join(sorted(schemas - {schema}))}, "
+            f"not {schema}",
+            hint="restore it with --tenant set to the tenant it was taken from",
+        )
+    if schema is None and any(where.startswith(TENANT_SCHEMAS[:-1]) for where in schemas):
+        raise RestoreError(
+            f"{path} is a tenant's backup, not the main database's",
+            hint="restore it with --tenant NAME (pfdb.tenant(name) in Python)",
+        )
     if HISTORY_TABLE not in tables:
         raise RestoreError(
             f"{path} is a PostgreSQL dump but not of a pfdb database: it has no {HISTORY_TABLE} table",
@@ -247,7 +275,15 @@ def current_tables(database: Any) -> set[str]:
     return {row[0] for row in database.execute_sql(sql).fetchall()}
 
 
-def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float, drop: set[str] = frozenset()) -> None:
+def restore(
+    path: Path,
+    url: DatabaseURL,
+    database: Any,
+    *,
+    lock_timeout: float,
+    drop: set[str] = frozenset(),
+    schema: str | None = None,
+) -> None:
     """Restore ``path`` in one transaction that first drops ``drop``: all of it or none of it.
 
     ``drop`` are tables the backup does not know (a later migration made them): ``--clean``
@@ -262,7 +298,8 @@ def restore(path: Path, url: DatabaseURL, database: Any, *, lock_timeout: float,
     major = server_major(database)
     pg_restore = find_tool("pg_restore", major, RestoreError)
     psql = find_tool("psql", major, RestoreError)
-    drops = "".join('DROP TABLE IF EXISTS "{}" CASCADE;\n'.format(t.replace('"', '""')) for t in sorted(drop))
+    prefix = _pattern(schema) + "." if schema else ""  # psql's session has the default search_path
+    drops = "".join('DROP TABLE IF EXISTS {}"{}" CASCADE;\n'.format(prefix, t.replace('"', '""')) for t in sorted(drop))
     env = tool_env(url, lock_timeout=lock_timeout)
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:

@@ -9,6 +9,7 @@ runs: Fire itself would run ``pfdb rollback 001 typo`` and only then complain.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -71,19 +72,34 @@ class PfdbCLI:
     to parse its arguments and write its help, and Fire dispatches the call.
     """
 
-    def __init__(self, database_url: str | None = None):
+    def __init__(self, database_url: str | None = None, tenant: str | None = None):
         self._database_url = database_url
+        self._tenant = tenant  # --tenant NAME or PFDB_TENANT: every command works on that tenant
+        self._scope = contextlib.ExitStack()  # the tenant scope, closed by main() after the command
 
-    def _init(self, **overrides: Any):
-        """Bind the database for a command. ``MIGRATION_AUTO_UPGRADE`` is an application's
-        start-up policy: no command applies it on the side (``migrate --dry-run`` would)."""
+    def _init(self, *, main: bool = False, **overrides: Any):
+        """Bind the database for a command, and enter the ``--tenant`` scope (unless ``main``).
+
+        ``MIGRATION_AUTO_UPGRADE`` is an application's start-up policy: no command applies it
+        on the side (``migrate --dry-run`` would)."""
         from .lifecycle import init_database
 
         overrides.setdefault("migration_auto_upgrade", False)
         command = getattr(self, "_command", None)
-        return init_database(
+        database = init_database(
             self._database_url, create=command in CREATING_COMMANDS, read_only=command in READING_COMMANDS, **overrides
         )
+        if self._tenant and not main:
+            from .tenants import tenant
+
+            self._scope.enter_context(tenant(self._tenant))
+        return database
+
+    def _no_tenant(self, what: str) -> None:
+        if self._tenant:
+            raise UsageError(
+                f"{what} works on the main database, not on one tenant", hint="drop --tenant (and PFDB_TENANT)"
+            )
 
     # -- migration lifecycle --------------------------------------------------------------
     def init(self, json: bool = False):
@@ -96,6 +112,7 @@ class PfdbCLI:
         """
         from .lifecycle import init
 
+        self._no_tenant("pfdb init")  # a tenant is made with pfdb tenant create
         result = init(self._database_url)
         if json:
             return _print_json(result.as_dict())
@@ -108,18 +125,21 @@ class PfdbCLI:
             f"current:  {result.current or '-'} ({'up to date' if not result.pending else 'pending: ' + ', '.join(result.pending)})"
         )
 
-    def status(self, json: bool = False, exit_code: bool = False, drift: bool = True):
+    def status(self, json: bool = False, exit_code: bool = False, drift: bool = True, all_tenants: bool = False):
         """Applied migrations with their times, pending ones, and model drift.
 
         Args:
             --json: print the result as one line of JSON
             --exit-code: exit 1 when migrations are pending (for deploy scripts)
             --no-drift: skip comparing the models with the migrations
+            --all-tenants: one line for the main database and each tenant: current and pending migrations
 
         Example: pfdb status --exit-code
         """
         from .migrations import status
 
+        if all_tenants:
+            return self._status_all(json, exit_code)
         self._init()
         result = status(drift=drift)
         if json:
@@ -144,6 +164,25 @@ class PfdbCLI:
         if exit_code and result.pending:
             raise Exit(EXIT_FAILED)
 
+    def _status_all(self, json: bool, exit_code: bool) -> None:
+        from .tenants import status_all
+
+        self._no_tenant("--all-tenants")
+        self._init(main=True)
+        result = status_all()
+        if json:
+            _print_json(result.as_dict())
+        else:
+            for o in result.outcomes:
+                if not o.ok:
+                    print(f"{o.name}: error: {o.error}")
+                elif o.pending:
+                    print(f"{o.name}: {o.current or 'none'} (pending: {', '.join(o.pending)})")
+                else:
+                    print(f"{o.name}: {o.current or 'none'} (up to date)")
+        if not result.ok or (exit_code and any(o.pending for o in result.outcomes)):
+            raise Exit(EXIT_FAILED)
+
     def migrate(
         self,
         target: str | None = None,
@@ -153,6 +192,8 @@ class PfdbCLI:
         timeout: float = 30.0,
         lock_timeout: float = 600.0,
         json: bool = False,
+        all_tenants: bool = False,
+        parallel: int = 1,
     ):
         """Apply pending migrations (up to --target), each in its own transaction.
 
@@ -164,11 +205,17 @@ class PfdbCLI:
             --timeout SECONDS: how long --wait waits
             --lock-timeout SECONDS: how long to wait for another process's migration lock
             --json: print the result as one line of JSON
+            --all-tenants: migrate the main database, then every tenant (one line each; exit 1 if any failed)
+            --parallel N: with --all-tenants, migrate N tenants at a time
 
         Example: pfdb migrate --target 002
         """
         from .migrations import migrate
 
+        if all_tenants:
+            return self._migrate_all(target, fake, dry_run, wait, timeout, lock_timeout, json, parallel)
+        if parallel != 1:
+            raise UsageError("--parallel goes with --all-tenants", hint="pfdb migrate --all-tenants --parallel 4")
         self._init()
         if wait:
             from .database import wait_for_database
@@ -195,6 +242,37 @@ class PfdbCLI:
             verb = "recorded (fake)" if fake else "applied"
             for name in result.applied:
                 print(f"{verb}: {name}")
+
+    def _migrate_all(self, target, fake, dry_run, wait, timeout, lock_timeout, json, parallel) -> None:
+        from .tenants import migrate_all
+
+        self._no_tenant("--all-tenants")
+        if target is not None or fake or dry_run:
+            raise UsageError(
+                "--all-tenants applies every pending migration for real",
+                hint="use --target, --fake and --dry-run with one database (--tenant NAME)",
+            )
+        self._init(main=True)
+        if wait:
+            from .database import wait_for_database
+
+            wait_for_database(timeout=timeout)
+        result = migrate_all(parallel=parallel, lock_timeout=lock_timeout)
+        if json:
+            _print_json(result.as_dict())
+        else:
+            for o in result.outcomes:
+                if not o.ok:
+                    print(f"{o.name}: FAILED: {o.error}")
+                elif o.applied:
+                    print(f"{o.name}: applied {', '.join(o.applied)} ({o.seconds:.2f} s)")
+                else:
+                    print(f"{o.name}: up to date ({o.current or 'none'})")
+            failed = result.failed
+            if failed:
+                print(f"{len(failed)} of {len(result.outcomes)} failed: {', '.join(o.name for o in failed)}")
+        if not result.ok:
+            raise Exit(EXIT_FAILED)
 
     def rollback(
         self,
@@ -845,6 +923,7 @@ class PfdbCLI:
         """
         from .transfer import copy_database
 
+        self._no_tenant("pfdb copy")
         bar: dict[str, Any] = {}
 
         def progress(table: str, done: int, total: int) -> None:
@@ -876,6 +955,103 @@ class PfdbCLI:
         )
 
     # -- the shell ----------------------------------------------------------------------------
+    def tenant(
+        self,
+        action: str,
+        name: str | None = None,
+        server: str = "",
+        to: str = "",
+        role: bool = False,
+        yes: bool = False,
+        backup_path: str = "",
+        json: bool = False,
+    ):
+        """Create, list, drop or move tenants: shops with their own copy of every pfdb table.
+
+        PostgreSQL: a schema per tenant, on DATABASE_URL's server or one named in
+        DATABASE_SERVERS. SQLite: a file per tenant in <database>.tenants/. Work on one
+        tenant with the global --tenant NAME (or PFDB_TENANT).
+
+        Args:
+            ACTION: create, list, drop or move
+            NAME: the tenant (lower-case letters, digits, underscores); every action but list
+            --server NAME: create: the DATABASE_SERVERS entry to create it on (default: DATABASE_URL's server)
+            --to NAME: move: the server to move it to (default for DATABASE_URL's)
+            --role: create (PostgreSQL): a role of its own that owns only its schema, used for its connections
+            --yes: drop: do not ask (required when standard input is not a terminal)
+            --backup-path PATH: drop: where the backup taken first goes (a file or a folder)
+            --json: print the result as one line of JSON
+
+        Example: pfdb tenant create acme --server eu2
+        """
+        from . import tenants
+
+        self._no_tenant("pfdb tenant")
+        action = str(action).strip().lower()
+        actions = ("create", "list", "drop", "move")
+        if action not in actions:
+            raise UsageError(f"pfdb tenant: unknown action {action!r}", hint=f"actions: {', '.join(actions)}")
+        if action != "list" and not name:
+            raise UsageError(f"pfdb tenant {action} needs the tenant's NAME", hint=f"pfdb tenant {action} acme")
+        allowed = {"create": {"server", "role"}, "list": set(), "drop": {"yes", "backup_path"}, "move": {"to"}}[action]
+        given = {"server": server, "to": to, "role": role, "yes": yes, "backup_path": backup_path}
+        for option, value in given.items():
+            if value and option not in allowed:
+                raise UsageError(
+                    f"pfdb tenant {action} takes no --{option.replace('_', '-')}",
+                    hint="see pfdb tenant --help",
+                )
+        self._init(main=True)
+        backup, moved = None, None
+        if action == "create":
+            shown = [tenants.create(str(name), server=server or None, role=role)]
+        elif action == "list":
+            shown = list(tenants.list_tenants())
+        elif action == "move":
+            if not to:
+                raise UsageError("pfdb tenant move needs --to SERVER", hint="pfdb tenant move acme --to eu3")
+            moved = tenants.move(str(name), to=to)
+            shown = [moved.tenant]
+        else:
+            info = tenants.get(str(name))
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise UsageError(
+                        f"pfdb tenant drop deletes every table of tenant {info.name}; refusing without --yes "
+                        "because standard input is not a terminal",
+                        hint="add --yes",
+                    )
+                answer = input(
+                    f"Drop tenant {info.name} ({info.location}) and its data? A backup is taken first. [y/N] "
+                )
+                if answer.strip().lower() not in ("y", "yes"):
+                    print("drop cancelled; nothing was changed")
+                    raise Exit(EXIT_FAILED)
+            backup = tenants.drop(info.name, backup_path=backup_path or None).backup
+            shown = []
+        if json:
+            return _print_json(
+                {
+                    "action": action,
+                    "tenants": [t.as_dict() for t in shown],
+                    "backup": str(backup) if backup else None,
+                    "verified": moved.as_dict()["copy"] if moved is not None else None,
+                }
+            )
+        if action == "drop":
+            print(f"dropped tenant {name}; its backup: {backup}")
+            return
+        if action == "move":
+            print(
+                f"moved tenant {name}: {moved.source} -> {moved.target} ({moved.rows} rows verified, counts and checksums)"
+            )
+        elif action == "create":
+            print(f"created tenant {name}")
+        if not shown and action == "list":
+            print("no tenants (create one with pfdb tenant create NAME)")
+        for t in shown:
+            print(f"{t.name:<20} {t.server:<10} {t.state:<8} {t.schema_version or '-':<32} {t.location}")
+
     def completion(self, shell: str):
         """Print a completion script for bash or zsh (commands and their options).
 
@@ -987,6 +1163,14 @@ def _split_globals(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
                 options["database_url"] = argv[i]
             else:
                 raise UsageError("--database-url needs a value", hint="e.g. --database-url sqlite:///shop.db")
+        elif arg == "--tenant" or arg.startswith("--tenant="):
+            if "=" in arg:
+                options["tenant"] = arg.split("=", 1)[1]
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                options["tenant"] = argv[i]
+            else:
+                raise UsageError("--tenant needs a tenant's name", hint="e.g. pfdb --tenant acme info")
         else:
             rest.append(arg)
         i += 1
@@ -1028,7 +1212,14 @@ def main(argv: list[str] | None = None) -> int:
             print(cli_spec.command_help(spec))
             return EXIT_OK
         values = cli_spec.parse(spec, rest)
-        cli = PfdbCLI(options.get("database_url"))
+        from .config import tenant_setting
+
+        tenant = options.get("tenant", tenant_setting())
+        if tenant is not None:
+            from .tenants import validate_name
+
+            tenant = validate_name(tenant)  # before anything connects: a bad name is a usage error
+        cli = PfdbCLI(options.get("database_url"), tenant)
         cli._command = spec.method
         fire = _import_fire()
 
@@ -1036,7 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
         method.FIRE_METADATA = _dispatch_metadata(spec)
         fire_args = [f"--{name}={value}" for name, value in values.items()]
         try:
-            fire.Fire(cli, command=[spec.method, *fire_args], name="pfdb")
+            with cli._scope:
+                fire.Fire(cli, command=[spec.method, *fire_args], name="pfdb")
         finally:
             del method.FIRE_METADATA
         return EXIT_OK

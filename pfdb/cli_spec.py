@@ -36,6 +36,7 @@ PROG = "pfdb"
 
 GLOBAL_OPTIONS = (
     ("--database-url URL", "the database (default: $DATABASE_URL, else sqlite:///pfdb.db)"),
+    ("--tenant NAME", "work on one tenant (default: $PFDB_TENANT, else the main database)"),
     ("--debug", "show a traceback with errors (also PFDB_DEBUG=1)"),
     ("--version", "print pfdb's version and exit"),
     ("-h, --help", "show help: pfdb --help, or pfdb COMMAND --help"),
@@ -333,7 +334,7 @@ def command_help(command: Command) -> str:
 
 def main_help(summary: str, commands: list[Command]) -> str:
     lines = [
-        f"usage: {PROG} [--database-url URL] [--debug] COMMAND [ARGUMENTS] [OPTIONS]",
+        f"usage: {PROG} [--database-url URL] [--tenant NAME] [--debug] COMMAND [ARGUMENTS] [OPTIONS]",
         "",
         summary,
         "",
@@ -351,7 +352,7 @@ def main_help(summary: str, commands: list[Command]) -> str:
 
 
 # -- completion --------------------------------------------------------------------------------
-_GLOBAL_FLAGS = ("--database-url", "--debug", "--version", "--help")
+_GLOBAL_FLAGS = ("--database-url", "--tenant", "--debug", "--version", "--help")
 
 
 def completion_script(shell: str, commands: list[Command]) -> str:
@@ -371,12 +372,12 @@ _{PROG}() {{
     command=""
     for ((i = 1; i < COMP_CWORD; i++)); do
         case "${{COMP_WORDS[i]}}" in
-            --database-url) ((i++)) ;;
+            --database-url|--tenant) ((i++)) ;;
             -*) ;;
             *) command="${{COMP_WORDS[i]}}"; break ;;
         esac
     done
-    if [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == "--database-url" ]]; then
+    if [[ "${{COMP_WORDS[COMP_CWORD-1]}}" == --database-url || "${{COMP_WORDS[COMP_CWORD-1]}}" == --tenant ]]; then
         COMPREPLY=()
         return 0
     fi

@@ -388,6 +388,8 @@ class Settings:
     # one more than replica_max_lag seconds behind is skipped until it catches up.
     replica_urls: tuple[DatabaseURL, ...] = ()
     replica_max_lag: float = 5.0
+    # DATABASE_SERVERS: further PostgreSQL servers tenants may live on, by name.
+    servers: Mapping[str, DatabaseURL] = field(default_factory=dict)
 
     @property
     def max_connections(self) -> int:
@@ -423,6 +425,7 @@ class Settings:
         out["cache_url"] = mask_url(self.cache_url) if self.cache_url else None
         out["direct_url"] = self.direct_url.masked if self.direct_url else None
         out["replica_urls"] = [u.masked for u in self.replica_urls]
+        out["servers"] = {name: url.masked for name, url in self.servers.items()}
         return out
 
 
@@ -473,6 +476,7 @@ _ENV = {
     "DATABASE_DIRECT_URL": ("direct_url", _parse_direct_url),
     "DATABASE_REPLICA_URLS": ("replica_urls", _parse_replica_urls),
     "DATABASE_REPLICA_MAX_LAG": ("replica_max_lag", _parse_seconds),
+    "DATABASE_SERVERS": ("servers", lambda n, v: parse_servers(n, v)),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 
@@ -531,11 +535,53 @@ def load_settings(
     return settings
 
 
+SERVER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+DEFAULT_SERVER = "default"  # the server of DATABASE_URL
+
+
+def parse_servers(name: str, raw: Any) -> dict[str, DatabaseURL]:
+    """``eu2=postgresql://…,eu3=postgresql://…`` -> {name: URL}; a mapping is taken as it is.
+
+    Entries are split at a comma followed by ``NAME=``, so a URL's own query string may hold
+    commas. Errors show the URL masked.
+    """
+    if isinstance(raw, Mapping):
+        items = [(str(k), str(v)) for k, v in raw.items()]
+    else:
+        text = str(raw or "").strip()
+        parts = re.split(r",\s*(?=[A-Za-z][A-Za-z0-9_]*=)", text) if text else []
+        items = []
+        for part in parts:
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise ConfigError(
+                    f"{name}: {mask_url(part.strip())!r} has no NAME=", hint=f"write {name}=eu2=postgresql://host/db,…"
+                )
+            items.append((key.strip(), value.strip()))
+    servers: dict[str, DatabaseURL] = {}
+    for key, value in items:
+        if not SERVER_NAME.match(key) or key == DEFAULT_SERVER:
+            raise ConfigError(
+                f"{name}: {key!r} is not a server name",
+                hint="lower-case letters, digits and underscores, starting with a letter; 'default' is DATABASE_URL's",
+            )
+        url = parse_database_url(value)
+        if url.backend != "postgresql":
+            raise ConfigError(f"{name}: server {key} is not a PostgreSQL URL ({url.masked})", hint="use postgresql://…")
+        servers[key] = url
+    return servers
+
+
 # -- variables read where they are used, not Settings fields: they name places on this machine,
 # not the database, and tests and tools point them elsewhere between calls. Read only here.
 def migrations_dir_setting() -> str | None:
     """``PFDB_MIGRATIONS_DIR``: a folder of migration files to use instead of pfdb's own (None: unset)."""
     return os.environ.get("PFDB_MIGRATIONS_DIR") or None
+
+
+def tenant_setting() -> str | None:
+    """``PFDB_TENANT``: the tenant every CLI command works on (None: the main database)."""
+    return os.environ.get("PFDB_TENANT") or None
 
 
 def cache_home() -> Path:

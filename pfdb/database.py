@@ -7,6 +7,7 @@ process can be re-pointed (tests, a switch of URL) without re-importing anything
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import functools
 import logging
@@ -18,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,103 @@ from .errors import (
     ReadOnlyDatabaseError,
     SchemaMissingError,
     ServerInRecoveryError,
+    UsageError,
 )
 from .replicas import primary
 
 log = logging.getLogger("pfdb")
 
-db = pw.DatabaseProxy()
+
+# -- the tenant-binding hook -----------------------------------------------------------------
+@dataclass(frozen=True)
+class TenantBinding:
+    """Where one tenant's data lives, for the scope that works on it (``pfdb.tenant(name)``).
+
+    ``database`` is the database object its statements go to (the main pool, another
+    server's pool, or its own SQLite file); ``schema`` (PostgreSQL) is set as the only
+    entry of ``search_path`` on every connection of that database this scope uses, and
+    ``role`` (optional) is taken with ``SET ROLE``; both are reset when the connection
+    goes back to the pool.
+    """
+
+    name: str
+    database: Any
+    settings: Settings
+    schema: str | None = None
+    role: str | None = None
+
+
+# A context variable, not a global: each thread (and each asyncio task) has its own tenant.
+_binding: contextvars.ContextVar[TenantBinding | None] = contextvars.ContextVar("pfdb_tenant", default=None)
+
+
+class _RoutingProxy(pw.DatabaseProxy):
+    """The ``DatabaseProxy`` models bind to: the bound database, or the current tenant's.
+
+    ``obj`` is looked up on every use, so one set of models serves every tenant: inside
+    ``bound_tenant(binding)`` it is ``binding.database``, elsewhere the database that
+    ``bind_database`` bound.
+    """
+
+    __slots__ = ("_main",)
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        object.__setattr__(self, "_main" if attr == "obj" else attr, value)
+
+    @property
+    def obj(self) -> Any:
+        binding = _binding.get()
+        return binding.database if binding is not None else self._main
+
+
+db = _RoutingProxy()
 
 _lock = threading.RLock()
 _settings: Settings | None = None
+
+
+def current_tenant() -> TenantBinding | None:
+    """The tenant this thread (or task) works on, or None for the main database."""
+    return _binding.get()
+
+
+def main_database() -> pw.Database | None:
+    """The database ``bind_database`` bound, whatever tenant scope is active."""
+    return db._main
+
+
+@contextmanager
+def bound_tenant(binding: TenantBinding | None) -> Iterator[TenantBinding | None]:
+    """Route ``pfdb.db``, ``get_database()`` and ``get_settings()`` to ``binding`` for the block.
+
+    ``None`` routes to the main database (the tenant registry is read that way). A connection
+    the thread already holds gets the tenant's ``search_path`` now and the outer scope's back
+    at the end; one checked out inside the block gets it at check-out (``apply_tenant``).
+    """
+    outer = _binding.get()
+    if outer is not None and binding is not None and outer.name == binding.name:
+        yield binding  # the same tenant again: nothing to switch
+        return
+    target = binding.database if binding is not None else db._main
+    if target is not None and not target.is_closed() and target.in_transaction():
+        raise UsageError(
+            "cannot switch tenants inside a transaction",
+            hint="enter pfdb.tenant(...) outside db_session_scope() and atomic()",
+        )
+    token = _binding.set(binding)
+    try:
+        _reapply(target)
+        yield binding
+    finally:
+        _binding.reset(token)
+        _reapply(target)
+        if outer is not None and outer.database is not target:
+            _reapply(outer.database)
+
+
+def _reapply(database: Any) -> None:
+    if database is not None and hasattr(database, "apply_tenant") and not database.is_closed():
+        database.apply_tenant(database._state.conn)
 
 
 # Connect errors that waiting does not cure, and what to do instead. The server words them
@@ -489,13 +579,8 @@ def _pooled_postgres_class():
         def __init__(self, url: DatabaseURL, settings: Settings, **kwargs: Any):
             self.pfdb_url = url
             self.pfdb_settings = settings
+            self._tenant_dirty: set[int] = set()  # id() of connections a tenant scope configured
             super().__init__(url.database, **kwargs)
-
-        def connect(self, reuse_if_open: bool = False):
-            try:
-                return super().connect(reuse_if_open)
-            except pw.OperationalError as exc:
-                raise _unavailable(self.pfdb_url, exc) from exc
 
         def execute(self, query, **context_options):
             replicas = self.pfdb_replicas
@@ -514,6 +599,46 @@ def _pooled_postgres_class():
                     raise
                 raise translated from exc
 
+        def connect(self, reuse_if_open: bool = False):
+            try:
+                opened = super().connect(reuse_if_open)
+            except pw.OperationalError as exc:
+                raise _unavailable(self.pfdb_url, exc) from exc
+            if opened and _binding.get() is not None:
+                try:
+                    self.apply_tenant(self._state.conn, fresh=True)
+                except BaseException:
+                    conn = self._state.conn
+                    self._state.reset()
+                    self._discard(conn)
+                    raise
+            return opened
+
+        def apply_tenant(self, conn: Any, *, fresh: bool = False) -> None:
+            """Give a connection of this thread the current tenant's search_path and role, or none.
+
+            Names go through ``sql.Identifier``: a tenant name never reaches SQL unquoted.
+            Only the tenant's schema is on the path, so a table missing there is an error,
+            never the main schema's table of that name. ``fresh``: the connection is known
+            clean (just checked out), so there is nothing to reset.
+            """
+            from psycopg2 import sql
+
+            binding = _binding.get()
+            owner = self.pfdb_primary or self  # a replica's connections carry its primary's tenant
+            if binding is not None and binding.database is owner and binding.schema:
+                statement = sql.SQL("SET search_path TO {}; ").format(sql.Identifier(binding.schema))
+                role = (
+                    sql.SQL("SET ROLE {}").format(sql.Identifier(binding.role))
+                    if binding.role
+                    else sql.SQL("RESET ROLE")
+                )
+                owner._tenant_dirty.add(id(conn))
+                with conn.cursor() as cursor:
+                    cursor.execute(statement + role)
+            elif not fresh and id(conn) in owner._tenant_dirty:
+                self.reset_connection(conn)
+
         def prepare_connection(self, conn: Any) -> None:
             if self.pfdb_primary is not None:
                 return self.pfdb_primary.prepare_connection(conn)
@@ -530,6 +655,12 @@ def _pooled_postgres_class():
         def reset_connection(self, conn: Any) -> None:
             if self.pfdb_primary is not None:
                 return self.pfdb_primary.reset_connection(conn)
+            # Nothing of a tenant's scope outlives the check-out: the next one starts clean.
+            # Only a connection a tenant scope touched pays for the round trip.
+            if id(conn) in self._tenant_dirty:
+                with conn.cursor() as cursor:
+                    cursor.execute("RESET search_path; RESET ROLE")
+                self._tenant_dirty.discard(id(conn))
             return super().reset_connection(conn)
 
         def begin(self, *args: Any, **kwargs: Any) -> None:
@@ -693,7 +824,8 @@ def close_database() -> None:
     """Close every connection of the bound database (the whole pool) and unbind the proxy."""
     global _settings
     with _lock:
-        current = db.obj
+        close_routed()
+        current = db._main
         if current is None:
             return
         if getattr(current, "pfdb_replicas", None) is not None:
@@ -722,13 +854,14 @@ def bound_temporarily(url: str, **overrides: Any) -> Iterator[pw.Database]:
     global _settings
     settings = load_settings(url, **overrides)
     with _lock:
-        previous, previous_settings, previous_writes = db.obj, _settings, _writes.enabled
+        previous, previous_settings, previous_writes = main_database(), _settings, _writes.enabled
         database = build_database(settings)
         db.initialize(database)
         _settings = settings
         _writes.enabled = settings.cache_url is not None or bool(settings.replica_urls)
     try:
-        yield database
+        with bound_tenant(None):  # a caller's tenant scope must not route this block's statements
+            yield database
     finally:
         with _lock:
             if getattr(database, "pfdb_replicas", None) is not None:
@@ -740,6 +873,32 @@ def bound_temporarily(url: str, **overrides: Any) -> Iterator[pw.Database]:
             db.initialize(previous)
             _settings = previous_settings
             _writes.enabled = previous_writes
+
+
+# Databases other than the bound one that tenants live in (another server's pool, a tenant's
+# SQLite file), built once per key and closed with the bound database.
+_routed: dict[Any, pw.Database] = {}
+
+
+def routed_database(key: Any, settings: Settings, *, create: bool = True) -> pw.Database:
+    """The database for ``key`` (built from ``settings`` on first use), closed by ``close_database``."""
+    with _lock:
+        database = _routed.get(key)
+        if database is None:
+            database = _routed[key] = build_database(settings, create=create)
+        return database
+
+
+def close_routed(key: Any = None) -> None:
+    """Close the routed databases (or the one of ``key``) and forget them."""
+    with _lock:
+        keys = list(_routed) if key is None else [key] if key in _routed else []
+        databases = [_routed.pop(k) for k in keys]
+    for database in databases:
+        if hasattr(database, "close_all"):
+            database.close_all()
+        elif not database.is_closed():
+            database.close()
 
 
 def get_database() -> pw.Database:
@@ -767,7 +926,11 @@ def borrow_connection(database: pw.Database | None = None) -> Iterator[pw.Databa
 
 
 def get_settings() -> Settings:
+    """The settings of the bound database, or of the current tenant's (its URL is the tenant's)."""
     get_database()
+    binding = _binding.get()
+    if binding is not None:
+        return binding.settings
     assert _settings is not None
     return _settings
 
@@ -1070,9 +1233,11 @@ def call_within(seconds: float, function: Any, *args: Any) -> Any:
     """
     outcome: dict[str, Any] = {}
 
+    context = contextvars.copy_context()  # the probe works on the caller's tenant
+
     def run() -> None:
         try:
-            outcome["value"] = function(*args)
+            outcome["value"] = context.run(function, *args)
         except BaseException as exc:  # handed to the caller below
             outcome["error"] = exc
 

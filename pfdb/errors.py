@@ -167,3 +167,7 @@ class ServerInRecoveryError(ReadOnlyDatabaseError):
     """
 
     exit_code = EXIT_USAGE
+
+
+class TenantError(PfdbError):
+    """A tenant could not be created, dropped or moved; the registry says where it still is."""

@@ -20,6 +20,7 @@ from typing import Any
 from . import _files, _pg_tools, _sqlite_tools, cache
 from .database import (
     borrow_connection,
+    current_tenant,
     get_database,
     get_settings,
     replica_report,
@@ -137,7 +138,10 @@ def default_backup_dir() -> Path:
     """SQLite: ``backups/`` beside the database file. PostgreSQL: ``backups/`` in the working directory."""
     url = get_settings().database_url
     if url.backend == "sqlite" and not url.is_memory:
-        return Path(url.path).expanduser().resolve().parent / "backups"
+        folder = Path(url.path).expanduser().resolve().parent
+        if current_tenant() is not None:  # a tenant's file sits in <db>.tenants/: backups beside the main file
+            folder = folder.parent
+        return folder / "backups"
     return Path.cwd() / "backups"
 
 
@@ -177,7 +181,8 @@ def _target(path: str | os.PathLike | None, label: str = "") -> tuple[Path, list
     """The backup's final path, and the names to choose from when pfdb names it (else None)."""
     url = get_settings().database_url
     suffix = ".db" if url.backend == "sqlite" else ".dump"
-    stem = f"{url.name}-{label}{_stamp()}"
+    tenant = current_tenant()
+    stem = f"tenant-{tenant.name}-{label}{_stamp()}" if tenant is not None else f"{url.name}-{label}{_stamp()}"
     if path is None:
         names = _names(default_backup_dir(), stem, suffix)
         return names[0], names
@@ -236,7 +241,8 @@ def backup(path: str | os.PathLike | None = None, *, progress: Progress | None =
             migration = _sqlite_tools.backup(url.path, tmp, timeout=settings.pool_timeout, progress=progress)
         else:
             with _connection(database):
-                _pg_tools.backup(database, dump_url, tmp)
+                tenant = current_tenant()
+                _pg_tools.backup(database, dump_url, tmp, schema=tenant.schema if tenant is not None else None)
                 migration = _pg_tools.last_migration(tmp, dump_url, database, BackupError)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
@@ -321,7 +327,10 @@ def _inspect(source: Path) -> tuple[str | None, set[str]]:
     else:
         database = get_database()
         with _connection(database):
-            migration, tables = _pg_tools.inspect_backup(source, url, database)
+            tenant = current_tenant()
+            migration, tables = _pg_tools.inspect_backup(
+                source, url, database, schema=tenant.schema if tenant is not None else None
+            )
             history = _pg_tools.history(source, url, database)
     _recognise(source, history, tables)
     return migration, tables
@@ -379,7 +388,15 @@ def restore(path: str | os.PathLike) -> RestoreResult:
         # of the tables about to be dropped and recreated.
         if hasattr(database, "close_all"):
             database.close_all()
-        _pg_tools.restore(source, restore_url, database, lock_timeout=settings.pool_timeout, drop=extra)
+        tenant = current_tenant()
+        _pg_tools.restore(
+            source,
+            restore_url,
+            database,
+            lock_timeout=settings.pool_timeout,
+            drop=extra,
+            schema=tenant.schema if tenant is not None else None,
+        )
     # Written by the backup API or pg_restore, which pfdb's statements never see: forget it all.
     cache.invalidate()
     state = status()

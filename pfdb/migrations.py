@@ -27,7 +27,7 @@ from . import hooks
 from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .config import migrations_dir_setting
-from .database import backend, borrow_connection, get_database, get_settings, writes_to_primary
+from .database import backend, borrow_connection, current_tenant, get_database, get_settings, writes_to_primary
 from .errors import ConfigError, DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
 from .models import MODELS
 from .models.fields import UTC
@@ -37,6 +37,7 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 _FILE = re.compile(r"^(\d{3})_[^.]+\.py$")
 # An arbitrary, fixed 64-bit key: every pfdb process on one server contends for it.
 _PG_LOCK_KEY = 0x70666462_6D696772  # "pfdbmigr"
+_PG_TENANT_LOCK_CLASS = 0x70666474  # "pfdt": with the schema's hash, one lock per tenant
 
 
 # -- results ------------------------------------------------------------------------------
@@ -421,7 +422,14 @@ def _lock_for_transaction(database: pw.Database, deadline: float, timeout: float
     Polling (not a blocking ``pg_advisory_xact_lock``) so that a run between two of its
     steps takes the lock again at once instead of queueing behind a waiting process.
     """
-    while not database.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (_PG_LOCK_KEY,)).fetchone()[0]:
+    # A tenant's schema has a lock of its own (two-key form: pfdb's class, the schema's hash),
+    # so tenants on one server migrate side by side; the main schema keeps the one key.
+    tenant = current_tenant()
+    if tenant is not None and tenant.schema:
+        take, key = "pg_try_advisory_xact_lock(%s, hashtext(%s))", (_PG_TENANT_LOCK_CLASS, tenant.schema)
+    else:
+        take, key = "pg_try_advisory_xact_lock(%s)", (_PG_LOCK_KEY,)
+    while not database.execute_sql(f"SELECT {take}", key).fetchone()[0]:
         if time.monotonic() >= deadline:
             raise _lock_timeout(timeout)
         time.sleep(0.1)

@@ -197,6 +197,9 @@ class ReplicaSet:
             yield False
             return
         try:
+            # A tenant scope's search_path (and role) on the lent connection too: its pool's
+            # reset hook (the primary's) takes them off when it is given back.
+            target.apply_tenant(conn, fresh=True)
             with self.primary.using_connection(conn):
                 yield True
         finally:

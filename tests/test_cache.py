@@ -422,6 +422,7 @@ def test_cache_settings_are_checked_and_the_password_never_shown(sqlite_url):
 def test_scopes_never_share_values(cached):
     Configuration.set_value("k", "shared-db")
     tenant = {"name": "a"}
+    previous = cache._scope  # pfdb.tenants' own scope: put back afterwards
     cache.set_scope(lambda: tenant["name"])
     try:
         assert Configuration.get_value("k") == "shared-db"  # cached in scope a
@@ -433,7 +434,7 @@ def test_scopes_never_share_values(cached):
         tenant["name"] = "a"
         assert cache.namespace() != ns_b
     finally:
-        cache.set_scope(None)
+        cache.set_scope(previous)
 
 
 def test_statements_name_the_tables_they_write():

@@ -24,7 +24,7 @@ def test_init_on_an_empty_database_then_again(run_cli, empty_url, backend):
     assert "applied:  001_initial, 002_unique_category_names" in out and "up to date" in out
     code, out, _ = run_cli("--database-url", empty_url, "init", "--json")
     data = json.loads(out)
-    assert code == 0 and data["applied"] == [] and data["current"] == "003_postgres_jsonb_timestamptz"
+    assert code == 0 and data["applied"] == [] and data["current"] == "004_tenant_registry"
     assert data["backend"] == backend and data["created"] is False
 
 
@@ -43,7 +43,7 @@ def test_status_shows_applied_pending_and_exit_code(run_cli, empty_url):
     assert code == 0 and "[x] 001_initial  (applied 20" in out and "drift: none" in out
     code, out, _ = run_cli("--database-url", empty_url, "status", "--json", "--no-drift")
     data = json.loads(out)
-    assert data["current"] == "003_postgres_jsonb_timestamptz" and data["pending"] == [] and data["drift"] is None
+    assert data["current"] == "004_tenant_registry" and data["pending"] == [] and data["drift"] is None
 
 
 def test_migrate_rollback_cycle_keeps_data(run_cli, empty_url, backend):

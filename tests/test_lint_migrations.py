@@ -180,8 +180,13 @@ def test_a_malformed_acknowledgement_is_a_clear_error(db, folder, ack):
 
 
 def test_the_shipped_migrations_pass_or_are_acknowledged(db, backend):
-    result = lint(["001", "002", "003"])
-    assert result.checked == ("001_initial", "002_unique_category_names", "003_postgres_jsonb_timestamptz")
+    result = lint(["001", "002", "003", "004"])
+    assert result.checked == (
+        "001_initial",
+        "002_unique_category_names",
+        "003_postgres_jsonb_timestamptz",
+        "004_tenant_registry",
+    )
     assert result.ok, [f.key for f in result.problems]
     assert all(f.acknowledged for f in result.findings)
     assert bool(result.findings) == (backend == PG)  # 002's index and 003's types are PostgreSQL's

@@ -24,7 +24,7 @@ from pfdb.maintenance import backup, check_backup, info, optimize, restore
 
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
-LATEST = "003_postgres_jsonb_timestamptz"  # the last migration pfdb ships
+LATEST = "004_tenant_registry"  # the last migration pfdb ships
 PASSWORD = "s3cretpw"
 
 WRITER = """
@@ -501,7 +501,7 @@ def test_cli_backup_info_optimize_restore(run_cli, database_url, backend, tmp_pa
     assert code == 0 and f"backend:    {backend}" in out and "configuration" in out and f"{LATEST} (up to date)" in out
     code, out, _ = run_cli("--database-url", url, "info", "--json")
     data = json.loads(out)
-    assert code == 0 and data["tables"]["migratehistory"] == 3 and data["backend"] == backend
+    assert code == 0 and data["tables"]["migratehistory"] == 4 and data["backend"] == backend
 
     code, out, _ = run_cli("--database-url", url, "optimize", "--json")
     assert code == 0 and json.loads(out)["size_after"] > 0

@@ -20,7 +20,7 @@ from pfdb.migrations import check, create, migrate, rollback, status
 ROOT = Path(__file__).resolve().parent.parent
 INITIAL = ROOT / "migrations" / "001_initial.py"
 # every migration pfdb ships, in order
-SHIPPED = ("001_initial", "002_unique_category_names", "003_postgres_jsonb_timestamptz")
+SHIPPED = ("001_initial", "002_unique_category_names", "003_postgres_jsonb_timestamptz", "004_tenant_registry")
 
 ADD_NOTES = """
 import peewee as pw
@@ -99,6 +99,7 @@ def test_initial_creates_the_whole_schema_and_reports_no_drift(fresh):
         "sync_history",
         "system_logs",
         "configuration",
+        "tenants",
         "migratehistory",
     }
     assert tables() == expected

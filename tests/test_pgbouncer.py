@@ -152,7 +152,7 @@ def _pid(conn) -> int:
 def test_init_status_migrate_rollback_through_the_pooler(pooled, run_cli, tmp_path, monkeypatch):
     code, out, err = run_cli("init", "--json")
     assert code == 0, err
-    assert json.loads(out)["current"] == "003_postgres_jsonb_timestamptz"
+    assert json.loads(out)["current"] == "004_tenant_registry"
     code, out, _ = run_cli("status", "--json", "--exit-code")
     assert code == 0 and json.loads(out)["up_to_date"]
 
@@ -168,11 +168,11 @@ def test_init_status_migrate_rollback_through_the_pooler(pooled, run_cli, tmp_pa
     code, out, err = run_cli("rollback", "--yes", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert result["rolled_back"] == ["003_postgres_jsonb_timestamptz"]
+    assert result["rolled_back"] == ["004_tenant_registry"]
     assert Path(result["backup"]["path"]).is_file()
     code, out, err = run_cli("migrate", "--json")
     assert code == 0, err
-    assert json.loads(out)["applied"] == ["003_postgres_jsonb_timestamptz"]
+    assert json.loads(out)["applied"] == ["004_tenant_registry"]
 
     monkeypatch.delenv("DATABASE_DIRECT_URL")
     monkeypatch.setenv("MIGRATION_BACKUP_BEFORE_UPGRADE", "false")
@@ -180,7 +180,7 @@ def test_init_status_migrate_rollback_through_the_pooler(pooled, run_cli, tmp_pa
     assert code == 0, err
     code, out, err = run_cli("migrate", "--json")
     assert code == 0, err
-    assert len(json.loads(out)["applied"]) == 3
+    assert len(json.loads(out)["applied"]) == 4
     # No session state of pfdb's migration lock is left on the server connections.
     assert _one(pooled.direct, ADVISORY)[0][0] == 0
 
@@ -438,7 +438,7 @@ def test_backup_and_restore_need_the_direct_url_and_use_it(pooled_migrated, run_
     # Checking a backup reads the file with pg_restore --list: no session, fine through the pooler.
     monkeypatch.delenv("DATABASE_DIRECT_URL")
     pfdb.init_database(pooled_migrated.url, pooler="transaction")
-    assert pfdb.maintenance.check_backup(dump) == "003_postgres_jsonb_timestamptz"
+    assert pfdb.maintenance.check_backup(dump) == "004_tenant_registry"
     pfdb.close_database()
     code, _, err = run_cli("restore", dump, "--yes")
     assert code == 2 and "pfdb restore (pg_restore and psql) needs a direct connection" in err

@@ -211,7 +211,11 @@ def test_migration_002_refuses_existing_duplicates_naming_them(empty_url):
     from pfdb.categories import merge_duplicate_categories
 
     assert merge_duplicate_categories().merged == 2
-    assert migrations.migrate(backup=False).applied == ("002_unique_category_names", "003_postgres_jsonb_timestamptz")
+    assert migrations.migrate(backup=False).applied == (
+        "002_unique_category_names",
+        "003_postgres_jsonb_timestamptz",
+        "004_tenant_registry",
+    )
     assert "categories_parent_id_name" in {i.name for i in pfdb.db.get_indexes("categories")}
     migrations.rollback("001")
     assert "categories_parent_id_name" not in {i.name for i in pfdb.db.get_indexes("categories")}

@@ -149,7 +149,7 @@ def test_kill_9_during_a_sqlite_backup_leaves_no_final_file_and_the_next_backup_
     pfdb.init_database(sqlite_url)
     from pfdb.maintenance import check_backup
 
-    assert check_backup(folder / visible(folder)[0]) == "003_postgres_jsonb_timestamptz"
+    assert check_backup(folder / visible(folder)[0]) == "004_tenant_registry"
 
 
 def test_two_backups_in_one_second_get_two_whole_files(db, tmp_path):

@@ -221,7 +221,7 @@ def test_migration_003_forward_and_back_keeps_every_value(empty_url, backend):
     assert all(before.values()), [t for t, rows in before.items() if not rows]  # every table has rows
     old_types = column_types(EVERY_JSON + EVERY_TIME)
 
-    assert migrations.migrate(backup=False).applied == ("003_postgres_jsonb_timestamptz",)
+    assert migrations.migrate("003", backup=False).applied == ("003_postgres_jsonb_timestamptz",)
     assert snapshot() == before
     if backend == "postgresql":
         assert set(column_types(EVERY_JSON).values()) == {"jsonb"}

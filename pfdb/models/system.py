@@ -168,3 +168,29 @@ class Configuration(BaseModel):
         return super().get(*query, **filters)
 
     set = set_value
+
+
+TENANT_STATES = ("creating", "active", "moving", "dropping")
+
+
+class Tenant(BaseModel):
+    """The registry of tenants, read from the main database only (``pfdb.tenants``).
+
+    ``server`` is the name of a ``DATABASE_SERVERS`` entry, or ``default`` (the server of
+    ``DATABASE_URL``); ``schema_version`` is the tenant's last applied migration. Not in
+    ``MODELS``: migration 004 makes it with SQL of its own, so drift checks, copies and the
+    tables every tenant has leave it out (a tenant's schema holds an empty one).
+    """
+
+    name = pw.CharField(max_length=40, unique=True)
+    server = pw.CharField(max_length=63, default="default")
+    schema_version = pw.CharField(max_length=255, null=True)
+    state = pw.CharField(max_length=16, default="active")
+
+    repr_fields = ("id", "name", "server", "state")
+
+    class Meta:
+        table_name = "tenants"
+
+    def validate(self) -> None:
+        require_choice("state", self.state, TENANT_STATES)
