@@ -127,7 +127,17 @@ IMPORT = """
     Path(sys.argv[2]).with_suffix(f".ready{os.getpid()}").touch()
     while not Path(sys.argv[2]).exists():
         time.sleep(0.005)
-    result = import_products(sys.argv[3], batch_size=int(sys.argv[4]))
+    beside = Path(sys.argv[2]).with_suffix(".beside")  # the other process has worked while this one ran
+
+    def wait_for_the_other_once(progress, deadline=[None]):
+        # After its first batch the import lets the other process catch up, so the overlap does
+        # not depend on how the scheduler of a loaded machine shares the cores.
+        if deadline[0] is None:
+            deadline[0] = time.monotonic() + 30
+            while not beside.exists() and time.monotonic() < deadline[0]:
+                time.sleep(0.01)
+
+    result = import_products(sys.argv[3], batch_size=int(sys.argv[4]), progress=wait_for_the_other_once)
     print(result.rows, result.created, result.rejected)
 """
 
@@ -147,6 +157,8 @@ WRITER = """
         else:
             Product.create(sku=f"W-{n}", name="beside the import")
         n += 1
+        if n == 12:
+            Path(sys.argv[2]).with_suffix(".beside").touch()
         time.sleep(0.01)
     print(n)
 """
@@ -201,6 +213,8 @@ OPTIMIZE = """
     while not Path(sys.argv[3]).exists() or not runs:  # again and again: each run commits three times
         assert "VACUUM" in optimize().steps  # what `pfdb optimize` runs
         runs += 1
+        if runs == 2:
+            Path(sys.argv[2]).with_suffix(".beside").touch()
         time.sleep(0.05)
     print(runs)
 """
