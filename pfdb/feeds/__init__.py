@@ -8,8 +8,9 @@
 
 Modules: ``reading`` opens files (gzip, BOM, standard input, delimiter sniffing);
 ``formats`` detects pfdb CSV/JSON Lines, Shopify, Google Merchant and Google Retail feeds
-and maps a column-mapping file; ``validation`` checks values as ``Product.validate()``
-does; ``upsert`` is the batch write fast path per backend; ``importer`` runs an import as
+and maps a column-mapping file; ``layout`` is the order of a cleaned row's fields, which
+validation, the importer and the writer all read; ``validation`` checks values as
+``Product.validate()`` does; ``upsert`` is the batch write fast path per backend; ``importer`` runs an import as
 a Job with its SyncHistory; ``exporter`` writes products back out.
 """
 

@@ -37,6 +37,7 @@ from ..models import Category, Job, Product, ProductImage, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
 from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .layout import RowLayout
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
 from .upsert import make_writer
@@ -248,9 +249,10 @@ class _Import:
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
-        carried = [name for name in fmt.carried if name in Product._meta.fields]
-        self.writer = make_writer(database, carried)
-        self.cleaner = RowCleaner(fmt, self.writer.converter)
+        # The one row layout the cleaner fills, this importer reads and the writer's statements follow.
+        self.layout = RowLayout.carrying([name for name in fmt.carried if name in Product._meta.fields])
+        self.writer = make_writer(database, self.layout)
+        self.cleaner = RowCleaner(fmt, self.layout, self.writer.converter)
         if currency:
             self._assume_currency(currency)
         given = self.writer.products.given
@@ -275,8 +277,8 @@ class _Import:
 
     def _assume_currency(self, currency: str) -> None:
         """Give rows that name no currency ``currency`` (``--currency``), after cleaning: no cost without it."""
-        index = next(i for i, f in enumerate(self.cleaner.fields) if f.name == "currency")
-        convert = self.writer.converter(self.cleaner.fields[index])
+        index = self.layout.position("currency")
+        convert = self.writer.converter(self.layout.fields[index])
         value = convert(currency) if convert is not None else currency
         clean = self.cleaner.clean
 
@@ -392,7 +394,7 @@ class _Import:
         say how far the file was read for that batch.
         """
         clean = self.cleaner.clean
-        sku_index = self.cleaner.sku_index
+        sku_index = self.layout.sku
         sku_column = self.format.column("sku")
         seen_add = self.seen.add
         batch_size = self.batch_size
@@ -522,7 +524,7 @@ class _Import:
         writer = self.writer
         columns = writer.products
         now = utcnow()
-        if self.cleaner.has_category:
+        if self.layout.category is not None:
             batch = self._resolve_categories(batch)
         existing = writer.fetch_existing([r.sku for r in batch])
         old_images: dict[int, list[tuple]] = {}
@@ -619,7 +621,7 @@ class _Import:
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
         kept = []
-        index = len(self.writer.products.given) - 1  # the category id comes last
+        index = self.layout.category
         for r in batch:
             if r.category is not None:
                 try:

@@ -28,6 +28,7 @@ from typing import Any
 from .._peewee import peewee as pw
 from ..models import Product, ProductImage
 from ..models.fields import utcnow
+from .layout import RowLayout
 
 
 def db_converter(field: pw.Field) -> Callable[[Any], Any] | None:
@@ -90,24 +91,19 @@ IMAGE_GIVEN = [
 ]
 
 
-def given_product_fields(names: Sequence[str]) -> list[pw.Field]:
-    """The Product fields a feed sets, in the model's order, the category (an id) last."""
-    fields = [f for f in Product._meta.sorted_fields if f.name in names and f.name != "category"]
-    return fields + ([Product.category] if "category" in names else [])
-
-
 class Writer:
     """The statements of one import, built once; subclasses talk to one driver."""
 
     param = "?"
     distinct = "IS NOT"
 
-    def __init__(self, database: pw.Database, carried: Sequence[str]):
-        """``carried``: Product field names the feed sets (``category`` for the category id)."""
+    def __init__(self, database: pw.Database, layout: RowLayout):
+        """``layout``: the import's cleaned rows, whose fields lead every product row written."""
         self.database = database
         q = database.quote
         self.q = lambda name: f"{q[0]}{name}{q[1]}"
-        self.products = Columns(Product, given_product_fields(carried))
+        self.layout = layout
+        self.products = Columns(Product, layout.fields)
         self.images = Columns(ProductImage, IMAGE_GIVEN)
         self.carried = self.products.given
         #: set by the importer per batch: the batch's transaction is the outermost one
@@ -236,8 +232,8 @@ class SqliteWriter(Writer):
     param = "?"
     distinct = "IS NOT"
 
-    def __init__(self, database: pw.Database, carried: Sequence[str]):
-        super().__init__(database, carried)
+    def __init__(self, database: pw.Database, layout: RowLayout):
+        super().__init__(database, layout)
         values = ", ".join("?" for _ in self.products.columns)
         self.upsert_sql = (
             f"INSERT INTO {self.q(self.products.table)} ({self.insert_columns}) VALUES ({values}) "
@@ -373,8 +369,8 @@ class PostgresWriter(Writer):
     STAGE = "pfdb_import_products"
     IMAGE_STAGE = "pfdb_import_images"
 
-    def __init__(self, database: pw.Database, carried: Sequence[str]):
-        super().__init__(database, carried)
+    def __init__(self, database: pw.Database, layout: RowLayout):
+        super().__init__(database, layout)
         cols, image_cols = self.insert_columns, self.image_columns
         # The ids of the products written come back, so image rows can carry their product's
         # id: joining the staged images to products by SKU made PostgreSQL hash the whole
@@ -514,7 +510,7 @@ class PostgresWriter(Writer):
         )
 
 
-def make_writer(database: pw.Database, carried: Sequence[str]) -> Writer:
+def make_writer(database: pw.Database, layout: RowLayout) -> Writer:
     if isinstance(database, pw.PostgresqlDatabase):
-        return PostgresWriter(database, carried)
-    return SqliteWriter(database, carried)
+        return PostgresWriter(database, layout)
+    return SqliteWriter(database, layout)

@@ -25,7 +25,7 @@ from ..models.fields import JSONField, json_problem
 from ..numbers import DecimalGrammar, NumberError, parse_integer
 from ..text import NUL_REASON
 from .formats import CATEGORY, IMAGES, FeedFormat, Record
-from .upsert import db_converter, given_product_fields
+from .layout import RowLayout
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _TRUE = {"1", "true", "yes", "y", "on"}
@@ -283,16 +283,19 @@ def split_images(raw: Any, separator: str) -> list[tuple[str, str]] | None:
 class RowCleaner:
     """Cleans every value a record carries; collects all of a row's errors, not just the first.
 
-    ``clean`` returns the values as a list in the order of ``fields`` (the Product fields
-    the feed carries, as ``upsert.given_product_fields`` orders them, the category id
-    last), in the driver's form, ``None`` where the row gives nothing.
+    ``clean`` returns the values as a list in the order of ``layout`` (the import's
+    ``RowLayout``), in the driver's form, ``None`` where the row gives nothing; the category
+    is returned apart, its place in the list left for the importer's resolved id.
     """
 
-    def __init__(self, fmt: FeedFormat, converter: Callable[[pw.Field], Callable[[Any], Any] | None] = db_converter):
+    def __init__(
+        self, fmt: FeedFormat, layout: RowLayout, converter: Callable[[pw.Field], Callable[[Any], Any] | None]
+    ):
         """``converter(field)`` gives what turns a cleaned value into the driver's form (``Writer.converter``)."""
         self.format = fmt
-        self.fields = given_product_fields(fmt.carried)
-        self.has_category = CATEGORY in fmt.carried
+        self.layout = layout
+        self.fields = list(layout.fields)
+        self.has_category = layout.category is not None
         self.has_images = IMAGES in fmt.carried
         self.separator = fmt.image_separator
         positions = getattr(fmt, "positions", None)  # cells by index (pfdb CSV) instead of a dict
@@ -309,8 +312,8 @@ class RowCleaner:
         ]
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
-        self.width = len(self.fields)
-        self.sku_index = next(i for i, f in enumerate(self.fields) if f.name == "sku")
+        self.width = layout.width
+        self.sku_index = layout.sku
 
     def clean(self, record: Record) -> tuple[list[Any], Any, Any, list[tuple[str, str]] | None]:
         """(values, category value, images, errors or None)."""
