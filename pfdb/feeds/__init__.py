@@ -14,9 +14,24 @@ validation, the importer and the writer all read; ``validation`` checks values a
 a Job with its SyncHistory; ``exporter`` writes products back out.
 """
 
-from .exporter import ExportResult, export_products
+from typing import Any
+
 from .formats import FEED_FIELDS, PFDB_COLUMNS, Mapping
 from .importer import ImportProgress, ImportResult, RowIssue, import_products
+
+_EXPORTER = ("ExportResult", "export_products")
+
+
+def __getattr__(name: str) -> Any:
+    """The exporter on first use: ``pfdb import`` is a process of its own and need not load it."""
+    if name in _EXPORTER:
+        from . import exporter
+
+        value = getattr(exporter, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FEED_FIELDS",
