@@ -351,3 +351,55 @@ class RowCleaner:
                 errors = errors or []
                 errors.append((self.format.column(IMAGES), str(exc)))
         return out, category, images, errors
+
+    def clean_many(self, records: list[Record]) -> list[tuple[list[Any], Any, Any, list[tuple[str, str]] | None]]:
+        """``[self.clean(r) for r in records]``, computed a column at a time when cells are positional.
+
+        Row by row, most of the cost is the loop around the cleaners (a plan entry, a lookup,
+        an empty check and a store per field); by column, each cleaner runs over its column
+        in one comprehension. A column where a value is refused is cleaned again value by
+        value, to collect the errors in ``clean``'s order (the row's fields, then category, images).
+        """
+        n = len(records)
+        if not self.positional or n < 2:
+            return [self.clean(r) for r in records]
+        rows = [r.values for r in records]
+        errors = [list(r.errors) if r.errors else None for r in records]
+        columns: list[list[Any]] = [[None] * n for _ in range(self.width)]
+        for i, pos, column, clean, convert in self.plan:
+            raw = [row[pos] for row in rows]
+            try:
+                values = [clean(v) if v else None for v in raw]  # cells are text: "" is no value
+            except Invalid:
+                values = [None] * n
+                for j, v in enumerate(raw):
+                    if v:
+                        try:
+                            values[j] = clean(v)
+                        except Invalid as exc:
+                            errors[j] = (errors[j] or []) + [(column, str(exc))]
+            if convert is not None:
+                values = [None if v is None else convert(v) for v in values]
+            columns[i] = values
+        out = list(map(list, zip(*columns, strict=True)))
+        categories = images = [None] * n
+        if self.has_category:
+            categories = [row[self.category_key].strip() or None for row in rows]
+            if any(c is not None and "\x00" in c for c in categories):
+                name = self.format.column(CATEGORY)
+                for j, c in enumerate(categories):
+                    if c is not None and "\x00" in c:
+                        errors[j] = (errors[j] or []) + [(name, NUL_REASON)]
+        if self.has_images:
+            key, separator = self.images_key, self.separator
+            try:
+                images = [split_images(row[key], separator) for row in rows]
+            except Invalid:
+                images = [None] * n
+                name = self.format.column(IMAGES)
+                for j, row in enumerate(rows):
+                    try:
+                        images[j] = split_images(row[key], separator)
+                    except Invalid as exc:
+                        errors[j] = (errors[j] or []) + [(name, str(exc))]
+        return list(zip(out, categories, images, errors, strict=True))
