@@ -403,7 +403,9 @@ print(json.dumps({{"before_kib": before, "after_kib": after, "tracemalloc_peak":
 def measure_memory(backend: str, dbs: Databases, feed: Path, trace: bool) -> dict:
     url = dbs.fresh(backend)
     code = MEMORY_CHILD.format(root=str(ROOT), url=url, feed=str(feed), trace=trace)
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if out.returncode != 0:  # reported beside the timings, which are not lost with it
+        return {"error": (out.stderr.strip().splitlines() or ["no output"])[-1][:300]}
     data = json.loads(out.stdout.strip().splitlines()[-1])
     data["growth_mib"] = (data["after_kib"] - data["before_kib"]) / 1024
     return data
@@ -500,6 +502,9 @@ def report(results: list[dict], peewee: dict, memory: dict, args, loads: tuple) 
                     f"{'faster' if faster else 'NOT faster'}"
                 )
     for backend, m in memory.items():
+        if "error" in m:
+            print(f"memory {backend}: the run failed: {m['error']}")
+            continue
         line = (
             f"memory {backend}: {args.memory_rows:,} rows in {m['seconds']:.1f} s, peak RSS growth "
             f"{m['growth_mib']:.1f} MiB (target < 100 MB)"
