@@ -8,14 +8,30 @@
 
 Modules: ``reading`` opens files (gzip, BOM, standard input, delimiter sniffing);
 ``formats`` detects pfdb CSV/JSON Lines, Shopify, Google Merchant and Google Retail feeds
-and maps a column-mapping file; ``validation`` checks values as ``Product.validate()``
-does; ``upsert`` is the batch write fast path per backend; ``importer`` runs an import as
+and maps a column-mapping file; ``layout`` is the order of a cleaned row's fields, which
+validation, the importer and the writer all read; ``validation`` checks values as
+``Product.validate()`` does; ``upsert`` is the batch write fast path per backend; ``importer`` runs an import as
 a Job with its SyncHistory; ``exporter`` writes products back out.
 """
 
-from .exporter import ExportResult, export_products
+from typing import Any
+
 from .formats import FEED_FIELDS, PFDB_COLUMNS, Mapping
 from .importer import ImportProgress, ImportResult, RowIssue, import_products
+
+_EXPORTER = ("ExportResult", "export_products")
+
+
+def __getattr__(name: str) -> Any:
+    """The exporter on first use: ``pfdb import`` is a process of its own and need not load it."""
+    if name in _EXPORTER:
+        from . import exporter
+
+        value = getattr(exporter, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "FEED_FIELDS",

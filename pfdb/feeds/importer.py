@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,14 @@ from ..models import Category, Job, Product, ProductImage, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
 from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
+from .layout import RowLayout
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
 from .upsert import make_writer
 from .validation import Invalid, RowCleaner
 
 BATCH_SIZE = 2000
-_YIELD_EVERY = 64  # rows the read-ahead thread cleans between giving the GIL away
+_YIELD_EVERY = 64  # rows read and cleaned at a time (and between giving the GIL away in the read-ahead thread)
 MAX_REPORTED = 100  # rejects and notes kept in the result; the rejects file has them all
 PROGRESS_INTERVAL = 0.5  # seconds between Job progress updates
 JOB_TYPE = "import_products"
@@ -248,9 +250,10 @@ class _Import:
         self.database, self.feed, self.format, self.encoding = database, feed, fmt, encoding
         self.dry_run, self.strict, self.batch_size = dry_run, strict, batch_size
         self.progress, self.user, self.parameters = progress, user, parameters
-        carried = [name for name in fmt.carried if name in Product._meta.fields]
-        self.writer = make_writer(database, carried)
-        self.cleaner = RowCleaner(fmt, self.writer.converter)
+        # The one row layout the cleaner fills, this importer reads and the writer's statements follow.
+        self.layout = RowLayout.carrying([name for name in fmt.carried if name in Product._meta.fields])
+        self.writer = make_writer(database, self.layout)
+        self.cleaner = RowCleaner(fmt, self.layout, self.writer.converter)
         if currency:
             self._assume_currency(currency)
         given = self.writer.products.given
@@ -275,10 +278,10 @@ class _Import:
 
     def _assume_currency(self, currency: str) -> None:
         """Give rows that name no currency ``currency`` (``--currency``), after cleaning: no cost without it."""
-        index = next(i for i, f in enumerate(self.cleaner.fields) if f.name == "currency")
-        convert = self.writer.converter(self.cleaner.fields[index])
+        index = self.layout.position("currency")
+        convert = self.writer.converter(self.layout.fields[index])
         value = convert(currency) if convert is not None else currency
-        clean = self.cleaner.clean
+        clean, clean_many = self.cleaner.clean, self.cleaner.clean_many
 
         def clean_with_currency(record: Record):
             cleaned = clean(record)
@@ -286,7 +289,14 @@ class _Import:
                 cleaned[0][index] = value
             return cleaned
 
-        self.cleaner.clean = clean_with_currency
+        def clean_many_with_currency(records: list[Record]):
+            cleaned = clean_many(records)
+            for values, *_ in cleaned:
+                if values[index] is None:
+                    values[index] = value
+            return cleaned
+
+        self.cleaner.clean, self.cleaner.clean_many = clean_with_currency, clean_many_with_currency
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> ImportResult:
@@ -387,56 +397,76 @@ class _Import:
     def _batches(self, yielding: bool) -> Iterator[tuple[list[_Row], int, int]]:
         """The per-row loop: clean, check the SKU, reject or collect; yields ``(batch, rows, line)``.
 
-        Kept lean: it runs per row. In the read-ahead thread (``yielding``) it must not touch
-        the database, and gives the GIL away every ``_YIELD_EVERY`` rows; ``rows`` and ``line``
-        say how far the file was read for that batch.
+        Kept lean: it runs per row. Records are read and cleaned ``_YIELD_EVERY`` at a time (a
+        column at a time: ``RowCleaner.clean_many``), never past the end of the batch being
+        filled, so a batch is handed on as soon as its last row is read (a pipe may hold the
+        next one back). In the read-ahead thread (``yielding``) it must not touch the database,
+        and gives the GIL away after every few rows; ``rows`` and ``line`` say how far the file
+        was read for that batch.
         """
-        clean = self.cleaner.clean
-        sku_index = self.cleaner.sku_index
+        clean_many = self.cleaner.clean_many
+        sku_index = self.layout.sku
         sku_column = self.format.column("sku")
         seen_add = self.seen.add
         batch_size = self.batch_size
         batch: list[_Row] = []
         rows = line = 0
         broken = self.feed.broken  # rows the reader rejected whole (over a limit, an unclosed quote)
+        records = self.format.records(self.feed)
+        failure: BaseException | None = None
         try:
-            for record in self.format.records(self.feed):
-                if broken:
-                    rows += self._reject_broken(broken)
-                rows += 1
-                line = record.line
-                values, category, images, errors = clean(record)
-                sku = values[sku_index]
-                if sku is None:
-                    errors = errors or []
-                    if not any(column == sku_column for column, _ in errors):
-                        errors.append((sku_column, "is required"))
-                elif not seen_add(sku):
-                    errors = errors or []
-                    errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
-                if yielding and not rows % _YIELD_EVERY:
-                    yield_gil()
-                if errors:
-                    self._reject(line, sku, record.raw, errors)
-                    continue
-                if record.notes:  # formats note only SKUs they generated
-                    self._note(record, sku)
-                batch.append(_Row(line, sku, values, category, images, record.raw))
+            while True:
+                wanted = min(_YIELD_EVERY, batch_size - len(batch))
+                chunk: list[Record] = []
+                try:
+                    chunk.extend(islice(records, wanted))
+                except Exception as exc:  # raised after the rows read before it, as row by row
+                    failure = exc
+                ended = failure is not None or len(chunk) < wanted
+                for record, (values, category, images, errors) in zip(chunk, clean_many(chunk), strict=True):
+                    if broken:
+                        rows += self._reject_broken(broken, before=record.line)
+                    rows += 1
+                    line = record.line
+                    sku = values[sku_index]
+                    if sku is None:
+                        errors = errors or []
+                        if not any(column == sku_column for column, _ in errors):
+                            errors.append((sku_column, "is required"))
+                    elif not seen_add(sku):
+                        errors = errors or []
+                        errors.append((sku_column, f"{sku!r} is repeated in this file; the first occurrence wins"))
+                    if errors:
+                        self._reject(line, sku, record.raw, errors)
+                        continue
+                    if record.notes:  # formats note only SKUs they generated
+                        self._note(record, sku)
+                    batch.append(_Row(line, sku, values, category, images, record.raw))
                 if len(batch) >= batch_size:
                     yield batch, rows, line
                     batch = []
+                if yielding:
+                    yield_gil()
+                if ended:
+                    break
+            if failure is not None:
+                raise failure
             if broken:
                 rows += self._reject_broken(broken)
         except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as exc:  # from reading the file
             raise unreadable(self.feed.name, exc, self.encoding, line + 1) from None
+        finally:
+            failure = None  # no reference cycle through the traceback
         yield batch, rows, line
 
-    def _reject_broken(self, broken: list) -> int:
-        """Reject the rows the reader could not read (``reading.BrokenRow``); how many there were."""
-        count = len(broken)
-        for row in broken:
+    def _reject_broken(self, broken: list, before: int | None = None) -> int:
+        """Reject the rows the reader could not read (``reading.BrokenRow``), those before line
+        ``before`` when given (they are in file order); how many there were."""
+        count = 0
+        while broken and (before is None or broken[0].line < before):
+            row = broken.pop(0)
             self._reject(row.line, None, row.raw, [("-", row.message)])
-        broken.clear()
+            count += 1
         return count
 
     def _note(self, record: Record, sku: str) -> None:
@@ -522,7 +552,7 @@ class _Import:
         writer = self.writer
         columns = writer.products
         now = utcnow()
-        if self.cleaner.has_category:
+        if self.layout.category is not None:
             batch = self._resolve_categories(batch)
         existing = writer.fetch_existing([r.sku for r in batch])
         old_images: dict[int, list[tuple]] = {}
@@ -619,7 +649,7 @@ class _Import:
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
         kept = []
-        index = len(self.writer.products.given) - 1  # the category id comes last
+        index = self.layout.category
         for r in batch:
             if r.category is not None:
                 try:

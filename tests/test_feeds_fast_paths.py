@@ -1,0 +1,73 @@
+"""The import's speed measures leave nothing behind: per-import settings end with the import.
+
+benchmarks/import_benchmark.py shows what they buy; these tests hold what they must not change.
+"""
+
+from __future__ import annotations
+
+from feeds_samples import write
+
+import pfdb
+from pfdb.feeds import import_products
+from pfdb.models import Product
+
+
+def _feed(tmp_path, rows: int, *, price: str = "10.00", name: str = "feed.csv"):
+    lines = ["sku,name,price,images"] + [
+        f"S-{i:04d},Item {i},{price},https://img.example.com/{i}/a.jpg|https://img.example.com/{i}/b.jpg"
+        for i in range(rows)
+    ]
+    return write(tmp_path, name, "\n".join(lines) + "\n")
+
+
+def test_sqlite_keeps_the_statement_journal_in_memory_only_while_importing(sqlite_url, tmp_path):
+    pfdb.init_database(sqlite_url)
+    database = pfdb.get_database()
+
+    def temp_store() -> int:
+        return database.execute_sql("PRAGMA temp_store").fetchone()[0]
+
+    with database.connection_context():
+        before = temp_store()
+        seen = []
+        result = import_products(_feed(tmp_path, 50), batch_size=20, progress=lambda _: seen.append(temp_store()))
+        after = temp_store()
+    assert result.created == 50
+    assert seen and set(seen) == {2}  # MEMORY while the batches are written
+    assert after == before == 0  # the default again: VACUUM and big sorts still spill to disk
+
+
+def test_postgresql_lookups_read_the_index_and_leave_the_planner_as_it_was(postgres_url, tmp_path):
+    pfdb.init_database(postgres_url)
+    database = pfdb.get_database()
+    assert import_products(_feed(tmp_path, 300), batch_size=100).created == 300
+
+    def sample(_):
+        # strict: the whole import is one transaction, so its own scan counts are visible here
+        (scans,) = database.execute_sql(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = %s", (Product._meta.table_name,)
+        ).fetchone()
+        (setting,) = database.execute_sql("SHOW enable_seqscan").fetchone()
+        samples.append((scans, setting))
+
+    samples: list[tuple[int, str]] = []
+    changed = _feed(tmp_path, 300, price="11.00", name="changed.csv")
+    with database.connection_context():
+        result = import_products(changed, batch_size=100, strict=True, progress=sample)
+        (after,) = database.execute_sql("SHOW enable_seqscan").fetchone()
+    assert (result.updated, result.unchanged) == (300, 0)
+    # Each batch looked up its stored products and images by their keys, never by reading the table
+    # whole (the planner's choice for 100 keys of 300 rows), and gave the planner back its setting.
+    assert len(samples) >= 3 and set(samples) == {(0, "on")}
+    assert after == "on"
+
+
+def test_stored_empty_strings_carried_into_a_changed_row_stay_empty(db, tmp_path):
+    # COPY's CSV form cannot tell "" from NULL: a batch carrying a stored "" must use the text form
+    # (only text columns are checked for one, which is how the check stays cheap).
+    Product.insert(sku="E-1", name="", brand="", price="1.00", currency="EUR", inventory_quantity=0).execute()
+    feed = write(tmp_path, "feed.csv", "sku,brand,price\nE-1,,2.00\n")
+    result = import_products(feed)
+    assert (result.updated, result.rejected) == (1, 0)
+    stored = Product.get(Product.sku == "E-1")
+    assert (stored.name, stored.brand, str(stored.price)) == ("", "", "2.00")
