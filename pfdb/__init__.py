@@ -29,6 +29,7 @@ from .errors import (
     DestructiveRollbackError,
     DuplicateError,
     FeedError,
+    MigrationBlockedError,
     MigrationError,
     MigrationLockTimeout,
     NotFoundError,
@@ -45,7 +46,7 @@ from .errors import (
 
 # The application layer: init_database applies MIGRATION_AUTO_UPGRADE, the health check reads the
 # migration state, and importing it gives pfdb.migrations its backup-before-change hook.
-from .lifecycle import database_health_check, init_database
+from .lifecycle import database_health_check, init_database, rehearse_migrations
 from .models import (
     MODELS,
     Category,
@@ -80,6 +81,7 @@ __all__ = [
     "FeedError",
     "Icon",
     "Job",
+    "MigrationBlockedError",
     "MigrationError",
     "MigrationLockTimeout",
     "NotFoundError",
@@ -107,6 +109,7 @@ __all__ = [
     "get_database",
     "init_database",
     "primary",
+    "rehearse_migrations",
     "replica",
     "session_scope",
     "tenant",

@@ -171,6 +171,49 @@ def _pattern(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def copy_into(database: Any, source: DatabaseURL, target: DatabaseURL, error: type[PfdbError]) -> None:
+    """``pg_dump -Fc source | pg_restore`` into the empty database ``target`` (a rehearsal's scratch copy).
+
+    ``database`` is a connection to ``source``, asked for the server version only. The dump
+    reads one snapshot and takes no lock a reader or writer of ``source`` waits for.
+    """
+    major = server_major(database)
+    pg_dump, pg_restore = find_tool("pg_dump", major, error), find_tool("pg_restore", major, error)
+    dump = subprocess.Popen(
+        [pg_dump, "--format=custom", "--no-password", f"--dbname={_conninfo(source)}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=tool_env(source),
+        **_files.child_guard(),
+    )
+    try:
+        restore = subprocess.run(
+            [
+                pg_restore,
+                "--no-owner",
+                "--no-privileges",
+                "--exit-on-error",
+                "--no-password",
+                f"--dbname={_conninfo(target)}",
+            ],
+            stdin=dump.stdout,
+            capture_output=True,
+            text=True,
+            env=tool_env(target),
+            **_files.child_guard(),
+        )
+    finally:
+        dump.stdout.close()
+        dump_err = dump.stderr.read().decode("utf-8", "replace")
+        dump.stderr.close()
+        dump.wait()
+    if dump.returncode != 0:
+        raise error(f"pg_dump failed: {(_mask(dump_err, source) or f'exit code {dump.returncode}').splitlines()[0]}")
+    if restore.returncode != 0:
+        message = _mask(restore.stderr, target) or f"exit code {restore.returncode}"
+        raise error(f"pg_restore failed: {message.splitlines()[0]}")
+
+
 def _history_rows(path: Path, url: DatabaseURL, pg_restore: str, error: type[PfdbError]) -> list[str]:
     """The migration names in the dump's ``migratehistory`` data, in id order."""
     script = _run(

@@ -150,7 +150,8 @@ class PfdbCLI:
                 when = m.applied_at.strftime("%Y-%m-%d %H:%M:%S UTC") if m.applied_at else "unknown time"
                 print(f"  [x] {m.name}  (applied {when})")
             for name in result.pending:
-                print(f"  [ ] {name}  (pending)")
+                contract = ", contract step" if name in result.contract_pending else ""
+                print(f"  [ ] {name}  (pending{contract})")
             for name in result.unknown:
                 print(f"  [?] {name}  (applied, but no migration file)")
             if result.drift:
@@ -161,6 +162,7 @@ class PfdbCLI:
                 _print_changes(result.drift)
             elif result.drift is not None:
                 print("drift: none")
+            print(f"phase: {result.phase}")
         if exit_code and result.pending:
             raise Exit(EXIT_FAILED)
 
@@ -194,8 +196,10 @@ class PfdbCLI:
         json: bool = False,
         all_tenants: bool = False,
         parallel: int = 1,
+        contract: bool = False,
+        rehearse: bool = False,
     ):
-        """Apply pending migrations (up to --target), each in its own transaction.
+        """Apply pending migrations (up to --target), each in its own transaction, stopping before a contract step.
 
         Args:
             --target VERSION: stop after this migration (002 or 002_add_weight)
@@ -207,12 +211,19 @@ class PfdbCLI:
             --json: print the result as one line of JSON
             --all-tenants: migrate the main database, then every tenant (one line each; exit 1 if any failed)
             --parallel N: with --all-tenants, migrate N tenants at a time
+            --contract: also apply contract steps (CONTRACT = True), once no old release runs
+            --rehearse: apply, roll back and re-apply them on a scratch copy, compare schemas, change nothing
 
-        Example: pfdb migrate --target 002
+        Example: pfdb migrate --rehearse
         """
         from .migrations import migrate
 
         if all_tenants:
+            if contract or rehearse:
+                raise UsageError(
+                    "--all-tenants takes no --contract or --rehearse: it applies each tenant's expand steps",
+                    hint="contract or rehearse one database at a time (--tenant NAME)",
+                )
             return self._migrate_all(target, fake, dry_run, wait, timeout, lock_timeout, json, parallel)
         if parallel != 1:
             raise UsageError("--parallel goes with --all-tenants", hint="pfdb migrate --all-tenants --parallel 4")
@@ -221,11 +232,19 @@ class PfdbCLI:
             from .database import wait_for_database
 
             wait_for_database(timeout=timeout)
+        if rehearse:
+            if target is not None or fake or dry_run:
+                raise UsageError(
+                    "pfdb migrate: --rehearse takes no --target, --fake or --dry-run",
+                    hint="pfdb migrate --rehearse [--contract] rehearses what pfdb migrate [--contract] would apply",
+                )
+            return self._rehearse(contract, json)
         result = migrate(
             None if target is None else str(target),
             fake=fake,
             dry_run=dry_run,
             lock_timeout=lock_timeout,
+            contract=contract,
         )
         if json:
             return _print_json(result.as_dict())
@@ -236,12 +255,55 @@ class PfdbCLI:
                 print(f"{statement.rstrip(';')};")
             names = f" ({', '.join(result.applied)})" if result.applied else ""
             print(f"-- dry run: {len(result.applied)} migration(s) would be applied{names}; nothing was changed")
-        elif not result.applied:
+        elif not result.applied and not result.contract_waiting:
             print("nothing to migrate: the database is up to date")
         else:
             verb = "recorded (fake)" if fake else "applied"
             for name in result.applied:
                 print(f"{verb}: {name}")
+        if result.contract_waiting:
+            waiting = result.contract_waiting
+            print(
+                f"stopped before contract step {waiting[0]} ({len(waiting)} migration(s) waiting): "
+                "run pfdb migrate --contract once no instance of the previous release is running"
+            )
+
+    @staticmethod
+    def _rehearse(contract: bool, json: bool) -> None:
+        from .lifecycle import rehearse_migrations
+
+        result = rehearse_migrations(contract=contract)
+        if json:
+            _print_json(result.as_dict())
+        elif not result.migrations:
+            print(
+                "nothing to rehearse: no pending migration"
+                + (" before a contract step" if result.contract_waiting else "")
+            )
+        else:
+            print(f"rehearsal on a copy ({result.copy_method}) of {result.database}: {', '.join(result.migrations)}")
+            for step in result.steps:
+                print(
+                    f"  {step.action:<8} {step.migration or '':<32} {step.seconds:8.3f} s"
+                    + ("" if step.ok else "  FAILED")
+                )
+                if step.error:
+                    print(f"    {step.error}")
+                for line in step.differences:
+                    print(f"    {line}")
+            for table, stages in result.rows.items():
+                print(f"  rows {table}: " + " -> ".join(str(stages[s]) for s in stages))
+            if not result.copy_removed:
+                print("the scratch copy could not be removed: drop it by hand")
+            if result.ok:
+                print(
+                    f"rehearsal passed: {len(result.migrations)} migration(s) applied, rolled back and applied again "
+                    "on the copy; the database was not touched"
+                )
+            else:
+                print(f"rehearsal FAILED at {result.failed}; the database was not touched")
+        if not result.ok:
+            raise Exit(EXIT_FAILED)
 
     def _migrate_all(self, target, fake, dry_run, wait, timeout, lock_timeout, json, parallel) -> None:
         from .tenants import migrate_all

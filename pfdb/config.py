@@ -390,6 +390,9 @@ class Settings:
     replica_max_lag: float = 5.0
     # DATABASE_SERVERS: further PostgreSQL servers tenants may live on, by name.
     servers: Mapping[str, DatabaseURL] = field(default_factory=dict)
+    # PostgreSQL: how long a migration's DDL waits for a table lock (lock_timeout) before it
+    # gives up, so reads and writes queued behind it wait no longer; then pfdb retries. 0: no limit.
+    migration_lock_timeout: float = 10.0
 
     @property
     def max_connections(self) -> int:
@@ -477,6 +480,7 @@ _ENV = {
     "DATABASE_REPLICA_URLS": ("replica_urls", _parse_replica_urls),
     "DATABASE_REPLICA_MAX_LAG": ("replica_max_lag", _parse_seconds),
     "DATABASE_SERVERS": ("servers", lambda n, v: parse_servers(n, v)),
+    "MIGRATION_LOCK_TIMEOUT": ("migration_lock_timeout", _parse_seconds),
 }
 _FIELD_TO_ENV = {field_name: env for env, (field_name, _) in _ENV.items()}
 

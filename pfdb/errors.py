@@ -135,6 +135,31 @@ class MigrationLockTimeout(MigrationError):
     """Another process held the migration lock for longer than the timeout."""
 
 
+class MigrationBlockedError(MigrationError):
+    """A migration's DDL waited ``MIGRATION_LOCK_TIMEOUT`` for a lock on every try (PostgreSQL).
+
+    Nothing of the migration was applied. ``migration`` names it; ``pid`` and ``query`` the
+    session that held the lock (None when it had gone by the time pfdb looked); ``attempts``
+    how often it was tried.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        migration: str = "",
+        pid: int | None = None,
+        query: str | None = None,
+        attempts: int = 0,
+    ):
+        super().__init__(message, hint)
+        self.migration = migration
+        self.pid = pid
+        self.query = query
+        self.attempts = attempts
+
+
 class BackupError(PfdbError):
     """A backup could not be written or verified."""
 

@@ -9,7 +9,8 @@ the schema, ``maintenance`` backs up and restores. The policies that join them l
 - back up before a migration or rollback changes data (``MIGRATION_BACKUP_BEFORE_UPGRADE``):
   this module hands ``maintenance.backup`` to ``migrations`` as its backup hook;
 - a health check that counts unapplied migrations as unhealthy (``database_health_check``);
-- ``init``: create the database if needed, bind it, apply every migration.
+- ``init``: create the database if needed, bind it, apply every migration;
+- ``rehearse_migrations``: the pending migrations tried on a scratch copy first.
 
 ``pfdb.init_database`` and ``pfdb.database_health_check`` are this module's functions.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 # ``migrations`` and ``maintenance`` are imported where they are used: ``import pfdb`` loads this
 # module, and an application that never migrates should not pay for their import.
-__all__ = ["backup_before_change", "database_health_check", "init", "init_database"]
+__all__ = ["backup_before_change", "database_health_check", "init", "init_database", "rehearse_migrations"]
 
 
 def init_database(
@@ -117,6 +118,18 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
     from .migrations import init as init_schema
 
     return init_schema(url, **overrides)
+
+
+def rehearse_migrations(*, contract: bool = False) -> Any:
+    """Rehearse the pending migrations on a scratch copy of the database (``pfdb migrate --rehearse``).
+
+    The work is ``pfdb.rehearsal.rehearse``: apply, roll back, apply again on the copy, compare
+    the schemas, drop the copy; the real database is only read. Returns a ``RehearsalResult``.
+    Example: ``assert pfdb.rehearse_migrations().ok``
+    """
+    from .rehearsal import rehearse
+
+    return rehearse(contract=contract)
 
 
 # migrations only knows the schema; the backup it takes first is maintenance's, handed down here.

@@ -29,18 +29,24 @@ from ._peewee import peewee as pw
 from .database import get_database
 from .errors import MigrationError
 from .migrations import (
+    OnlineIndex,
     _connection,
     _history,
     _load,
     _migrator_for,
     _offline_twin,
     _run_target,
+    is_contract_step,
     migration_names,
     migrations_dir,
     resolve_name,
 )
 
 ACKNOWLEDGED = "LINT_ACKNOWLEDGED"  # the module-level dict a migration acknowledges findings in
+# A contract step (CONTRACT = True) runs once no instance of the previous release is left:
+# dropping what only that release used is its job, so its drops pass with this reason.
+CONTRACT_DROPS = frozenset({"drop_table", "drop_column"})
+CONTRACT_REASON = "contract step (CONTRACT = True): applied by pfdb migrate --contract once the old release is gone"
 LARGE_TABLE_ROWS = 10_000  # SQLite: a table rebuild from this many rows on holds writers for long
 
 # rule -> (backends it applies to, why it is dangerous, the safe recipe)
@@ -204,6 +210,7 @@ def _check(
 ) -> list[Finding]:
     scope = _load(name, directory)
     acks = _acknowledgements(name, scope)
+    contract = is_contract_step(name, directory)
     fn = scope.get("migrate")
     if fn is None:
         return []
@@ -232,6 +239,8 @@ def _check(
         seen.add((rule, target, operation))
         key = f"{rule} {target}"
         reason = next((why for pattern, why in acks.items() if fnmatchcase(key, pattern)), None)
+        if reason is None and contract and rule in CONTRACT_DROPS:
+            reason = CONTRACT_REASON
         findings.append(Finding(name, rule, target, operation, reason))
     return findings
 
@@ -285,6 +294,8 @@ def _classify(op: Any, kind: str) -> list[tuple[str, str, str]]:
 
     if isinstance(op, pw.SQL):  # what migrator.sql() records on some peewee-migrate versions
         return _classify_sql(op.sql)
+    if isinstance(op, OnlineIndex):
+        return []  # add_index_concurrently(): the safe recipe itself
     if not isinstance(op, Operation):
         if _is_create_table(op):
             return []

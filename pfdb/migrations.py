@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +29,14 @@ from ._peewee import peewee as pw
 from ._peewee import psycopg2_hidden
 from .config import migrations_dir_setting
 from .database import backend, borrow_connection, current_tenant, get_database, get_settings, writes_to_primary
-from .errors import ConfigError, DatabaseBusyError, DestructiveRollbackError, MigrationError, MigrationLockTimeout
+from .errors import (
+    ConfigError,
+    DatabaseBusyError,
+    DestructiveRollbackError,
+    MigrationBlockedError,
+    MigrationError,
+    MigrationLockTimeout,
+)
 from .models import MODELS
 from .models.fields import UTC
 
@@ -38,6 +46,13 @@ _FILE = re.compile(r"^(\d{3})_[^.]+\.py$")
 # An arbitrary, fixed 64-bit key: every pfdb process on one server contends for it.
 _PG_LOCK_KEY = 0x70666462_6D696772  # "pfdbmigr"
 _PG_TENANT_LOCK_CLASS = 0x70666474  # "pfdt": with the schema's hash, one lock per tenant
+# A migration whose DDL met MIGRATION_LOCK_TIMEOUT is tried again this many times, after
+# LOCK_BACKOFF seconds, doubled each time: the blocker may end meanwhile, and in the pauses
+# the traffic queued behind the DDL runs.
+LOCK_RETRIES = 3
+LOCK_BACKOFF = 0.5
+# A contract step says so in its file, on a line of its own (read as text: see is_contract_step).
+_CONTRACT_LINE = re.compile(r"^CONTRACT\s*=\s*True\b", re.MULTILINE)
 
 
 # -- results ------------------------------------------------------------------------------
@@ -56,6 +71,7 @@ class MigrationStatus:
     pending: tuple[str, ...]
     drift: tuple[str, ...] | None = None  # None: not checked
     unknown: tuple[str, ...] = ()  # applied in the database, no file for it
+    contract_pending: tuple[str, ...] = ()  # the pending migrations that are contract steps
 
     @property
     def current(self) -> str | None:
@@ -64,6 +80,19 @@ class MigrationStatus:
     @property
     def up_to_date(self) -> bool:
         return not self.pending
+
+    @property
+    def phase(self) -> str:
+        """Where a blue-green deploy stands: ``expand applied, 1 contract step waiting``."""
+        if not self.pending:
+            return "up to date"
+        contract = len(self.contract_pending)
+        steps = f"{contract} contract step{'s' if contract != 1 else ''}"
+        if self.pending[0] in self.contract_pending:
+            return f"expand applied, {steps} waiting (pfdb migrate --contract)"
+        expand = self.pending.index(self.contract_pending[0]) if contract else len(self.pending)
+        pending = f"{expand} expand step{'s' if expand != 1 else ''} pending"
+        return f"{pending}, then {steps}" if contract else pending
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +105,8 @@ class MigrationStatus:
             "unknown": list(self.unknown),
             "up_to_date": self.up_to_date,
             "drift": None if self.drift is None else list(self.drift),
+            "phase": self.phase,
+            "contract_pending": list(self.contract_pending),
         }
 
 
@@ -86,6 +117,7 @@ class MigrateResult:
     dry_run: bool = False
     sql: tuple[str, ...] = ()  # the statements a dry run executed and rolled back
     backup: Any = None  # BackupResult when a backup was taken first
+    contract_waiting: tuple[str, ...] = ()  # not applied: from the first pending contract step on
 
     def as_dict(self) -> dict[str, Any]:
         """The same keys every time (``sql`` empty unless a dry run, ``backup`` None unless taken)."""
@@ -95,6 +127,7 @@ class MigrateResult:
             "dry_run": self.dry_run,
             "sql": list(self.sql),
             "backup": self.backup.as_dict() if self.backup is not None else None,
+            "contract_waiting": list(self.contract_waiting),
         }
 
 
@@ -220,6 +253,30 @@ def resolve_name(target: str, names: Sequence[str]) -> str:
     raise MigrationError(f"unknown migration {target!r}", hint=f"known migrations: {known}")
 
 
+def is_contract_step(name: str, directory: Path | None = None) -> bool:
+    """Whether migration ``name`` is a contract step: its file has the line ``CONTRACT = True``.
+
+    A contract step removes what the previous release still uses (a column, a table), so
+    ``migrate()`` stops before it until ``contract=True``. Read from the text, not by running
+    the file: ``pfdb status`` shows the phase without loading peewee-migrate.
+    """
+    path = (directory or migrations_dir()) / f"{name}.py"
+    try:
+        return bool(_CONTRACT_LINE.search(path.read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+def _gate(todo: list[str], directory: Path, contract: bool) -> tuple[list[str], list[str]]:
+    """``todo`` split before its first contract step (unless ``contract``): (to apply, waiting)."""
+    if contract:
+        return todo, []
+    for i, name in enumerate(todo):
+        if is_contract_step(name, directory):
+            return todo[:i], todo[i:]
+    return todo, []
+
+
 def _load(name: str, directory: Path) -> dict[str, Any]:
     path = directory / f"{name}.py"
     try:
@@ -328,6 +385,108 @@ def _migrator_class():
     return PfdbMigrator
 
 
+# -- online DDL: indexes built CONCURRENTLY --------------------------------------------------------
+class OnlineIndex:
+    """An index a migration creates or drops with ``add_index_concurrently``/``drop_index_concurrently``.
+
+    On PostgreSQL pfdb runs it ``CONCURRENTLY`` outside the step's transaction (which
+    ``CREATE INDEX CONCURRENTLY`` refuses to run in), so writes to the table go on while it
+    is built. Called as a plain operation (SQLite, or inside a dry run's transaction) it is
+    the ordinary ``CREATE INDEX``. ``IF [NOT] EXISTS`` makes a retry after a crash harmless.
+    """
+
+    def __init__(self, database: Any, action: str, table: str, name: str, columns=(), unique=False, where=None):
+        self.database, self.action, self.table, self.name = database, action, table, name
+        self.columns, self.unique, self.where = tuple(columns), unique, where
+        self.__name__ = f"{action}_index_concurrently"
+
+    def sql(self, *, concurrently: bool) -> str:
+        how = " CONCURRENTLY" if concurrently else ""
+        if self.action == "drop":
+            return f'DROP INDEX{how} IF EXISTS "{self.name}"'
+        columns = ", ".join(f'"{c}"' for c in self.columns)
+        where = f" WHERE {self.where}" if self.where else ""
+        unique = "UNIQUE " if self.unique else ""
+        return f'CREATE {unique}INDEX{how} IF NOT EXISTS "{self.name}" ON "{self.table}" ({columns}){where}'
+
+    def __call__(self) -> None:
+        self.database.execute_sql(self.sql(concurrently=False))
+
+
+def add_index_concurrently(migrator: Any, model: Any, *columns: str, unique: bool = False, where: str | None = None):
+    """In a migration: create an index without blocking writes (``CREATE INDEX CONCURRENTLY`` on PostgreSQL).
+
+    The migration must hold only such index operations: PostgreSQL cannot build one inside
+    a transaction, so pfdb runs them after the step's transaction and records the step
+    when they succeeded. If the build fails it leaves an INVALID index; pfdb drops it, so
+    the next ``pfdb migrate`` starts clean. SQLite: a plain ``CREATE INDEX``. ``pfdb lint``
+    knows this as the safe recipe. Example: ``add_index_concurrently(migrator, "products", "name")``
+    """
+    migrator.add_index(model, *columns, unique=unique)  # keeps the schema state as add_index does
+    op = migrator.__ops__.pop()
+    from playhouse.migrate import make_index_name
+
+    table, names = op.args[0], list(op.args[1])
+    online = OnlineIndex(migrator.__database__, "create", table, make_index_name(table, names), names, unique, where)
+    migrator.__ops__.append(online)
+
+
+def drop_index_concurrently(migrator: Any, model: Any, *columns: str):
+    """In a migration: drop the index on ``columns`` without blocking the table (``DROP INDEX CONCURRENTLY``).
+
+    Like ``add_index_concurrently``, the migration must hold only such operations.
+    Example: ``drop_index_concurrently(migrator, "products", "name")`` in a ``rollback``
+    """
+    migrator.drop_index(model, *columns)
+    op = migrator.__ops__.pop()
+    migrator.__ops__.append(OnlineIndex(migrator.__database__, "drop", op.args[0], op.args[1]))
+
+
+def _drop_invalid_index(database: pw.Database, name: str) -> bool:
+    """Drop index ``name`` if a failed ``CREATE INDEX CONCURRENTLY`` left it INVALID; True if it did."""
+    row = database.execute_sql(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = %s AND pg_table_is_visible(c.oid)",
+        (name,),
+    ).fetchone()
+    if row is None or row[0]:
+        return False
+    database.execute_sql(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+    return True
+
+
+def _run_outside(name: str, ops: list[OnlineIndex], database: pw.Database, ddl_lock_timeout: float, action: str):
+    """The online index operations of step ``name``, each in autocommit; an INVALID leftover is dropped.
+
+    A session-level ``lock_timeout`` bounds their waits (a CONCURRENTLY build waits for every
+    older transaction), except behind PgBouncer in transaction mode, where a session setting
+    would stay on a server connection other clients use: there they wait as long as it takes
+    (their lock blocks no reads or writes).
+    """
+    if _settings_of(database).transaction_pooled:
+        ddl_lock_timeout = 0.0
+    if ddl_lock_timeout:
+        database.execute_sql(f"SET lock_timeout = '{_milliseconds(ddl_lock_timeout)}ms'")
+    try:
+        for op in ops:
+            if op.action == "create":
+                _drop_invalid_index(database, op.name)  # a build killed mid-way (pfdb itself interrupted)
+            try:
+                database.execute_sql(op.sql(concurrently=True))
+            except Exception as exc:
+                dropped = op.action == "create" and _drop_invalid_index(database, op.name)
+                if _lock_timed_out(exc):
+                    raise _LockTimedOut(name) from exc
+                left = f"; the INVALID index {op.name} it left was dropped" if dropped else ""
+                raise MigrationError(
+                    f"{action} {name} failed: {type(exc).__name__}: {_one_line(exc)}{left}; "
+                    "the migration is not recorded as applied"
+                ) from exc
+    finally:
+        if ddl_lock_timeout and not database.is_closed():
+            database.execute_sql("RESET lock_timeout")
+
+
 class _NoRows:
     """The cursor of an offline twin: every statement 'succeeds' and returns nothing."""
 
@@ -416,20 +575,26 @@ def _cached_drift(database: pw.Database, directory: Path) -> list[str]:
 
 
 # -- locking and transactions ---------------------------------------------------------------
+def _lock_key() -> tuple[str, tuple]:
+    """The migration lock's key: the arguments of the advisory lock functions, and their values.
+
+    A tenant's schema has a lock of its own (two-key form: pfdb's class, the schema's hash),
+    so tenants on one server migrate side by side; the main schema keeps the one key.
+    """
+    tenant = current_tenant()
+    if tenant is not None and tenant.schema:
+        return "%s, hashtext(%s)", (_PG_TENANT_LOCK_CLASS, tenant.schema)
+    return "%s", (_PG_LOCK_KEY,)
+
+
 def _lock_for_transaction(database: pw.Database, deadline: float, timeout: float) -> None:
     """Take the migration lock until this transaction ends, polling until ``deadline``.
 
     Polling (not a blocking ``pg_advisory_xact_lock``) so that a run between two of its
     steps takes the lock again at once instead of queueing behind a waiting process.
     """
-    # A tenant's schema has a lock of its own (two-key form: pfdb's class, the schema's hash),
-    # so tenants on one server migrate side by side; the main schema keeps the one key.
-    tenant = current_tenant()
-    if tenant is not None and tenant.schema:
-        take, key = "pg_try_advisory_xact_lock(%s, hashtext(%s))", (_PG_TENANT_LOCK_CLASS, tenant.schema)
-    else:
-        take, key = "pg_try_advisory_xact_lock(%s)", (_PG_LOCK_KEY,)
-    while not database.execute_sql(f"SELECT {take}", key).fetchone()[0]:
+    args, key = _lock_key()
+    while not database.execute_sql(f"SELECT pg_try_advisory_xact_lock({args})", key).fetchone()[0]:
         if time.monotonic() >= deadline:
             raise _lock_timeout(timeout)
         time.sleep(0.1)
@@ -452,7 +617,9 @@ _SETTLE_SECONDS = 0.25
 
 
 @contextmanager
-def _step(database: pw.Database, timeout: float, expected: list[str] | None = None) -> Iterator[None]:
+def _step(
+    database: pw.Database, timeout: float, expected: list[str] | None = None, ddl_lock_timeout: float = 0.0
+) -> Iterator[None]:
     """One migration's transaction, holding the migration lock. On SQLite: foreign keys off
     (table rebuilds must not cascade), the write lock taken first, and a foreign-key check
     before commit.
@@ -465,6 +632,10 @@ def _step(database: pw.Database, timeout: float, expected: list[str] | None = No
     still runs exactly once. ``expected`` is the history this run last saw: when another
     process has moved it meanwhile (its run is between two steps), this step lets go and
     looks again after a pause, so that one run applies a batch and the other waits for it.
+
+    Every table lock the step then waits for is waited for at most ``ddl_lock_timeout``
+    (``MIGRATION_LOCK_TIMEOUT``): an ALTER TABLE queued behind a long transaction would
+    otherwise hold up every read and write queued behind it, for as long as that lasts.
     """
     if not isinstance(database, pw.SqliteDatabase):
         deadline = time.monotonic() + timeout
@@ -474,6 +645,8 @@ def _step(database: pw.Database, timeout: float, expected: list[str] | None = No
                     _lock_for_transaction(database, deadline, timeout)
                     seen = [m.name for m in _history(database)] if expected is not None else None
                     if seen == expected:
+                        if ddl_lock_timeout:
+                            database.execute_sql(f"SET LOCAL lock_timeout = '{_milliseconds(ddl_lock_timeout)}ms'")
                         yield
                         return
                     raise _Unsettled
@@ -508,8 +681,149 @@ def _step(database: pw.Database, timeout: float, expected: list[str] | None = No
         else:
             txn.__exit__(None, None, None)
     finally:
-        database.pragma("busy_timeout", int(get_settings().pool_timeout * 1000))
+        database.pragma("busy_timeout", int(_settings_of(database).pool_timeout * 1000))
         database.pragma("foreign_keys", 1)
+
+
+def _settings_of(database: pw.Database) -> Any:
+    """The settings ``database`` was built with (a rehearsal's scratch copy is not the bound one)."""
+    return getattr(database, "pfdb_settings", None) or get_settings()
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _one_line(exc: BaseException) -> str:
+    """psycopg2's message ends in a newline and may carry DETAIL/CONTEXT lines: one line of it."""
+    return "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+
+
+# -- waiting for table locks (PostgreSQL) -----------------------------------------------------------
+class _LockTimedOut(Exception):
+    """A step's DDL met lock_timeout; the step was rolled back and may be tried again."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+def _lock_timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what it wraps) is PostgreSQL's lock_not_available (55P03)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "pgcode", None) == "55P03":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_BLOCKER = (
+    "SELECT pid, state, query, EXTRACT(EPOCH FROM now() - xact_start) FROM pg_stat_activity "
+    "WHERE pid = ANY(pg_blocking_pids(%s)) ORDER BY xact_start NULLS LAST LIMIT 1"
+)
+
+
+class _BlockerWatch:
+    """Who holds the lock a step waits for, seen from a second connection while it waits.
+
+    Once the lock wait times out, the blocker no longer blocks anyone and
+    ``pg_blocking_pids`` cannot name it; so a thread looks while the step waits. It only
+    connects when the step has run for a third of the lock timeout: a step that does not
+    wait costs a thread, not a connection.
+    """
+
+    def __init__(self, database: pw.Database, ddl_lock_timeout: float):
+        self.found: tuple | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        url = getattr(database, "pfdb_url", None)
+        if isinstance(database, pw.SqliteDatabase) or not ddl_lock_timeout or url is None:
+            return
+        # Asked of the server: behind PgBouncer the client's own backend pid is the pooler's.
+        self._pid = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
+        self._params = dict(url.driver_params(), dbname=url.database, connect_timeout=5)
+        self._delay = min(0.2, ddl_lock_timeout / 3)
+        self._interval = max(0.05, min(0.5, ddl_lock_timeout / 5))
+
+    def __enter__(self) -> _BlockerWatch:
+        if hasattr(self, "_pid"):
+            self._thread = threading.Thread(target=self._watch, name="pfdb-lock-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        if self._stop.wait(self._delay):
+            return
+        import psycopg2
+
+        try:
+            conn = psycopg2.connect(**self._params)
+        except Exception:
+            return  # the fallback in _blocked_error looks after the fact
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                while not self._stop.is_set():
+                    cursor.execute(_BLOCKER, (self._pid,))
+                    row = cursor.fetchone()
+                    if row is not None:
+                        self.found = row
+                    self._stop.wait(self._interval)
+        except Exception:
+            pass
+        finally:
+            conn.close()
+
+
+def _blocked_error(
+    name: str, database: pw.Database, watch: _BlockerWatch | None, ddl_lock_timeout: float, attempts: int
+) -> MigrationBlockedError:
+    """The one-line error for a step that met the lock timeout on every try, naming the blocker."""
+    found = watch.found if watch is not None else None
+    if found is None:  # not seen while waiting: the oldest transaction holding a table lock here
+        try:
+            found = database.execute_sql(
+                "SELECT a.pid, a.state, a.query, EXTRACT(EPOCH FROM now() - a.xact_start) "
+                "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.granted AND l.locktype = 'relation' AND a.pid <> pg_backend_pid() "
+                "AND a.datname = current_database() AND a.xact_start IS NOT NULL "
+                "ORDER BY a.xact_start LIMIT 1"
+            ).fetchone()
+        except Exception:
+            found = None
+    waited = f"waited {ddl_lock_timeout:g} s for a lock on each of {attempts} tries"
+    if found is None:
+        return MigrationBlockedError(
+            f"migration {name} {waited}; the blocking session had ended when pfdb looked",
+            hint="run pfdb migrate again; raise MIGRATION_LOCK_TIMEOUT to wait longer",
+            migration=name,
+            attempts=attempts,
+        )
+    pid, state, query, age = found
+    query = " ".join(str(query or "").split())
+    shown = query if len(query) <= 120 else query[:117] + "..."
+    age_text = f", its transaction open for {float(age):.0f} s" if age is not None else ""
+    return MigrationBlockedError(
+        f"migration {name} {waited}: blocked by pid {pid} ({state}{age_text}) running {shown!r}; "
+        "nothing of it was applied",
+        hint=f"let that transaction finish or end it (SELECT pg_terminate_backend({pid})), then run pfdb "
+        "migrate again; MIGRATION_LOCK_TIMEOUT sets the wait",
+        migration=name,
+        pid=int(pid),
+        query=query,
+        attempts=attempts,
+    )
+
+
+def _backoff(attempt: int) -> float:
+    return min(LOCK_BACKOFF * 2 ** (attempt - 1), 30.0)
 
 
 _connection = borrow_connection
@@ -555,27 +869,54 @@ def _run_hook(scope: dict[str, Any], hook: str, name: str, database: pw.Database
         raise MigrationError(f"{hook} of {name} returned False; the step was rolled back")
 
 
-def _run_step(name: str, scope: dict[str, Any], migrator: Any, database: pw.Database, *, down: bool) -> None:
-    fn_name, hook = ("rollback", "validate_rollback") if down else ("migrate", "validate_migrate")
+def _run_step(
+    name: str, scope: dict[str, Any], migrator: Any, database: pw.Database, *, down: bool
+) -> list[OnlineIndex] | None:
+    """Run one step inside its transaction and record it; or, when it builds indexes
+    CONCURRENTLY on PostgreSQL, return those to run after the transaction (nothing recorded)."""
+    fn_name = "rollback" if down else "migrate"
     fn: Callable | None = scope.get(fn_name)
     action = "rollback of" if down else "migration"
     try:
         if fn is not None:
             fn(migrator, database, fake=False)
+            outside = _online_ops(name, migrator, database)
+            if outside:
+                return outside
             migrator()
     except MigrationError:
         raise
     except Exception as exc:
-        # One line: psycopg2's message ends in a newline and may carry DETAIL/CONTEXT lines.
-        reason = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+        if _lock_timed_out(exc):
+            raise _LockTimedOut(name) from exc
         raise MigrationError(
-            f"{action} {name} failed: {type(exc).__name__}: {reason}; nothing of it was applied"
+            f"{action} {name} failed: {type(exc).__name__}: {_one_line(exc)}; nothing of it was applied"
         ) from exc
+    _finish_step(name, scope, database, down=down)
+    return None
+
+
+def _finish_step(name: str, scope: dict[str, Any], database: pw.Database, *, down: bool) -> None:
+    """The history row and the validation hook of a step, in its transaction."""
     if down:
         _unrecord(database, name)
     else:
         _record(database, name)
-    _run_hook(scope, hook, name, database)
+    _run_hook(scope, "validate_rollback" if down else "validate_migrate", name, database)
+
+
+def _online_ops(name: str, migrator: Any, database: pw.Database) -> list[OnlineIndex]:
+    """The operations of a step that must run outside its transaction (PostgreSQL), taken out of ``migrator``."""
+    online = [op for op in migrator.__ops__ if isinstance(op, OnlineIndex)]
+    if online and len(online) != len(migrator.__ops__):  # refused on SQLite too: it would fail on PostgreSQL
+        raise MigrationError(
+            f"migration {name} mixes indexes built CONCURRENTLY with other operations; nothing of it was applied",
+            hint="move add_index_concurrently()/drop_index_concurrently() into a migration of their own",
+        )
+    if not online or isinstance(database, pw.SqliteDatabase):
+        return []  # SQLite: the plain CREATE INDEX, inside the step's transaction
+    migrator.__ops__ = []
+    return online
 
 
 class _Recorder:
@@ -619,12 +960,14 @@ def status(*, drift: bool = False) -> MigrationStatus:
     with _connection(database):
         applied = _history(database)
     done = {m.name for m in applied}
+    pending = tuple(n for n in names if n not in done)
     return MigrationStatus(
         database=get_settings().database_url.masked,
         applied=tuple(applied),
-        pending=tuple(n for n in names if n not in done),
+        pending=pending,
         drift=tuple(_cached_drift(database, directory)) if drift else None,
         unknown=tuple(m.name for m in applied if m.name not in set(names)),
+        contract_pending=tuple(n for n in pending if is_contract_step(n, directory)),
     )
 
 
@@ -636,14 +979,21 @@ def migrate(
     dry_run: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     backup: bool | None = None,
+    contract: bool = False,
+    lock_retries: int = LOCK_RETRIES,
 ) -> MigrateResult:
     """Apply pending migrations in order, each in its own transaction, up to ``target``.
 
     ``fake`` records them as applied without running them; ``dry_run`` runs them in a
     transaction that is rolled back and returns the SQL. With ``backup`` (default:
     ``MIGRATION_BACKUP_BEFORE_UPGRADE``) a backup is taken first when anything is pending.
+    It stops before the first pending contract step (``CONTRACT = True``; the result's
+    ``contract_waiting`` names what waits) unless ``contract``. On PostgreSQL a step whose
+    DDL waits longer than ``MIGRATION_LOCK_TIMEOUT`` for a lock is rolled back and tried
+    again ``lock_retries`` times, then ``MigrationBlockedError`` names the blocking session.
+    ``lock_timeout`` is the wait for another pfdb's migration lock.
 
-    Example: ``migrate()`` or ``migrate("002")``
+    Example: ``migrate()``, ``migrate("002")``, ``migrate(contract=True)``
     """
     database = get_database()
     directory = migrations_dir()
@@ -653,36 +1003,112 @@ def migrate(
     if backup is None:
         backup = get_settings().migration_backup_before_upgrade
     with _connection(database):
-        seen = [m.name for m in _history(database)]
-        todo = _todo(database, names, target_name, seen)
+        todo, waiting = _gate(_todo(database, names, target_name), directory, contract)
         if not todo:
-            return MigrateResult(applied=(), fake=fake, dry_run=dry_run)
+            return MigrateResult(applied=(), fake=fake, dry_run=dry_run, contract_waiting=tuple(waiting))
         if dry_run:
-            return _dry_run(database, directory, names, target_name, lock_timeout)
+            return _dry_run(database, directory, names, target_name, lock_timeout, contract)
         if backup and not fake and not get_settings().database_url.is_memory and _has_data(database):
             backup_result = _take_backup()
-        applied: list[str] = []
-        migrator, state = None, None
-        # Under the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
-        with _step(database, lock_timeout):
-            _ensure_history_table(database)
-        while True:
-            with _step(database, lock_timeout, expected=seen):
-                done = [m.name for m in _history(database)]
-                todo = _todo(database, names, target_name, done)
-                if not todo:
-                    break
-                name = todo[0]
-                if not fake:
-                    if state != done:
-                        migrator, state = _migrator_for(database, done, directory), list(done)
-                    _run_step(name, _load(name, directory), migrator, database, down=False)
-                    state.append(name)
-                else:
-                    _record(database, name)
-            applied.append(name)
-            seen = [*done, name]
-    return MigrateResult(applied=tuple(applied), fake=fake, backup=backup_result)
+        applied, waiting = apply_pending(
+            database,
+            directory,
+            names,
+            target_name,
+            fake=fake,
+            lock_timeout=lock_timeout,
+            contract=contract,
+            lock_retries=lock_retries,
+        )
+    return MigrateResult(applied=tuple(applied), fake=fake, backup=backup_result, contract_waiting=tuple(waiting))
+
+
+def apply_pending(
+    database: pw.Database,
+    directory: Path,
+    names: list[str],
+    target_name: str | None = None,
+    *,
+    fake: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    contract: bool = False,
+    lock_retries: int = LOCK_RETRIES,
+) -> tuple[list[str], list[str]]:
+    """``migrate()``'s work on ``database`` (the bound one, or a rehearsal's copy): (applied, waiting).
+
+    No backup, no connection handling: the caller holds a connection.
+    """
+    ddl_lock_timeout = _settings_of(database).migration_lock_timeout
+    applied: list[str] = []
+    waiting: list[str] = []
+    migrator, state = None, None
+    seen = [m.name for m in _history(database)]
+    # Under the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
+    with _step(database, lock_timeout):
+        _ensure_history_table(database)
+    tries, watch = 0, None
+    while True:
+        outside, held = None, False
+        try:
+            try:
+                with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
+                    done = [m.name for m in _history(database)]
+                    todo, waiting = _gate(_todo(database, names, target_name, done), directory, contract)
+                    if not todo:
+                        break
+                    name = todo[0]
+                    if not fake:
+                        if state != done:
+                            migrator, state = _migrator_for(database, done, directory), list(done)
+                        scope = _load(name, directory)
+                        with _BlockerWatch(database, ddl_lock_timeout) as watch:
+                            outside = _run_step(name, scope, migrator, database, down=False)
+                        held = bool(outside) and _hold_lock_past_commit(database)
+                        state.append(name)
+                    else:
+                        _record(database, name)
+                if outside:
+                    with _BlockerWatch(database, ddl_lock_timeout) as watch:
+                        _run_outside(name, outside, database, ddl_lock_timeout, "migration")
+                    with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
+                        if name not in [m.name for m in _history(database)]:  # see _hold_lock_past_commit
+                            _finish_step(name, scope, database, down=False)
+            finally:
+                if held:
+                    _release_held_lock(database)
+        except _LockTimedOut as exc:
+            state = None  # the migrator holds the schema after the failed step: rebuild it
+            tries += 1
+            if tries > lock_retries:
+                raise _blocked_error(exc.name, database, watch, ddl_lock_timeout, tries) from exc
+            time.sleep(_backoff(tries))
+            continue
+        tries = 0
+        applied.append(name)
+        seen = [*done, name]
+    return applied, waiting
+
+
+def _hold_lock_past_commit(database: pw.Database) -> bool:
+    """Keep the migration lock while a step's indexes are built outside its transaction.
+
+    The step's transaction-level lock ends with its commit, before the build; a session-level
+    lock taken now (re-entrant: this session holds the transaction's) keeps every other pfdb
+    out until the step is recorded. Behind PgBouncer in transaction mode a session lock would
+    stay on a server connection other clients use, so none is taken there: another process
+    may then build the same index meanwhile (``IF NOT EXISTS`` makes it harmless) and the
+    step is recorded once, by whichever finishes first.
+    """
+    if _settings_of(database).transaction_pooled:
+        return False
+    args, key = _lock_key()
+    database.execute_sql(f"SELECT pg_advisory_lock({args})", key)
+    return True
+
+
+def _release_held_lock(database: pw.Database) -> None:
+    args, key = _lock_key()
+    database.execute_sql(f"SELECT pg_advisory_unlock({args})", key)
 
 
 def _has_data(database: pw.Database) -> bool:
@@ -699,13 +1125,14 @@ def _todo(database: pw.Database, names: list[str], target: str | None, done: lis
     return [n for n in names if n not in done_set]
 
 
-def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateResult:
+def _dry_run(database, directory, names, target_name, lock_timeout, contract) -> MigrateResult:
     statements: list[str] = []
     applied: list[str] = []
+    waiting: list[str] = []
     try:
-        with _step(database, lock_timeout):
+        with _step(database, lock_timeout, ddl_lock_timeout=_settings_of(database).migration_lock_timeout):
             done = [m.name for m in _history(database)]
-            todo = _todo(database, names, target_name, done)
+            todo, waiting = _gate(_todo(database, names, target_name, done), directory, contract)
             migrator = _migrator_for(database, done, directory)
             for name in todo:
                 scope = _load(name, directory)
@@ -713,6 +1140,9 @@ def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateRe
                     fn = scope.get("migrate")
                     if fn is not None:
                         fn(migrator, database, fake=False)
+                        # Shown, not run: CONCURRENTLY cannot run in the dry run's transaction.
+                        for op in _online_ops(name, migrator, database):
+                            rec.statements.append(op.sql(concurrently=True))
                         migrator()
                 statements.extend(rec.statements)
                 applied.append(name)
@@ -723,7 +1153,7 @@ def _dry_run(database, directory, names, target_name, lock_timeout) -> MigrateRe
         raise
     except Exception as exc:
         raise MigrationError(f"dry run failed: {type(exc).__name__}: {exc}; nothing was changed") from exc
-    return MigrateResult(applied=tuple(applied), dry_run=True, sql=tuple(statements))
+    return MigrateResult(applied=tuple(applied), dry_run=True, sql=tuple(statements), contract_waiting=tuple(waiting))
 
 
 # Operations of a rollback that throw data away: playhouse's drop_table and drop_column
@@ -748,6 +1178,8 @@ def _describe_drops(ops: Sequence[Any]) -> list[str]:
         elif isinstance(op, pw.SQL):  # what migrator.sql() records on some peewee-migrate versions
             if _DROPPING_SQL.search(op.sql):
                 drops.append(f"SQL: {' '.join(op.sql.split())[:80]}")
+        elif isinstance(op, OnlineIndex):
+            continue  # an index holds no data of its own
         elif getattr(op, "__name__", "") != "create_table":
             # migrator.run(fn): Python code that cannot be looked into, so assume the worst.
             drops.append(f"whatever {_run_target(op)} run by migrator.run() does")
@@ -821,6 +1253,7 @@ def rollback(
     destructive_ok: bool = False,
     backup: bool | None = None,
     fake: bool = False,
+    lock_retries: int = LOCK_RETRIES,
 ) -> RollbackResult:
     """Undo migrations: the last one, everything after ``target`` (``"001"``), or all (``"zero"``).
 
@@ -830,6 +1263,7 @@ def rollback(
     ``MIGRATION_BACKUP_BEFORE_UPGRADE``) a backup is taken first, as ``migrate()`` does.
     ``fake`` only removes the history rows (the undo of ``migrate(fake=True)``): no rollback
     code runs, nothing is dropped, so it needs no ``destructive_ok`` and takes no backup.
+    Lock timeouts on PostgreSQL are retried ``lock_retries`` times, as in ``migrate()``.
 
     Example: ``rollback("001")``, ``rollback("zero", destructive_ok=True)``, ``rollback(fake=True)``
     """
@@ -854,30 +1288,75 @@ def rollback(
         keep = done[: len(done) - len(plan.undo)]
         if plan.undo and backup and not get_settings().database_url.is_memory and _has_data(database):
             backup_result = _take_backup(label="pre-rollback-")
-        undone: list[str] = []
-        migrator, state = None, None
-        seen = done
-        while True:
-            with _step(database, lock_timeout, expected=seen):
-                done = [m.name for m in _history(database)]
-                if len(done) <= len(keep) or done[: len(keep)] != keep:
-                    break
-                name = done[-1]
-                if name not in plan.undo:  # applied by another process since the plan: not confirmed
-                    raise MigrationError(
-                        f"{name} was applied while rolling back; it was left as it is",
-                        hint="run the rollback again to see what it would drop",
-                    )
-                if state != done:
-                    migrator, state = _migrator_for(database, done, directory), list(done)
-                _run_step(name, _load(name, directory), migrator, database, down=True)
-                state.pop()
-            undone.append(name)
-            seen = done[:-1]
+        undone = undo_applied(
+            database, directory, keep, plan.undo, lock_timeout=lock_timeout, lock_retries=lock_retries
+        )
     drops = tuple(d for name in undone for d in plan.drops.get(name, ()))
     return RollbackResult(
         rolled_back=tuple(undone), current=keep[-1] if keep else None, backup=backup_result, drops=drops
     )
+
+
+def undo_applied(
+    database: pw.Database,
+    directory: Path,
+    keep: list[str],
+    undo: Sequence[str],
+    *,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    lock_retries: int = LOCK_RETRIES,
+) -> list[str]:
+    """``rollback()``'s work on ``database``: undo, newest first, every applied step after ``keep``.
+
+    ``undo`` is what the caller confirmed; a step applied meanwhile by another process is
+    refused. Lock timeouts are retried as in ``apply_pending``. Returns what was undone.
+    """
+    ddl_lock_timeout = _settings_of(database).migration_lock_timeout
+    undone: list[str] = []
+    migrator, state = None, None
+    seen = [m.name for m in _history(database)]
+    tries, watch = 0, None
+    while True:
+        outside, held = None, False
+        try:
+            try:
+                with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
+                    done = [m.name for m in _history(database)]
+                    if len(done) <= len(keep) or done[: len(keep)] != keep:
+                        break
+                    name = done[-1]
+                    if name not in undo:  # applied by another process since the plan: not confirmed
+                        raise MigrationError(
+                            f"{name} was applied while rolling back; it was left as it is",
+                            hint="run the rollback again to see what it would drop",
+                        )
+                    if state != done:
+                        migrator, state = _migrator_for(database, done, directory), list(done)
+                    scope = _load(name, directory)
+                    with _BlockerWatch(database, ddl_lock_timeout) as watch:
+                        outside = _run_step(name, scope, migrator, database, down=True)
+                    held = bool(outside) and _hold_lock_past_commit(database)
+                    state.pop()
+                if outside:
+                    with _BlockerWatch(database, ddl_lock_timeout) as watch:
+                        _run_outside(name, outside, database, ddl_lock_timeout, "rollback of")
+                    with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
+                        if name in [m.name for m in _history(database)]:  # see _hold_lock_past_commit
+                            _finish_step(name, scope, database, down=True)
+            finally:
+                if held:
+                    _release_held_lock(database)
+        except _LockTimedOut as exc:
+            state = None
+            tries += 1
+            if tries > lock_retries:
+                raise _blocked_error(exc.name, database, watch, ddl_lock_timeout, tries) from exc
+            time.sleep(_backoff(tries))
+            continue
+        tries = 0
+        undone.append(name)
+        seen = done[:-1]
+    return undone
 
 
 def _rollback_fake(database: pw.Database, target: str | None, names: list[str], lock_timeout: float) -> RollbackResult:
@@ -1013,7 +1492,8 @@ def init(url: str | None = None, **overrides: Any) -> InitResult:
     created = ensure_database_exists(settings)
     database = bind_database(settings=settings)
     with _connection(database):  # one connection: a :memory: database lives only as long as it
-        result = migrate()
+        # A database without history serves no previous release: its contract steps wait for no one.
+        result = migrate(contract=not _has_data(database))
         state = status()
     return InitResult(
         database=settings.database_url.masked,
