@@ -1048,7 +1048,7 @@ def apply_pending(
         _ensure_history_table(database)
     tries, watch = 0, None
     while True:
-        outside, held = None, False
+        outside, held, mine = None, False, True
         try:
             try:
                 with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
@@ -1071,7 +1071,8 @@ def apply_pending(
                     with _BlockerWatch(database, ddl_lock_timeout) as watch:
                         _run_outside(name, outside, database, ddl_lock_timeout, "migration")
                     with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
-                        if name not in [m.name for m in _history(database)]:  # see _hold_lock_past_commit
+                        mine = name not in [m.name for m in _history(database)]  # see _hold_lock_past_commit
+                        if mine:
                             _finish_step(name, scope, database, down=False)
             finally:
                 if held:
@@ -1084,7 +1085,8 @@ def apply_pending(
             time.sleep(_backoff(tries))
             continue
         tries = 0
-        applied.append(name)
+        if mine:
+            applied.append(name)
         seen = [*done, name]
     return applied, waiting
 
@@ -1317,7 +1319,7 @@ def undo_applied(
     seen = [m.name for m in _history(database)]
     tries, watch = 0, None
     while True:
-        outside, held = None, False
+        outside, held, mine = None, False, True
         try:
             try:
                 with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
@@ -1341,7 +1343,8 @@ def undo_applied(
                     with _BlockerWatch(database, ddl_lock_timeout) as watch:
                         _run_outside(name, outside, database, ddl_lock_timeout, "rollback of")
                     with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
-                        if name in [m.name for m in _history(database)]:  # see _hold_lock_past_commit
+                        mine = name in [m.name for m in _history(database)]  # see _hold_lock_past_commit
+                        if mine:
                             _finish_step(name, scope, database, down=True)
             finally:
                 if held:
@@ -1354,7 +1357,8 @@ def undo_applied(
             time.sleep(_backoff(tries))
             continue
         tries = 0
-        undone.append(name)
+        if mine:
+            undone.append(name)
         seen = done[:-1]
     return undone
 
