@@ -307,11 +307,21 @@ def _postgres_copy(real: pw.Database, settings: Settings) -> _Copy:
                     try:  # a file-level copy: the fastest, but only of a database nobody uses
                         cursor.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(url.database)}")
                         created, method = True, "template"
-                    except psycopg2.Error as exc:
-                        if exc.pgcode != "55006":  # object_in_use: someone connected meanwhile
-                            raise MigrationError(f"cannot copy the database for the rehearsal: {exc}".strip()) from exc
+                    except psycopg2.Error:  # someone connected meanwhile (55006), or another refusal
+                        pass  # pg_dump works whoever is connected
                 if method is None:
-                    cursor.execute(f"CREATE DATABASE {_ident(name)}")
+                    # template0: what pg_restore wants (nothing added to template1 is in the way),
+                    # and nobody can be connected to it to make CREATE DATABASE fail.
+                    # The real database's encoding and locale, so its text sorts and compares alike.
+                    cursor.execute(
+                        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database WHERE datname = %s",
+                        (url.database,),
+                    )
+                    encoding, collate, ctype = cursor.fetchone()
+                    cursor.execute(
+                        f"CREATE DATABASE {_ident(name)} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
+                        (encoding, collate, ctype),
+                    )
                     created = True
                     with borrow_connection(real):
                         _pg_tools.copy_into(real, url, target, MigrationError)

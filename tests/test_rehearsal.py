@@ -148,7 +148,8 @@ def test_a_rollback_that_forgets_an_index_fails_naming_the_migration(real, folde
     assert code == 1, err
     assert "rehearsal FAILED at 004_change; the database was not touched" in out
     assert "extra index products_description_x on products" in out
-    code, out, _ = run_cli("--database-url", real, "migrate", "--rehearse", "--json")
+    code, out, err = run_cli("--database-url", real, "migrate", "--rehearse", "--json")
+    assert out, err
     data = json.loads(out)
     assert code == 1 and out.count("\n") == 1
     assert data["ok"] is False and data["failed"] == "004_change" and data["copy_removed"] is True
