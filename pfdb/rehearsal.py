@@ -34,12 +34,13 @@ from .config import DatabaseURL, Settings, parse_database_url
 from .database import (
     borrow_connection,
     build_database,
+    current_tenant,
     get_database,
     get_settings,
     require_sqlite_file,
     writes_to_primary,
 )
-from .errors import MigrationError, PfdbError
+from .errors import MigrationError, PfdbError, UsageError
 from .migrations import (
     _gate,
     _history,
@@ -127,6 +128,12 @@ def rehearse(*, contract: bool = False) -> RehearsalResult:
     fails or a schema differs). Raises ``MigrationError`` when the copy cannot be made.
     Example: ``assert rehearse().ok``
     """
+    tenant = current_tenant()
+    if tenant is not None:  # its schema (or file) is bound through the scope, the copy would not be
+        raise UsageError(
+            f"pfdb migrate --rehearse does not rehearse a tenant's migrations (tenant {tenant.name})",
+            hint="rehearse the main database; a tenant's schema has the same migrations",
+        )
     real = get_database()
     settings = get_settings()
     directory = migrations_dir()
