@@ -61,8 +61,8 @@ def release_2_and_3_read(sku: str) -> str | None:
 
 def test_the_page_holds_the_three_migrations():
     names = list(documented())
-    assert names == ["004_add_body_html", "005_backfill_body_html", "006_drop_description"]
-    assert "CONTRACT = True" in documented()["006_drop_description"]
+    assert names == ["005_add_body_html", "006_backfill_body_html", "007_drop_description"]
+    assert "CONTRACT = True" in documented()["007_drop_description"]
 
 
 @pytest.mark.fresh_database
@@ -71,35 +71,35 @@ def test_a_column_renamed_in_three_releases(fresh_database_url, folder):
     release_0_and_1_write("OLD-1", "<p>before</p>")
 
     # Release 1: add and backfill. Release 0 keeps writing description meanwhile.
-    release(folder, "004_add_body_html")
+    release(folder, "005_add_body_html")
     assert lint().ok and pfdb.rehearse_migrations().ok
-    assert migrations.migrate().applied == ("004_add_body_html",)
+    assert migrations.migrate().applied == ("005_add_body_html",)
     release_0_and_1_write("OLD-2", "<p>written by release 1</p>")  # after the backfill: body_html empty
     assert release_2_and_3_read("OLD-1") == "<p>before</p>"
     assert release_2_and_3_read("OLD-2") is None
 
     # Release 2: writes both; its backfill catches what release 1 wrote alone.
-    release(folder, "005_backfill_body_html")
+    release(folder, "006_backfill_body_html")
     assert lint().ok and pfdb.rehearse_migrations().ok
-    assert migrations.migrate().applied == ("005_backfill_body_html",)
+    assert migrations.migrate().applied == ("006_backfill_body_html",)
     assert release_2_and_3_read("OLD-2") == "<p>written by release 1</p>"
     release_0_and_1_write("OLD-3", "<p>release 1, still running</p>")
     release_2_writes("NEW-2", "<p>release 2</p>")
 
     # Release 3: the contract step waits while release 2 instances run.
-    release(folder, "006_drop_description")
+    release(folder, "007_drop_description")
     result = lint()
     assert result.ok and [(f.key, bool(f.acknowledged)) for f in result.findings] == [
         ("drop_column products.description", True)
     ]
     assert pfdb.rehearse_migrations().migrations == ()  # nothing before the contract step
     rehearsal = pfdb.rehearse_migrations(contract=True)
-    assert rehearsal.ok and rehearsal.migrations == ("006_drop_description",), rehearsal.as_dict()
+    assert rehearsal.ok and rehearsal.migrations == ("007_drop_description",), rehearsal.as_dict()
     waiting = migrations.migrate()
-    assert waiting.applied == () and waiting.contract_waiting == ("006_drop_description",)
+    assert waiting.applied == () and waiting.contract_waiting == ("007_drop_description",)
     assert migrations.status().phase == "expand applied, 1 contract step waiting (pfdb migrate --contract)"
     release_2_writes("NEW-3", "<p>release 2, still running</p>")  # description is still there
-    assert migrations.migrate(contract=True).applied == ("006_drop_description",)
+    assert migrations.migrate(contract=True).applied == ("007_drop_description",)
     assert migrations.status().phase == "up to date"
     columns = {c.name for c in pfdb.db.get_columns("products")}
     assert "body_html" in columns and "description" not in columns
@@ -144,51 +144,51 @@ def rollback(migrator, database, *, fake=False):
 
 @pytest.mark.fresh_database
 def test_migrate_stops_before_a_contract_step_and_contract_applies_the_rest(fresh_database_url, folder, run_cli):
-    (folder / "004_expand.py").write_text(EXPAND_STEP, encoding="utf-8")
-    (folder / "005_contract.py").write_text(CONTRACT_STEP, encoding="utf-8")
-    (folder / "006_expand_again.py").write_text(EXPAND_STEP.replace("note", "note2"), encoding="utf-8")
+    (folder / "900_expand.py").write_text(EXPAND_STEP, encoding="utf-8")
+    (folder / "901_contract.py").write_text(CONTRACT_STEP, encoding="utf-8")
+    (folder / "902_expand_again.py").write_text(EXPAND_STEP.replace("note", "note2"), encoding="utf-8")
     pfdb.init_database(fresh_database_url)
-    assert migrations.is_contract_step("005_contract") and not migrations.is_contract_step("004_expand")
+    assert migrations.is_contract_step("901_contract") and not migrations.is_contract_step("900_expand")
     state = migrations.status()
-    assert state.contract_pending == ("005_contract",)
+    assert state.contract_pending == ("901_contract",)
     assert state.phase == "1 expand step pending, then 1 contract step"
     pfdb.close_database()
 
     env = {"MIGRATION_BACKUP_BEFORE_UPGRADE": "false"}
     code, out, err = run_cli("--database-url", fresh_database_url, "migrate", "--dry-run", env=env)
-    assert code == 0 and "1 migration(s) would be applied (004_expand)" in out, err
+    assert code == 0 and "1 migration(s) would be applied (900_expand)" in out, err
     code, out, err = run_cli("--database-url", fresh_database_url, "migrate", env=env)
     assert code == 0, err
-    assert "applied: 004_expand" in out
-    assert "stopped before contract step 005_contract (2 migration(s) waiting): run pfdb migrate --contract" in out
+    assert "applied: 900_expand" in out
+    assert "stopped before contract step 901_contract (2 migration(s) waiting): run pfdb migrate --contract" in out
     code, out, _ = run_cli("--database-url", fresh_database_url, "migrate", "--json", env=env)
     data = json.loads(out)
-    assert code == 0 and data["applied"] == [] and data["contract_waiting"] == ["005_contract", "006_expand_again"]
+    assert code == 0 and data["applied"] == [] and data["contract_waiting"] == ["901_contract", "902_expand_again"]
     code, out, _ = run_cli("--database-url", fresh_database_url, "status", "--no-drift")
-    assert "[ ] 005_contract  (pending, contract step)" in out
+    assert "[ ] 901_contract  (pending, contract step)" in out
     assert "phase: expand applied, 1 contract step waiting (pfdb migrate --contract)" in out
     code, out, _ = run_cli("--database-url", fresh_database_url, "status", "--json", "--no-drift")
-    assert json.loads(out)["contract_pending"] == ["005_contract"]
+    assert json.loads(out)["contract_pending"] == ["901_contract"]
     code, out, err = run_cli("--database-url", fresh_database_url, "migrate", "--contract", env=env)
-    assert code == 0 and "applied: 005_contract" in out and "applied: 006_expand_again" in out, err
+    assert code == 0 and "applied: 901_contract" in out and "applied: 902_expand_again" in out, err
     assert "stopped before" not in out
     code, out, _ = run_cli("--database-url", fresh_database_url, "status", "--no-drift")
     assert "phase: up to date" in out
 
 
 def test_init_of_an_empty_database_applies_contract_steps_too(empty_url, folder):
-    (folder / "004_contract.py").write_text(CONTRACT_STEP, encoding="utf-8")
+    (folder / "900_contract.py").write_text(CONTRACT_STEP, encoding="utf-8")
     result = migrations.init(empty_url)
-    assert result.applied[-1] == "004_contract" and result.pending == ()
+    assert result.applied[-1] == "900_contract" and result.pending == ()
 
 
 def test_lint_accepts_drops_in_a_contract_step_only(db, folder):
     body = 'def migrate(migrator, database, *, fake=False):\n    migrator.remove_fields("products", "description")\n'
     body += '    migrator.rename_field("products", "name", "title")\n'
-    (folder / "004_drop.py").write_text(body, encoding="utf-8")
+    (folder / "900_drop.py").write_text(body, encoding="utf-8")
     unsafe = {f.key for f in lint().problems}
     assert unsafe == {"drop_column products.description", "rename_column products.name"}
-    (folder / "004_drop.py").write_text("CONTRACT = True\n\n" + body, encoding="utf-8")
+    (folder / "900_drop.py").write_text("CONTRACT = True\n\n" + body, encoding="utf-8")
     result = lint()
     assert {f.key for f in result.problems} == {"rename_column products.name"}  # a rename still breaks
     dropped = next(f for f in result.findings if f.key == "drop_column products.description")

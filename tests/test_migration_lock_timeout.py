@@ -39,7 +39,7 @@ BLOCKING_QUERY = "SELECT count(*) FROM products /* nightly report */"
 def url(fresh_postgres_url, tmp_path, monkeypatch):
     folder = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (folder / "004_notes.py").write_text(ALTER, encoding="utf-8")
+    (folder / "900_notes.py").write_text(ALTER, encoding="utf-8")
     monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(folder))
     return fresh_postgres_url
 
@@ -95,17 +95,17 @@ def test_readers_wait_no_longer_than_the_lock_timeout_and_the_error_names_the_bl
     took = time.monotonic() - start
     longest = reader.finish()
     error = blocked.value
-    assert error.migration == "004_notes" and error.attempts == 3
+    assert error.migration == "900_notes" and error.attempts == 3
     assert error.pid == blocker.get_backend_pid() and error.query == BLOCKING_QUERY
     message = str(error)
     assert "\n" not in message
-    assert message.startswith("migration 004_notes waited 0.3 s for a lock on each of 3 tries: ")
+    assert message.startswith("migration 900_notes waited 0.3 s for a lock on each of 3 tries: ")
     assert f"blocked by pid {error.pid} (idle in transaction" in message and "nightly report" in message
     assert f"pg_terminate_backend({error.pid})" in message
     assert took >= 3 * 0.3 + 0.5 + 1.0  # three tries, two pauses
     assert len(reader.waits) >= 10  # the reader kept reading all along
     assert longest < 0.3 + 2.0, f"a reader waited {longest:.2f} s behind the migration"
-    assert not has_notes() and migrations.status().pending == ("004_notes",)
+    assert not has_notes() and migrations.status().pending == ("900_notes",)
 
 
 def test_without_a_lock_timeout_readers_wait_as_long_as_the_blocker(url, blocker):
@@ -115,7 +115,7 @@ def test_without_a_lock_timeout_readers_wait_as_long_as_the_blocker(url, blocker
     reader.start()
     time.sleep(0.1)
     threading.Timer(2.0, blocker.commit).start()
-    assert migrations.migrate().applied == ("004_notes",)
+    assert migrations.migrate().applied == ("900_notes",)
     assert reader.finish() > 1.0  # blocked behind the ALTER until the blocker committed
 
 
@@ -124,7 +124,7 @@ def test_the_migration_succeeds_when_the_blocker_commits_during_the_retries(url,
     reader = Reader(url)
     reader.start()
     threading.Timer(0.8, blocker.commit).start()
-    assert migrations.migrate().applied == ("004_notes",)
+    assert migrations.migrate().applied == ("900_notes",)
     longest = reader.finish()
     assert has_notes() and longest < 0.3 + 2.0
 
@@ -141,14 +141,14 @@ def test_a_blocked_rollback_is_retried_and_named_too(url):
         assert blocked.value.pid == conn.get_backend_pid() and blocked.value.attempts == 2
     finally:
         conn.close()
-    assert migrations.rollback(destructive_ok=True).rolled_back == ("004_notes",)
+    assert migrations.rollback(destructive_ok=True).rolled_back == ("900_notes",)
 
 
 def test_the_cli_fails_with_one_line(url, blocker, run_cli):
     env = {"MIGRATION_LOCK_TIMEOUT": "0.2", "MIGRATION_BACKUP_BEFORE_UPGRADE": "false"}
     code, out, err = run_cli("--database-url", url, "migrate", env=env)
     assert code == 1 and out == ""
-    assert err.startswith("error: migration 004_notes waited 0.2 s for a lock on each of 4 tries: blocked by pid ")
+    assert err.startswith("error: migration 900_notes waited 0.2 s for a lock on each of 4 tries: blocked by pid ")
     assert "nightly report" in err and len(err.strip().splitlines()) == 1
 
 

@@ -40,7 +40,7 @@ def folder(tmp_path, monkeypatch):
     return target
 
 
-def write(folder: Path, column: str = "description", unique: bool = False, name: str = "004_index") -> None:
+def write(folder: Path, column: str = "description", unique: bool = False, name: str = "900_index") -> None:
     (folder / f"{name}.py").write_text(ONLINE.format(column=column, unique=unique), encoding="utf-8")
 
 
@@ -67,7 +67,7 @@ def fresh(fresh_database_url, folder):
 def test_the_index_is_built_concurrently_and_dropped_the_same_way(fresh, folder, backend, caplog):
     write(folder)
     with caplog.at_level(logging.DEBUG, logger="peewee"):
-        assert migrations.migrate().applied == ("004_index",)
+        assert migrations.migrate().applied == ("900_index",)
     assert indexes()["products_description"] is True
     executed = " ".join(r.getMessage() for r in caplog.records)
     concurrently = 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "products_description"' in executed
@@ -75,11 +75,11 @@ def test_the_index_is_built_concurrently_and_dropped_the_same_way(fresh, folder,
     assert ('CREATE INDEX IF NOT EXISTS "products_description"' in executed) == (backend == "sqlite")
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="peewee"):
-        assert migrations.rollback(backup=False).rolled_back == ("004_index",)
+        assert migrations.rollback(backup=False).rolled_back == ("900_index",)
     assert "products_description" not in indexes()
     executed = " ".join(r.getMessage() for r in caplog.records)
     assert ('DROP INDEX CONCURRENTLY IF EXISTS "products_description"' in executed) == (backend == "postgresql")
-    assert migrations.status().pending == ("004_index",)
+    assert migrations.status().pending == ("900_index",)
 
 
 @pytest.mark.fresh_database
@@ -90,13 +90,13 @@ def test_a_failed_build_leaves_no_invalid_index_and_a_retry_works(fresh, folder,
     with pytest.raises(MigrationError) as failed:
         migrations.migrate()
     message = str(failed.value)
-    assert message.startswith("migration 004_index failed:") and "\n" not in message
+    assert message.startswith("migration 900_index failed:") and "\n" not in message
     if backend == "postgresql":  # PostgreSQL keeps the half-built index, marked INVALID: pfdb dropped it
         assert "the INVALID index products_name it left was dropped" in message
     assert "products_name" not in indexes()
-    assert migrations.status().pending == ("004_index",)
+    assert migrations.status().pending == ("900_index",)
     Product.update(name="another name").where(Product.sku == "D-2").execute()
-    assert migrations.migrate().applied == ("004_index",)
+    assert migrations.migrate().applied == ("900_index",)
     assert indexes()["products_name"] is True
 
 
@@ -114,7 +114,7 @@ def test_an_invalid_index_left_by_a_killed_build_is_dropped_before_the_next(fres
     assert indexes()["products_name"] is False
     Product.update(name="another name").where(Product.sku == "D-2").execute()
     write(folder, column="name", unique=True)
-    assert migrations.migrate().applied == ("004_index",)
+    assert migrations.migrate().applied == ("900_index",)
     assert indexes()["products_name"] is True
 
 
@@ -124,16 +124,16 @@ def test_a_migration_mixing_it_with_other_operations_is_refused(fresh, folder):
         '    add_index_concurrently(migrator, "products", "description", unique=False)\n'
         '    migrator.sql("UPDATE products SET name = name")\n',
     )
-    (folder / "004_index.py").write_text(body, encoding="utf-8")
+    (folder / "900_index.py").write_text(body, encoding="utf-8")
     with pytest.raises(MigrationError, match="mixes indexes built CONCURRENTLY with other operations"):
         migrations.migrate()
-    assert migrations.status().pending == ("004_index",)
+    assert migrations.status().pending == ("900_index",)
 
 
 def test_lint_knows_it_as_the_safe_recipe_and_dry_run_shows_it(fresh, folder, backend):
     write(folder)
     assert lint().findings == ()
-    (folder / "004_index.py").write_text(
+    (folder / "900_index.py").write_text(
         'def migrate(migrator, database, *, fake=False):\n    migrator.add_index("products", "description")\n',
         encoding="utf-8",
     )

@@ -45,7 +45,7 @@ def rollback(migrator, database, *, fake=False):
 def folder(tmp_path, monkeypatch):
     target = tmp_path / "migrations"
     shutil.copytree(ROOT / "migrations", target, ignore=shutil.ignore_patterns("__pycache__"))
-    (target / "004_index.py").write_text(ONLINE, encoding="utf-8")
+    (target / "900_index.py").write_text(ONLINE, encoding="utf-8")
     monkeypatch.setenv("PFDB_MIGRATIONS_DIR", str(target))
     return target
 
@@ -92,8 +92,8 @@ def test_two_migrates_apply_the_concurrent_build_once(fresh_postgres_url, folder
     timer = hold_old_transaction(fresh_postgres_url, 1.5)
     results = two_migrates({"DATABASE_URL": fresh_postgres_url, "PFDB_MIGRATIONS_DIR": str(folder)})
     timer.join()
-    assert sorted(r["applied"] for r in results) == [[], ["004_index"]]
-    assert one(fresh_postgres_url, "SELECT count(*) FROM migratehistory WHERE name = '004_index'") == [(1,)]
+    assert sorted(r["applied"] for r in results) == [[], ["900_index"]]
+    assert one(fresh_postgres_url, "SELECT count(*) FROM migratehistory WHERE name = '900_index'") == [(1,)]
     valid = one(
         fresh_postgres_url, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'products_description'::regclass"
     )
@@ -124,8 +124,8 @@ def test_behind_pgbouncer_the_build_runs_and_is_recorded_once(pooled):
     timer = hold_old_transaction(direct, 1.5)
     results = two_migrates(env)
     timer.join()
-    assert sorted(r["applied"] for r in results) == [[], ["004_index"]]
-    assert one(direct, "SELECT count(*) FROM migratehistory WHERE name = '004_index'") == [(1,)]
+    assert sorted(r["applied"] for r in results) == [[], ["900_index"]]
+    assert one(direct, "SELECT count(*) FROM migratehistory WHERE name = '900_index'") == [(1,)]
     assert one(direct, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'products_description'::regclass") == [
         (True,)
     ]
@@ -143,6 +143,6 @@ def test_the_rehearsal_behind_pgbouncer_copies_through_the_direct_url(pooled, mo
     monkeypatch.setenv("DATABASE_DIRECT_URL", direct)
     pfdb.init_database()
     result = pfdb.rehearse_migrations()
-    assert result.ok and result.migrations == ("004_index",), result.as_dict()
+    assert result.ok and result.migrations == ("900_index",), result.as_dict()
     assert result.copy_method == "pg_dump"  # the pooler keeps server connections to the database open
-    assert migrations.status().pending == ("004_index",)
+    assert migrations.status().pending == ("900_index",)

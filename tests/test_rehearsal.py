@@ -1,6 +1,6 @@
 """pfdb migrate --rehearse: pending migrations applied, rolled back and applied again on a scratch copy.
 
-Each test writes its pending migration (004) into a copy of pfdb's migrations folder; the real
+Each test writes its pending migration (900) into a copy of pfdb's migrations folder; the real
 database must come out exactly as it went in (schema, history and a checksum of every row), and
 the copy must be gone, also after a failure or Ctrl-C.
 """
@@ -54,7 +54,7 @@ def folder(tmp_path, monkeypatch):
     return target
 
 
-def pending(folder: Path, body: str, name: str = "004_change") -> None:
+def pending(folder: Path, body: str, name: str = "900_change") -> None:
     (folder / f"{name}.py").write_text(body, encoding="utf-8")
 
 
@@ -97,12 +97,12 @@ def test_a_good_migration_passes_and_nothing_of_the_real_database_changes(real, 
     before = fingerprint()
     result = pfdb.rehearse_migrations()
     assert result.ok and result.failed is None, result.as_dict()
-    assert result.migrations == ("004_change",)
+    assert result.migrations == ("900_change",)
     assert [(s.action, s.migration) for s in result.steps] == [
         ("copy", None),
-        ("apply", "004_change"),
-        ("rollback", "004_change"),
-        ("reapply", "004_change"),
+        ("apply", "900_change"),
+        ("rollback", "900_change"),
+        ("reapply", "900_change"),
         ("drop", None),
     ]
     assert all(s.seconds >= 0 and s.ok for s in result.steps)
@@ -110,7 +110,7 @@ def test_a_good_migration_passes_and_nothing_of_the_real_database_changes(real, 
     assert result.rows["migratehistory"]["applied"] == result.rows["migratehistory"]["before"] + 1
     assert result.copy_method == ("backup API" if backend == "sqlite" else "template")
     assert fingerprint() == before
-    assert migrations.status().pending == ("004_change",)
+    assert migrations.status().pending == ("900_change",)
     assert copies_left(backend, real, folder) == [] and result.copy_removed
 
 
@@ -137,22 +137,22 @@ def test_a_rollback_that_forgets_an_index_fails_naming_the_migration(real, folde
     pending(folder, FORGETS_INDEX)
     before = fingerprint()
     result = pfdb.rehearse_migrations()
-    assert not result.ok and result.failed == "004_change"
+    assert not result.ok and result.failed == "900_change"
     step = result.failed_step
-    assert step.action == "rollback" and "the rollback of 004_change does not undo it" in step.error
+    assert step.action == "rollback" and "the rollback of 900_change does not undo it" in step.error
     assert [d.split(":")[0] for d in step.differences] == ["extra index products_description_x on products"]
     assert [s.action for s in result.steps] == ["copy", "apply", "rollback", "drop"]
     assert fingerprint() == before and copies_left(backend, real, folder) == []
     pfdb.close_database()
     code, out, err = run_cli("--database-url", real, "migrate", "--rehearse")
     assert code == 1, err
-    assert "rehearsal FAILED at 004_change; the database was not touched" in out
+    assert "rehearsal FAILED at 900_change; the database was not touched" in out
     assert "extra index products_description_x on products" in out
     code, out, err = run_cli("--database-url", real, "migrate", "--rehearse", "--json")
     assert out, err
     data = json.loads(out)
     assert code == 1 and out.count("\n") == 1
-    assert data["ok"] is False and data["failed"] == "004_change" and data["copy_removed"] is True
+    assert data["ok"] is False and data["failed"] == "900_change" and data["copy_removed"] is True
     assert data["differences"][0].startswith("extra index products_description_x")
 
 
@@ -161,9 +161,9 @@ def test_a_migration_that_fails_to_apply_fails_naming_it(real, folder, backend):
     pending(folder, FAILS)
     before = fingerprint()
     result = pfdb.rehearse_migrations()
-    assert not result.ok and result.failed == "004_change"
+    assert not result.ok and result.failed == "900_change"
     assert result.failed_step.action == "apply"
-    assert result.failed_step.error.startswith("migration 004_change failed:")
+    assert result.failed_step.error.startswith("migration 900_change failed:")
     assert "no_such_table" in result.failed_step.error
     assert fingerprint() == before and copies_left(backend, real, folder) == []
 
@@ -214,7 +214,7 @@ def test_an_in_memory_database_is_copied_through_its_connection(folder):
     pending(folder, GOOD)
     result = pfdb.rehearse_migrations()
     assert result.ok and result.copy_method == "backup API" and result.rows["products"]["reapplied"] == 1
-    assert migrations.status().pending == ("004_change",)
+    assert migrations.status().pending == ("900_change",)
     with pfdb.db.atomic():  # the backup would wait for this transaction forever: refused instead
         with pytest.raises(pfdb.MigrationError, match="cannot be rehearsed inside a transaction"):
             pfdb.rehearse_migrations()
