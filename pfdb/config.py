@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError
+from .rules import RuleError, truth
 
 DEFAULT_SQLITE_FILE = "pfdb.db"
 DEFAULT_DATABASE_URL = f"sqlite:///{DEFAULT_SQLITE_FILE}"
@@ -335,19 +336,21 @@ def _parse_direct_url(name: str, raw: Any) -> DatabaseURL | None:
     return url
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
 def parse_bool(name: str, raw: Any) -> bool:
+    """A boolean setting, by the words every pfdb boolean takes (``pfdb.rules.truth``); blank is off.
+
+    Settings share the feed's words on purpose: two word lists drift (``y`` was true in a
+    feed cell and an error in ``PFDB_DEBUG``). Only blank differs by caller: a variable
+    set to nothing is a variable left unset, so off.
+    """
     if isinstance(raw, bool):
         return raw
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}", hint="use true/false, yes/no, on/off or 1/0")
+    try:
+        return bool(truth(str(raw)))
+    except RuleError:
+        raise ConfigError(
+            f"{name} must be true or false, got {raw!r}", hint="use true/false, yes/no, on/off or 1/0"
+        ) from None
 
 
 def debug_enabled(environ: Mapping[str, str] | None = None) -> bool:

@@ -88,6 +88,45 @@ def test_gtin_check_is_the_models_rule():
     assert not gtin_check("4006381333931x") and not gtin_check("")
 
 
+def test_one_table_of_rules_serves_the_model_and_the_feed():
+    from pfdb import rules
+    from pfdb.models import catalog
+
+    # One object each, not copies kept equal by a test.
+    assert gtin_check is gtin_is_valid is rules.gtin_is_valid
+    assert catalog.MONEY is rules.MONEY and catalog.WEIGHT is rules.WEIGHT
+    assert catalog.PRODUCT_STATUSES is rules.PRODUCT_STATUSES
+    assert set(rules.PRODUCT_RULES) <= set(Product._meta.fields)
+
+
+@pytest.mark.parametrize(
+    "value, stored",
+    [
+        ("\u0664\u0660\u0660\u0666\u0663\u0668\u0661\u0663\u0663\u0663\u0669\u0663\u0661", None),  # Arabic-Indic
+        ("' 4006381333931", "4006381333931"),  # the apostrophe, then spaces
+        ("''4006381333931", None),  # one apostrophe is a spreadsheet's, two are a typo
+    ],
+)
+def test_gtin_forms_the_model_and_the_feed_used_to_disagree_on(value, stored):
+    # Before one rule: the model took Arabic-Indic digits and '' and refused "' 4006…"; the feed the reverse.
+    assert _model_accepts("gtin", value) is (stored is not None) and _feed_accepts("gtin", value) is (
+        stored is not None
+    )
+    if stored is not None:
+        assert to_model("gtin", value) == stored == cleaner_for("gtin")(value)
+
+
+@pytest.mark.parametrize("word", ["y", "Y", "n", "yes", "OFF", "1", "0"])
+def test_settings_and_feeds_read_the_same_true_false_words(word):
+    from pfdb.config import parse_bool
+    from pfdb.feeds.validation import boolean_cleaner
+
+    assert parse_bool("PFDB_DEBUG", word) is boolean_cleaner(word)
+    assert boolean_cleaner("") is None and parse_bool("PFDB_DEBUG", "") is False  # blank: no value / unset
+    with pytest.raises(Invalid):
+        boolean_cleaner("banana")
+
+
 def test_images_split_dedupe_and_hash():
     images = split_images(" https://a/1.jpg |https://a/2.jpg||https://a/1.jpg", "|")
     assert [u for u, _ in images] == ["https://a/1.jpg", "https://a/2.jpg"]

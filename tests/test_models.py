@@ -314,12 +314,35 @@ def test_typed_configuration(db):
     Configuration.set("shopify.enabled", True)
     Configuration.set("shopify.api_key", "shpat_123", is_sensitive=True)
     Configuration.set("feeds", {"supplier": ["a", "b"]})
-    assert Configuration.get("import.batch_size") == 5000
-    assert Configuration.get("shopify.enabled") is True
-    assert Configuration.get("feeds") == {"supplier": ["a", "b"]}
-    assert Configuration.get("missing", "fallback") == "fallback"
+    assert Configuration.get_value("import.batch_size") == 5000
+    assert Configuration.get_value("shopify.enabled") is True
+    assert Configuration.get_value("feeds") == {"supplier": ["a", "b"]}
+    assert Configuration.get_value("missing", "fallback") == "fallback"
     secret = Configuration.get(Configuration.key == "shopify.api_key")  # peewee's get still works
     assert secret.display_value == "********" and "shpat_123" not in repr(secret)
     assert secret.typed_value == "shpat_123"
     with pytest.raises(ValidationError, match="value"):
         Configuration.create(key="bad", value="abc", value_type="int")
+
+
+def test_configuration_get_is_peewees_and_the_old_shorthand_still_works(db):
+    Configuration.set_value("shop.name", "Acme")
+    row = Configuration.get(Configuration.key == "shop.name")  # peewee's: the row
+    assert isinstance(row, Configuration) and row.typed_value == "Acme"
+    assert Configuration.get(key="shop.name").id == row.id and Configuration.get_by_id(row.id).key == "shop.name"
+    with pytest.raises(Configuration.DoesNotExist):
+        Configuration.get(Configuration.key == "missing")
+    assert Configuration.get_or_none(Configuration.key == "missing") is None
+    with pytest.warns(DeprecationWarning, match="get_value"):
+        assert Configuration.get("shop.name") == "Acme"  # the seed's shorthand: the typed value
+    with pytest.warns(DeprecationWarning):
+        assert Configuration.get("missing", "fallback") == "fallback"
+
+
+def test_configuration_booleans_take_pfdbs_true_false_words(db):
+    for word, value in (("yes", True), ("Y", True), ("on", True), ("0", False), ("off", False), ("n", False)):
+        Configuration.create(key=f"flag.{word}", value=word, value_type="bool")
+        assert Configuration.get_value(f"flag.{word}") is value, word
+    # Before: any other word was stored and read back as False.
+    with pytest.raises(ValidationError, match="not a valid bool"):
+        Configuration.create(key="flag.bad", value="banana", value_type="bool")

@@ -218,7 +218,7 @@ def test_kill_9_during_a_postgres_restore_leaves_the_database_as_it_was(postgres
         pfdb.init_database(postgres_url)
         try:
             return (
-                Configuration.get("state"),
+                Configuration.get_value("state"),
                 Product.select().where(Product.sku == "AFTER-BACKUP").exists(),
                 "later_notes" in pfdb.db.get_tables(),
             )

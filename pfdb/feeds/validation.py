@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable
 from decimal import Decimal
 from hashlib import sha256
@@ -20,16 +19,25 @@ from typing import Any
 
 from .._peewee import peewee as pw
 from ..models import Product, ProductImage
-from ..models.catalog import MONEY, PRODUCT_STATUSES, WEIGHT
 from ..models.fields import JSONField, json_problem
 from ..numbers import DecimalGrammar, NumberError, parse_integer
+from ..rules import (
+    MONEY,
+    PRODUCT_STATUSES,
+    RULE_ERRORS,
+    WEIGHT,
+    currency_code,
+    gtin_is_valid,
+    gtin_reason,
+    status_reason,
+    truth,
+)
 from ..text import NUL_REASON
 from .formats import CATEGORY, IMAGES, FeedFormat, Record
 from .layout import RowLayout
 
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_TRUE = {"1", "true", "yes", "y", "on"}
-_FALSE = {"0", "false", "no", "n", "off"}
+#: The model's GTIN rule (``pfdb.rules``), under the name this module has always offered.
+gtin_check = gtin_is_valid
 
 
 class Invalid(Exception):
@@ -128,14 +136,10 @@ def integer_cleaner(raw: Any) -> int | None:
 def boolean_cleaner(raw: Any) -> bool | None:
     if isinstance(raw, bool) or raw is None:
         return raw
-    text = str(raw).strip().lower()
-    if not text:
-        return None
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise Invalid(f"{raw!r} is not true or false")
+    try:
+        return truth(str(raw))
+    except RULE_ERRORS:
+        raise Invalid(f"{raw!r} is not true or false") from None
 
 
 def _no_constant(name: str) -> Any:
@@ -181,32 +185,18 @@ def currency_cleaner(raw: Any) -> str | None:
     text = _plain_text(raw)
     if text is None:
         return None
-    code = text.upper()
-    if not _CURRENCY.fullmatch(code):
-        raise Invalid(f"{text!r} is not a three-letter ISO 4217 code")
-    return code
-
-
-def gtin_check(code: str) -> bool:
-    """``gtin_is_valid`` with the digit sums done in C (it runs once per row of every feed).
-
-    The check digit makes the weighted sum a multiple of ten: weights 3, 1, 3, … from the
-    digit left of the check digit. tests/test_feeds_validation.py holds it to the model's.
-    """
-    if len(code) not in (8, 12, 13, 14) or not code.isdigit() or not code.isascii():
-        return False
-    data = code.encode("ascii")
-    odd, even = data[-2::-2], data[-3::-2]
-    total = 3 * (sum(odd) - 48 * len(odd)) + sum(even) - 48 * len(even)
-    return (10 - total % 10) % 10 == data[-1] - 48
+    try:
+        return currency_code(text)
+    except RULE_ERRORS as exc:
+        raise Invalid(str(exc)) from None
 
 
 def gtin_cleaner(raw: Any) -> str | None:
     code = _identifier(raw)
     if code is None:
         return None
-    if not gtin_check(code):
-        raise Invalid(f"{code!r} is not a valid GTIN (8, 12, 13 or 14 digits with check digit)")
+    if not gtin_is_valid(code):
+        raise Invalid(gtin_reason(code))
     return code
 
 
@@ -216,7 +206,7 @@ def status_cleaner(raw: Any) -> str | None:
     if text is None:
         return None
     if text.lower() not in PRODUCT_STATUSES:
-        raise Invalid(f"must be one of {', '.join(PRODUCT_STATUSES)}, got {text!r}")
+        raise Invalid(status_reason(text))
     return text.lower()
 
 

@@ -15,15 +15,15 @@ from .. import cache
 from .._peewee import peewee as pw
 from ..database import db
 from ..errors import DuplicateError, ValidationError
-from ..numbers import DecimalGrammar, NumberError, parse_integer
+from ..rules import MONEY, PRODUCT_RULES, PRODUCT_STATUSES, RULE_ERRORS, currency_code
+from ..rules import WEIGHT as WEIGHT  # MONEY, WEIGHT and gtin_is_valid live in pfdb.rules; the old names stay
+from ..rules import gtin_is_valid as gtin_is_valid
 from ..text import slugify
 from .base import BaseModel, require_choice, require_text
 from .fields import JSONField, PlacesDecimalField, UTCDateTimeField, json_problem
 
 _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-CENT = Decimal("0.01")
 
-PRODUCT_STATUSES = ("draft", "active", "archived")
 SYNC_STATUSES = ("pending", "synced", "failed")
 ICON_STATUSES = ("pending", "generated", "failed")
 
@@ -40,32 +40,15 @@ def path_prefix(column: pw.Field, prefix: str) -> pw.Expression:
     return pw.Expression(column, "LIKE", prefix + "%")
 
 
-#: Money columns, numeric(12, 2): never negative, never rounded (a third decimal is a mistake
-#: in the feed, not a cent to guess). ``pfdb.numbers`` holds the grammar; the feed cleaner uses these.
-MONEY = DecimalGrammar(12, 2)
-#: Weights in kg, numeric(10, 3): measurements, so extra places are rounded half-up.
-WEIGHT = DecimalGrammar(10, 3, rounding=True)
-
-
 def to_money(field: str, value: Any, *, required: bool = False) -> Decimal | None:
     """An exact, non-negative amount with at most two decimal places (``MONEY``), or ``ValidationError``."""
     try:
         amount = MONEY.parse(value)
-    except NumberError as exc:
+    except RULE_ERRORS as exc:
         raise ValidationError(field, str(exc)) from None
     if amount is None and required:
         raise ValidationError(field, "is required")
     return amount
-
-
-def gtin_is_valid(code: str) -> bool:
-    """GTIN-8/12/13/14 (UPC and EAN included) with a correct check digit."""
-    if not code.isdigit() or len(code) not in (8, 12, 13, 14):
-        return False
-    digits = [int(c) for c in code]
-    body, check = digits[:-1], digits[-1]
-    total = sum(d * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return (10 - total % 10) % 10 == check
 
 
 class Category(BaseModel):
@@ -212,26 +195,18 @@ class Product(BaseModel):
     def validate(self) -> None:
         self.sku = require_text("sku", self.sku, 100)
         self.name = require_text("name", self.name, 500)
-        self.price = to_money("price", self.price)
-        self.compare_at_price = to_money("compare_at_price", self.compare_at_price)
-        self.currency = require_text("currency", self.currency, 3).upper()
-        if not re.fullmatch(r"[A-Z]{3}", self.currency):
-            raise ValidationError("currency", f"{self.currency!r} is not a three-letter ISO 4217 code")
-        if self.gtin is not None:
-            self.gtin = str(self.gtin).strip().lstrip("'") or None
-            if self.gtin is not None and not gtin_is_valid(self.gtin):
-                raise ValidationError(
-                    "gtin", f"{self.gtin!r} is not a valid GTIN (8, 12, 13 or 14 digits with check digit)"
-                )
+        self.currency = require_text("currency", self.currency, 3)
         try:
-            self.weight = WEIGHT.parse(self.weight)
-        except NumberError as exc:
-            raise ValidationError("weight", str(exc)) from None
-        if self.inventory_quantity is not None:
-            try:
-                self.inventory_quantity = parse_integer(self.inventory_quantity)
-            except NumberError as exc:
-                raise ValidationError("inventory_quantity", str(exc)) from None
+            self.currency = currency_code(self.currency)
+        except RULE_ERRORS as exc:
+            raise ValidationError("currency", str(exc)) from None
+        for name, rule in PRODUCT_RULES.items():  # price, compare_at_price, weight, inventory_quantity, gtin
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    setattr(self, name, rule.check(value))
+                except RULE_ERRORS as exc:
+                    raise ValidationError(name, str(exc)) from None
         problem = json_problem(self.attributes)
         if problem:
             raise ValidationError("attributes", problem)

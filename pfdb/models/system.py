@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from .. import cache
 from .._peewee import peewee as pw
 from ..config import is_secret_name
 from ..errors import ValidationError
+from ..rules import truth
 from .base import BaseModel, require_choice, require_text
 from .fields import JSONField
 from .users import User
@@ -68,7 +70,7 @@ def _decode(raw: str | None, value_type: str) -> Any:
     if value_type == "float":
         return float(raw)
     if value_type == "bool":
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        return bool(truth(raw))  # pfdb's true/false words; another word is a ValueError (RuleError)
     if value_type == "json":
         return json.loads(raw)
     return raw
@@ -162,11 +164,23 @@ class Configuration(BaseModel):
 
     @classmethod
     def get(cls, *query: Any, **filters: Any) -> Any:
-        """``Configuration.get("key", default)`` reads a typed value; with expressions, peewee's ``get``."""
+        """peewee's ``Model.get`` (a row, or ``DoesNotExist``); a string key is the old ``get_value`` shorthand.
+
+        ``Configuration.get(Configuration.key == "x")`` is peewee's, unchanged: it returns the
+        row. ``Configuration.get("x", default)`` still returns the typed value as it always
+        did, with a ``DeprecationWarning``: one name meaning two things misleads, so call
+        ``get_value`` (the canonical name).
+        """
         if query and isinstance(query[0], str):
+            warnings.warn(
+                "Configuration.get(key) is deprecated: use Configuration.get_value(key, default)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             return cls.get_value(*query, **filters)
         return super().get(*query, **filters)
 
+    #: The same as ``set_value`` (a short name kept for callers; peewee has no ``Model.set``).
     set = set_value
 
 
