@@ -19,6 +19,7 @@ from . import _files
 from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
 from .migrations import HISTORY_TABLE
+from .text import first_line
 
 RESTORE_ATTEMPTS = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -140,7 +141,7 @@ def _run(args: list[str], url: DatabaseURL, error: type[PfdbError], what: str, *
         hint = None
         if "version mismatch" in message:
             hint = "install the postgresql-client package of the server's major version"
-        raise error(f"{what} failed: {message.splitlines()[0]}", hint=hint)
+        raise error(f"{what} failed: {first_line(message)}", hint=hint)
     return proc.stdout
 
 

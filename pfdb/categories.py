@@ -19,7 +19,7 @@ from .models import Category, Icon, Product
 from .models.catalog import path_prefix
 from .models.fields import utcnow
 from .taxonomy import TaxonomyNode, clean_name, name_problem, read_taxonomy, source_name
-from .text import slugify
+from .text import first_line, slugify
 
 PATH_SEPARATOR = ">"
 SLUG_MAX = 255
@@ -570,7 +570,7 @@ def import_categories(path_or_file: Any, *, dry_run: bool = False) -> CategoryIm
                 except pw.IntegrityError as exc:  # a product import's resolver created one meanwhile
                     raise FeedError(
                         f"{source_name(path_or_file)}: another process created some of these "
-                        f"categories while this import ran ({str(exc).strip().splitlines()[0]})",
+                        f"categories while this import ran ({first_line(exc)})",
                         hint="run the import again: it finds them and writes nothing twice",
                     ) from exc
     return CategoryImportResult(

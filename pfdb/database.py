@@ -41,6 +41,7 @@ from .errors import (
     UsageError,
 )
 from .replicas import primary
+from .text import first_line
 
 log = logging.getLogger("pfdb")
 
@@ -150,7 +151,7 @@ _PERMANENT = (
 
 def _unavailable(url: DatabaseURL, exc: BaseException) -> DatabaseUnavailableError:
     """The one connect error: masked, one line, and ``retryable`` False when waiting cannot help."""
-    reason = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+    reason = mask_secrets(first_line(exc), url)
     hint = "check DATABASE_URL and that the database server is running"
     retryable = True
     if url.backend == "sqlite":  # no server to blame: the file or its folder is the problem
@@ -298,7 +299,7 @@ def _sqlite_error(url: DatabaseURL, exc: BaseException) -> PfdbError | None:
         if "No space left on device" in text or "could not extend file" in text:  # SQLSTATE 53100
             return DiskFullError(
                 f"the disk of the PostgreSQL server of {url.masked} is full "
-                f"({text.strip().splitlines()[0]}); the transaction in progress was rolled back",
+                f"({first_line(text)}); the transaction in progress was rolled back",
                 hint="free disk space on the server, then run it again",
             )
         return None
@@ -331,7 +332,7 @@ def _schema_missing(url: DatabaseURL, exc: BaseException) -> SchemaMissingError 
     text = str(exc).strip()
     if code != _UNDEFINED_TABLE and not text.startswith("no such table"):
         return None
-    reason = text.splitlines()[0] if text else type(exc).__name__
+    reason = first_line(exc)
     return SchemaMissingError(
         f"the database {url.masked} has no pfdb schema ({reason})",
         hint="run pfdb init (pfdb.migrations.init() from Python); "
@@ -1145,7 +1146,7 @@ def _probe(
             else:
                 version = database.execute_sql("SHOW server_version").fetchone()[0]
     except Exception as exc:
-        message = mask_secrets(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+        message = mask_secrets(first_line(exc), url)
         report.update(latency_ms=round((time.perf_counter() - start) * 1000, 2), error=message)
         return
     report.update(
@@ -1284,9 +1285,7 @@ def wait_for_database(timeout: float = 30.0, interval: float = 0.5) -> dict[str,
         except TimeoutError:
             reason, hint = f"{url.masked} accepted no connection in time", None
         except Exception as exc:  # a driver error past the connect (the server is starting up)
-            reason, hint = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, None
-            if url.password:
-                reason = reason.replace(url.password, "***")
+            reason, hint = mask_secrets(first_line(exc), url), None
         if time.monotonic() + interval >= deadline:
             raise DatabaseUnavailableError(
                 f"the database did not answer within {timeout:g} s ({attempts} attempts): {reason}",

@@ -24,6 +24,7 @@ from ._peewee import peewee as pw
 from .config import load_settings
 from .database import bind_database
 from .database import database_health_check as _probe_health
+from .text import first_line
 
 if TYPE_CHECKING:
     from .migrations import InitResult
@@ -79,8 +80,7 @@ def _migration_state(report: dict[str, Any]) -> None:
 
         state = status()
     except Exception as exc:
-        text = str(exc).strip()
-        report["migrations"] = {"error": text.splitlines()[0] if text else type(exc).__name__}
+        report["migrations"] = {"error": first_line(exc)}
         return
     report["migrations"] = {"current": state.current, "pending": list(state.pending)}
     if state.pending:

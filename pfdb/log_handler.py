@@ -41,6 +41,7 @@ from ._peewee import peewee as pw
 from .config import mask_secrets
 from .database import db
 from .models.system import LOG_LEVELS, SystemLog
+from .text import first_line
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None))) | {"message", "asctime"}
@@ -348,7 +349,7 @@ class SystemLogHandler(logging.Handler):
                 self.dropped += len(rows)
             if not self._failing:
                 self._failing = True
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                reason = first_line(exc)
                 reason = mask_secrets(reason, getattr(database, "pfdb_url", None))
                 try:
                     sys.stderr.write(

@@ -35,13 +35,9 @@ from typing import Any
 
 from ._peewee import peewee as pw
 from .errors import ConnectionLostError, PoolExhaustedError
+from .text import first_line
 
 log = logging.getLogger("pfdb.pool")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _cursor_class():

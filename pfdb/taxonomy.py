@@ -8,23 +8,20 @@ writes anything, so a bad line at the end cannot leave half a tree behind.
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import re
 import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from ._input import Opened, open_input
 from .errors import FeedError
 
 # "1604 - Apparel & Accessories > Clothing": spaces around the dash, so "2-in-1 Laptops" is a name.
 _WITH_ID = re.compile(r"^(\d+)\s+-\s+(.*)$")
 _ID_ONLY = re.compile(r"^(\d+)(\s+-)?$")
-_GZIP_MAGIC = b"\x1f\x8b"
 # Unicode category Cc except tab: a sign of a binary or mangled file, never of a name.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 MAX_NAME = 255
@@ -77,32 +74,21 @@ def source_name(source: Any) -> str:
     return name if isinstance(name, str) and name else "<stream>"
 
 
-def _open(source: Any) -> IO[Any]:
-    """A binary (or, for text streams, text) file object; gzip by magic bytes, not by name."""
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            raw = path.open("rb")
-        except IsADirectoryError:
-            raise FeedError(f"cannot read {path}: it is a folder", hint="give the taxonomy file itself") from None
-        except OSError as exc:
-            raise FeedError(f"cannot read {path}: {exc.strerror or exc}", hint="check the path") from None
-        with raw:
-            compressed = raw.read(2) == _GZIP_MAGIC
-        # gzip.open owns the file it opens; GzipFile(fileobj=…) would leave it open.
-        return gzip.open(path, "rb") if compressed else path.open("rb")
-    if isinstance(source, io.TextIOBase):
-        return source
-    peek = getattr(source, "peek", None)
-    if peek is not None and peek(2)[:2] == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=source, mode="rb")
-    return source
+def _open(source: Any) -> Opened:
+    """The file by ``pfdb._input``'s one rule (gzip by its bytes, not its name); a path error is a ``FeedError``."""
+    try:
+        return open_input(source, stdin=False)
+    except IsADirectoryError:
+        raise FeedError(f"cannot read {source}: it is a folder", hint="give the taxonomy file itself") from None
+    except OSError as exc:
+        raise FeedError(f"cannot read {source}: {exc.strerror or exc}", hint="check the path") from None
 
 
 def iter_lines(source: Any) -> Iterator[tuple[int, str]]:
     """``(line number, text)`` without the line ending; UTF-8 with or without BOM, LF or CRLF."""
     name = source_name(source)
-    stream = _open(source)
+    opened = _open(source)
+    stream = opened.binary if opened.binary is not None else opened.text
     number = 0
     try:
         for number, raw in enumerate(stream, start=1):  # noqa: B007  (number is read after the loop)
@@ -126,8 +112,7 @@ def iter_lines(source: Any) -> Iterator[tuple[int, str]]:
     except (OSError, EOFError, zlib.error) as exc:
         raise FeedError(f"cannot read {name} after line {number}: {exc}", hint="check the file is complete") from None
     finally:
-        if isinstance(source, (str, os.PathLike)):
-            stream.close()
+        opened.close()
 
 
 def _bad(name: str, number: int, text: str, why: str) -> FeedError:

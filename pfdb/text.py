@@ -36,6 +36,18 @@ def ascii_slug(text: str, max_length: int = 200) -> str:
     return slug[:max_length].rstrip("-")
 
 
+def first_line(error: BaseException | str) -> str:
+    """The first line of an error's message, trimmed; the exception's class name when it says nothing.
+
+    Driver and tool messages run to several lines (a DETAIL, a HINT, the SQL with a caret):
+    a one-line error quotes the first. An empty message must not become an IndexError.
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return text.splitlines()[0].strip()
+
+
 #: Why text holding a NUL (``\x00``) is refused, by the models and the feed importer alike:
 #: PostgreSQL cannot store it in text (SQLite can), so a row must not depend on the backend.
 NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store; remove it"

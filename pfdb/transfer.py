@@ -42,6 +42,7 @@ from .database import bound_temporarily, ensure_database_exists
 from .errors import CopyError, UsageError
 from .migrations import HISTORY_TABLE, migrate, migration_names
 from .paths import same_file
+from .text import first_line
 
 BATCH_ROWS = 5000
 _MASK64 = (1 << 64) - 1
@@ -189,7 +190,7 @@ class _Side:
                     cur.execute("SET DateStyle = 'ISO'")  # the timestamp text _copy_format writes
                 self.conn.commit()
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             reason = mask_secrets(reason, self.url)  # the userinfo password and ?password= alike
             raise CopyError(f"cannot open {self.url.masked}: {reason}") from exc
         return self

@@ -160,3 +160,36 @@ def test_csv_line_numbers_count_physical_lines():
     text = 'sku,name\n\nA,"two\nlines"\r\nB,x\n'
     with open_feed(io.StringIO(text)) as feed:
         assert [(line, cells[0]) for line, cells in feed.csv_rows()] == [(3, "A"), (5, "B")]
+
+
+class _Unpeekable(io.RawIOBase):
+    """A binary stream with neither peek nor seek (a socket, a pipe object)."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_feeds_and_taxonomies_open_gzip_the_one_way(tmp_path):
+    import gzip
+
+    from pfdb.taxonomy import read_taxonomy
+
+    taxonomy = gzip.compress("\ufeff1 - Apparel\n2 - Apparel > Shirts\n".encode())
+    feed = gzip.compress(b"sku,name\nA-1,Shirt\n")
+    # The taxonomy reader used to look for gzip only in streams that can peek.
+    assert [n.names for n in read_taxonomy(_Unpeekable(taxonomy))] == [("Apparel",), ("Apparel", "Shirts")]
+    with open_feed(_Unpeekable(feed)) as opened:
+        assert opened.header == ["sku", "name"]
+    (tmp_path / "tree.txt").write_bytes(taxonomy)  # by its bytes, whatever its name
+    assert len(read_taxonomy(tmp_path / "tree.txt")) == 2
+    (tmp_path / "feed.csv").write_bytes(feed)
+    with open_feed(tmp_path / "feed.csv") as opened:
+        assert opened.header == ["sku", "name"] and opened.size == len(feed)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from ..errors import FeedError, UsageError
 from ..models import Product
 from ..numbers import DecimalGrammar, NumberError
-from ..text import ascii_slug
+from ..text import ascii_slug, first_line
 from .reading import FeedInput
 
 CATEGORY = "category"
@@ -938,7 +938,7 @@ class Mapping:
         try:
             parser.read_string(text, source=str(path))
         except configparser.Error as exc:
-            raise FeedError(f"{path}: not a valid INI mapping ({str(exc).splitlines()[0]})") from None
+            raise FeedError(f"{path}: not a valid INI mapping ({first_line(exc)})") from None
         if not parser.has_section("columns"):
             raise FeedError(f"{path}: needs a [columns] section of 'feed column = product field' lines")
         options = dict(parser["options"]) if parser.has_section("options") else {}

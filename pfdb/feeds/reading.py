@@ -15,18 +15,16 @@ import io
 import json
 import os
 import stat
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
+from .._input import STDIN as STDIN  # "-": the name callers have imported from here
+from .._input import open_input
 from ..errors import FeedError
 
 DEFAULT_ENCODING = "utf-8-sig"  # "utf-8" that also drops a leading byte order mark
-STDIN = "-"
-_GZIP_MAGIC = b"\x1f\x8b"
 # Delimiters a header line is sniffed for, in order of preference on a tie.
 _DELIMITERS = (",", "\t", ";")
 #: The longest CSV cell, in characters. HTML descriptions easily pass csv's default 128 KiB;
@@ -229,42 +227,6 @@ class FeedInput:
                 ) from None
 
 
-def _binary_source(source: Any) -> tuple[IO[bytes] | None, IO[str] | None, str, bool]:
-    """(binary stream, or text stream when only text is available, display name, we own it)."""
-    if isinstance(source, (str, os.PathLike)) and str(source) == STDIN:
-        buffer = getattr(sys.stdin, "buffer", None)
-        return (buffer, None if buffer is not None else sys.stdin, "<stdin>", False)
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        try:
-            return path.open("rb"), None, str(source), True
-        except FileNotFoundError:
-            raise FeedError(
-                f"feed file {source} does not exist", hint="check the path (use - for standard input)"
-            ) from None
-        except IsADirectoryError:
-            raise FeedError(f"{source} is a folder, not a feed file") from None
-        except OSError as exc:
-            raise FeedError(f"cannot open feed file {source}: {exc.strerror}") from None
-    name = str(getattr(source, "name", "<stream>"))
-    if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
-        return None, source, name, False
-    return source, None, name, False
-
-
-def _peek(stream: IO[bytes], n: int) -> tuple[bytes, IO[bytes]]:
-    """The first ``n`` bytes without consuming them (wrapping the stream if it cannot peek)."""
-    if hasattr(stream, "peek"):
-        return stream.peek(n)[:n], stream
-    if stream.seekable():
-        start = stream.tell()
-        head = stream.read(n)
-        stream.seek(start)
-        return head, stream
-    buffered = io.BufferedReader(stream)  # type: ignore[arg-type]
-    return buffered.peek(n)[:n], buffered
-
-
 def sniff_delimiter(header_line: str) -> str:
     """The delimiter the header line uses most (comma on a tie or when none appears)."""
     counts = {d: header_line.count(d) for d in _DELIMITERS}
@@ -279,32 +241,29 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
     Gzip is recognised by its magic bytes, whatever the file is called. Raises
     ``FeedError`` for a missing, empty or undecodable file.
     """
-    binary, text, name, owned = _binary_source(source)
-    closers: list[IO[Any]] = []
-    detach: list[io.TextIOWrapper] = []
-    if owned and binary is not None:
-        closers.append(binary)
+    try:
+        opened = open_input(source)
+    except FileNotFoundError:
+        raise FeedError(
+            f"feed file {source} does not exist", hint="check the path (use - for standard input)"
+        ) from None
+    except IsADirectoryError:
+        raise FeedError(f"{source} is a folder, not a feed file") from None
+    except OSError as exc:
+        raise FeedError(f"cannot open feed file {source}: {exc.strerror}") from None
+    binary, text, name, owned = opened.binary, opened.text, opened.name, opened.owned
+    wrapper: io.TextIOWrapper | None = None
     try:
         size = position = None
         if binary is not None:
-            head, binary = _peek(binary, 2)
-            raw = binary
-            if head == _GZIP_MAGIC:
-                binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
-                closers.insert(0, binary)
             if owned:
                 try:
-                    info = os.fstat(raw.fileno())
+                    info = os.fstat(opened.raw.fileno())
                     if stat.S_ISREG(info.st_mode):  # not a named pipe or a device
-                        size, position = info.st_size, raw.tell
+                        size, position = info.st_size, opened.raw.tell
                 except (OSError, AttributeError, io.UnsupportedOperation):
                     size = position = None
-            wrapper = io.TextIOWrapper(binary, encoding=encoding, newline="")
-            text = wrapper
-            if not owned:  # never close a stream we were handed (standard input, a caller's file)
-                detach.append(wrapper)
-            else:
-                closers.insert(0, wrapper)
+            text = wrapper = io.TextIOWrapper(binary, encoding=encoding, newline="")
         assert text is not None
         csv.field_size_limit(max(csv.field_size_limit(), FIELD_SIZE_LIMIT))  # a process-wide setting
         skipped = 0
@@ -343,16 +302,12 @@ def open_feed(source: Any, *, encoding: str = DEFAULT_ENCODING, delimiter: str |
         header = next(csv.reader([first], delimiter=delim))
         yield FeedInput(name, "csv", lines, delimiter=delim, header=header, size=size, position=position)
     finally:
-        for wrapper in detach:
-            try:
-                wrapper.detach()
-            except Exception:
-                pass
-        for stream in closers:
-            try:
-                stream.close()
+        if wrapper is not None:
+            try:  # never close a stream we were handed (standard input, a caller's file)
+                wrapper.close() if owned else wrapper.detach()
             except Exception:  # closing a half-read gzip can complain; nothing to save then
                 pass
+        opened.close()
 
 
 def unreadable(name: str, exc: BaseException, encoding: str, line: int | None = None) -> FeedError:

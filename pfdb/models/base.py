@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from .._peewee import peewee as pw
 from ..database import db
 from ..errors import DuplicateError, ValidationError
-from ..text import NUL_REASON
+from ..text import NUL_REASON, first_line
 from .fields import JSONField, UTCDateTimeField, utcnow
 
 # SQLite: "UNIQUE constraint failed: products.sku"
@@ -79,8 +79,8 @@ class BaseModel(pw.Model):
             value = getattr(self, field.name) if field is not None else "?"
             return DuplicateError(key, value, name)
         if "FOREIGN KEY" in text.upper() or "foreign key" in text:
-            return ValidationError(name, f"refers to a row that does not exist ({text.splitlines()[0]})")
-        return ValidationError(name, text.splitlines()[0])
+            return ValidationError(name, f"refers to a row that does not exist ({first_line(exc)})")
+        return ValidationError(name, first_line(exc))
 
     def __str__(self) -> str:
         # peewee's metaclass builds each model's repr as "<Name: str(self)>"
