@@ -487,28 +487,6 @@ class PfdbCLI:
         print(f"database is up after {result['seconds']:.1f} s ({result['attempts']} attempts)")
 
     # -- operations: backup, restore, info, optimize, health, create-admin, logs ------------
-    @staticmethod
-    def _progress_bar():
-        """A tqdm bar for SQLite backups of 16 MiB and more, only when stderr is a terminal."""
-        state: dict[str, Any] = {}
-
-        def update(done: int, total: int) -> None:
-            if "bar" not in state:
-                if not sys.stderr.isatty() or total < 4096:  # pages: 16 MiB at 4 KiB
-                    state["bar"] = None
-                else:
-                    from tqdm import tqdm
-
-                    state["bar"] = tqdm(total=total, unit="page", desc="backup", leave=False)
-            if state["bar"] is not None:
-                state["bar"].update(done - state["bar"].n)
-
-        def close() -> None:
-            if state.get("bar") is not None:
-                state["bar"].close()
-
-        return update, close
-
     def backup(self, backup_path: str = "", json: bool = False):
         """Write a consistent backup while the database stays in use (mode 0600).
 
@@ -522,13 +500,14 @@ class PfdbCLI:
         Example: pfdb backup --backup-path /var/backups/pfdb/
         """
         from .maintenance import backup, human_size
+        from .progress import BackupBar
 
         self._init()
-        update, close = self._progress_bar()
+        bar = BackupBar()
         try:
-            result = backup(backup_path or None, progress=update)
+            result = backup(backup_path or None, progress=bar)
         finally:
-            close()
+            bar.close()
         if json:
             return _print_json(result.as_dict())
         print(f"backup: {result.path}")
@@ -846,7 +825,7 @@ class PfdbCLI:
         import signal
 
         from .feeds import import_products
-        from .feeds.progress import ProgressBar
+        from .progress import ProgressBar
 
         self._init()
         bar = ProgressBar("importing") if sys.stderr.isatty() and not json else None
@@ -945,7 +924,7 @@ class PfdbCLI:
         from json import dumps
 
         from .feeds import export_products
-        from .feeds.progress import ProgressBar
+        from .progress import ProgressBar
 
         self._init()
         to_stdout = output is None or str(output) == "-"
@@ -983,27 +962,16 @@ class PfdbCLI:
 
         Example: pfdb copy sqlite:///shop.db postgresql://app@db:5432/shop
         """
+        from .progress import CopyBar
         from .transfer import copy_database
 
         self._no_tenant("pfdb copy")
-        bar: dict[str, Any] = {}
-
-        def progress(table: str, done: int, total: int) -> None:
-            if not sys.stderr.isatty() or json:
-                return
-            if bar.get("table") != table:
-                if bar.get("bar") is not None:
-                    bar["bar"].close()
-                from tqdm import tqdm
-
-                bar.update(table=table, bar=tqdm(total=total, unit="rows", desc=table, leave=False))
-            bar["bar"].update(done - bar["bar"].n)
-
+        bar = CopyBar() if sys.stderr.isatty() and not json else None
         try:
-            result = copy_database(str(source_url), str(target_url), replace=replace, progress=progress)
+            result = copy_database(str(source_url), str(target_url), replace=replace, progress=bar)
         finally:
-            if bar.get("bar") is not None:
-                bar["bar"].close()
+            if bar is not None:
+                bar.close()
         if json:
             return _print_json(result.as_dict())
         width = max((len(t.table) for t in result.tables), default=0)

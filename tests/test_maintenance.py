@@ -626,15 +626,32 @@ def test_human_size():
 
 
 def test_progress_bar_only_on_a_terminal_and_for_large_databases(monkeypatch):
-    from pfdb.cli import PfdbCLI
+    from pfdb.progress import BackupBar
 
     for stream, total, shown in ((Terminal(), 8192, True), (Terminal(), 100, False), (io.StringIO(), 8192, False)):
         monkeypatch.setattr(sys, "stderr", stream)
-        update, close = PfdbCLI._progress_bar()
-        update(1024, total)
-        update(total, total)
-        close()
+        bar = BackupBar()
+        bar(1024, total)
+        bar(total, total)
+        bar.close()
         assert ("backup" in stream.getvalue()) is shown, (total, stream.getvalue())
+
+
+def test_copy_and_export_bars_draw_with_the_same_bar(monkeypatch):
+    from pfdb.progress import CopyBar, ProgressBar
+
+    stream = Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    copy = CopyBar()
+    for table in ("users", "products"):
+        copy(table, 5, 10)
+        copy(table, 10, 10)
+    copy.close()
+    export = ProgressBar("exporting", unit="products")
+    export(1000)
+    export.close()
+    shown = stream.getvalue()
+    assert "users" in shown and "products" in shown and "exporting" in shown
 
 
 @pytest.mark.parametrize("command", ["backup", "restore", "info", "optimize", "health", "create-admin", "logs"])
