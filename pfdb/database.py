@@ -17,8 +17,9 @@ import sqlite3
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -956,7 +957,10 @@ def db_session_scope() -> Iterator[pw.Database]:
         yield database
 
 
-session_scope = db_session_scope
+def session_scope() -> AbstractContextManager[pw.Database]:
+    """Deprecated: ``db_session_scope()``, the seed's name and the canonical one, under a second name."""
+    warnings.warn("pfdb.session_scope() is deprecated: use pfdb.db_session_scope()", DeprecationWarning, stacklevel=2)
+    return db_session_scope()
 
 
 @contextmanager

@@ -34,10 +34,21 @@ def test_nested_scope_is_a_savepoint(db):
     with db_session_scope():
         Product.create(sku="OUTER", name="kept")
         with pytest.raises(ValueError):
-            with session_scope():
+            with db_session_scope():
                 Product.create(sku="INNER", name="undone")
                 raise ValueError("inner only")
     assert [p.sku for p in Product.select()] == ["OUTER"]
+
+
+def test_session_scope_is_db_session_scope_under_a_deprecated_name(db):
+    with pytest.warns(DeprecationWarning, match="db_session_scope"):
+        scope = session_scope()
+    with pytest.raises(ValueError):
+        with scope as database:
+            assert database is pfdb.db.obj
+            Product.create(sku="ROLLED-BACK", name="undone")
+            raise ValueError("rolled back like db_session_scope")
+    assert not Product.select().exists()
 
 
 def test_scope_returns_its_connection(db, backend):

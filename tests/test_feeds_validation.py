@@ -193,3 +193,16 @@ def test_feeds_and_taxonomies_open_gzip_the_one_way(tmp_path):
     (tmp_path / "feed.csv").write_bytes(feed)
     with open_feed(tmp_path / "feed.csv") as opened:
         assert opened.header == ["sku", "name"] and opened.size == len(feed)
+
+
+def test_column_mapping_is_the_name_and_the_old_one_still_works(tmp_path):
+    import pfdb.feeds
+    from pfdb.feeds import ColumnMapping
+
+    path = tmp_path / "map.json"
+    path.write_text('{"columns": {"SKU": "sku", "Title": "name"}}')
+    assert ColumnMapping.load(path).columns == {"SKU": "sku", "Title": "name"}
+    assert "Mapping" not in pfdb.feeds.__all__ and "ColumnMapping" in pfdb.feeds.__all__
+    with pytest.warns(DeprecationWarning, match="ColumnMapping"):
+        from pfdb.feeds import Mapping
+    assert Mapping is ColumnMapping

@@ -14,32 +14,39 @@ validation, the importer and the writer all read; ``validation`` checks values a
 a Job with its SyncHistory; ``exporter`` writes products back out.
 """
 
+import warnings
 from typing import Any
 
-from .formats import FEED_FIELDS, PFDB_COLUMNS, Mapping
+from .formats import FEED_FIELDS, PFDB_COLUMNS, ColumnMapping
 from .importer import ImportProgress, ImportResult, RowIssue, import_products
 
 _EXPORTER = ("ExportResult", "export_products")
 
 
 def __getattr__(name: str) -> Any:
-    """The exporter on first use: ``pfdb import`` is a process of its own and need not load it."""
+    """The exporter on first use (``pfdb import`` is a process of its own and need not load it);
+    ``Mapping``, which read like ``collections.abc.Mapping``, as ``ColumnMapping`` with a warning."""
     if name in _EXPORTER:
         from . import exporter
 
         value = getattr(exporter, name)
         globals()[name] = value
         return value
+    if name == "Mapping":
+        warnings.warn(
+            "pfdb.feeds.Mapping is deprecated: use pfdb.feeds.ColumnMapping", DeprecationWarning, stacklevel=2
+        )
+        return ColumnMapping
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "FEED_FIELDS",
     "PFDB_COLUMNS",
+    "ColumnMapping",
     "ExportResult",
     "ImportProgress",
     "ImportResult",
-    "Mapping",
     "RowIssue",
     "export_products",
     "import_products",

@@ -869,7 +869,7 @@ def _dig(obj: Any, path: list[str]) -> Any:
     return obj
 
 
-class Mapping:
+class ColumnMapping:
     """A column-mapping file: which feed column holds which Product field, and how lists are split.
 
     JSON::
@@ -911,7 +911,7 @@ class Mapping:
         self.defaults = dict(defaults or {})
 
     @classmethod
-    def load(cls, path: str | Path) -> Mapping:
+    def load(cls, path: str | Path) -> ColumnMapping:
         """Read a ``.json`` or ``.ini`` mapping file (``FeedError`` naming what is wrong)."""
         path = Path(path)
         try:
@@ -955,12 +955,16 @@ class Mapping:
         )
 
 
+#: The old name, which read like ``collections.abc.Mapping``; ``pfdb.feeds.Mapping`` warns.
+Mapping = ColumnMapping
+
+
 class MappingFormat(FeedFormat):
-    """Any CSV or JSON Lines layout, through a ``Mapping``; JSON sources may be dotted paths (``price.amount``)."""
+    """Any CSV or JSON Lines layout, through a ``ColumnMapping``; JSON sources may be dotted paths (``price.amount``)."""
 
     name = "mapping"
 
-    def __init__(self, feed: FeedInput, mapping: Mapping):
+    def __init__(self, feed: FeedInput, mapping: ColumnMapping):
         super().__init__()
         self.mapping = mapping
         self.image_separator = mapping.images_separator
@@ -1099,10 +1103,12 @@ def comma_separated_images(cell: Any) -> bool:
     return isinstance(cell, str) and "|" not in cell and len(re.findall(r"(?:^|,)\s*https?://", cell)) > 1
 
 
-def make_format(feed: FeedInput, name: str | None = None, mapping: Mapping | str | Path | None = None) -> FeedFormat:
+def make_format(
+    feed: FeedInput, name: str | None = None, mapping: ColumnMapping | str | Path | None = None
+) -> FeedFormat:
     """The format object for ``feed``: ``mapping`` wins, then ``name``, then detection."""
     if mapping is not None:
-        return MappingFormat(feed, mapping if isinstance(mapping, Mapping) else Mapping.load(mapping))
+        return MappingFormat(feed, mapping if isinstance(mapping, ColumnMapping) else ColumnMapping.load(mapping))
     key = (name or "auto").strip().lower()
     key = _ALIASES.get(key, key)
     if key == "auto":
