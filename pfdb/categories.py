@@ -1,8 +1,8 @@
 """The category tree as an API: resolving paths to ids, importing taxonomies, moving and deleting subtrees.
 
-The tree lives in ``Category`` as materialized paths (``/1/5/23/``, see pfdb/models/catalog.py),
-so every operation here that touches a subtree does it with one prefix UPDATE, never node by
-node. Slugs follow one rule everywhere (``slug_candidates``) and never change once given.
+The tree lives in ``Category`` as materialized paths (``/1/5/23/``; ``pfdb.category_paths``
+owns every rule about them and about ``A > B`` name paths), so every operation here that
+touches a subtree does it with one prefix UPDATE, never node by node. Slugs follow one rule everywhere (``slug_candidates``) and never change once given.
 """
 
 from __future__ import annotations
@@ -13,15 +13,28 @@ from typing import Any
 
 from . import cache
 from ._peewee import peewee as pw
+from .category_paths import (
+    ROOT,
+    SEPARATOR,
+    child_path,
+    child_path_sql,
+    find_by_names,
+    is_name_path,
+    join_names,
+    parent_path,
+    path_prefix,
+    rehome_subtree,
+    split_names,
+)
 from .database import borrow_connection, db_session_scope, get_database, writes_to_primary
 from .errors import FeedError, NotFoundError, ValidationError
 from .models import Category, Icon, Product
-from .models.catalog import path_prefix
 from .models.fields import utcnow
-from .taxonomy import TaxonomyNode, clean_name, name_problem, read_taxonomy, source_name
+from .taxonomy import TaxonomyNode, read_taxonomy, source_name
 from .text import first_line, slugify
 
-PATH_SEPARATOR = ">"
+PATH_SEPARATOR = SEPARATOR  # the names this module has offered; pfdb.category_paths owns them
+split_path = split_names
 SLUG_MAX = 255
 # Candidates asked about in one query when the resolver needs a new slug.
 _SLUG_BATCH = 12
@@ -29,24 +42,7 @@ _SLUG_BATCH = 12
 _CREATE_ATTEMPTS = 5
 
 
-# -- names and slugs ---------------------------------------------------------------------
-def split_path(path: str | Sequence[str]) -> tuple[str, ...]:
-    """``"Apparel > Clothing"`` or ``["Apparel", "Clothing"]`` -> ``("Apparel", "Clothing")``.
-
-    Raises ``ValidationError`` for an empty path or an empty level (``"A >  > B"``).
-    """
-    parts = str(path).split(PATH_SEPARATOR) if isinstance(path, str) else [str(p) for p in path]
-    problem = next(filter(None, map(name_problem, parts)), None) if parts else "no name at all"
-    if problem:
-        shown = str(path) if len(str(path)) <= 60 else str(path)[:57] + "..."
-        raise ValidationError(
-            "category",
-            f"{shown!r} is not a category path ({problem})",
-            hint="use names separated by ' > ', e.g. 'Apparel > Shirts'",
-        )
-    return tuple(clean_name(part) for part in parts)
-
-
+# -- slugs -------------------------------------------------------------------------------
 def _join_slug(*parts: str) -> str:
     """Hyphen-joined slug parts, cut to the column's length from the front part's end."""
     parts = tuple(p for p in parts if p)
@@ -147,7 +143,7 @@ def _insert_node(
             new_id = cursor.lastrowid if cursor.rowcount == 1 else None
         if new_id is None:
             return None
-        path = f"{parent_path}{new_id}/"
+        path = child_path(parent_path, new_id)
         Category.update(path=path).where(Category.id == new_id).execute()
     return new_id, path
 
@@ -203,7 +199,7 @@ class CategoryResolver:
         """
         if isinstance(path, str) and path in self._texts:  # the common case: a feed repeats its values
             return self._texts[path]
-        names = split_path(path)
+        names = split_names(path)
         hit = self._nodes.get(names)
         if hit is not None:
             return self._remember(path, hit[0])
@@ -223,9 +219,12 @@ class CategoryResolver:
         return category_id
 
     def resolve_slug_or_path(self, value: str) -> int:
-        """A path if ``value`` contains ``>``; else the category with that slug; else a one-level path."""
+        """A path if ``value`` contains ``>``; else the category with that slug; else a one-level path.
+
+        The order of ``find_category``, which only looks; this creates what is missing.
+        """
         text = str(value).strip()
-        if PATH_SEPARATOR in text:
+        if is_name_path(text):
             return self.resolve(text)
         if text in self._slugs:
             return self._slugs[text]
@@ -260,7 +259,7 @@ class CategoryResolver:
         counting in ``created`` only the rows it inserted itself."""
         parent = self._nodes.get(key[:-1]) if len(key) > 1 else None
         parent_id, parent_path, parent_level, parent_slug = (
-            (parent[0], parent[1], parent[2], parent[3]) if parent else (None, "/", -1, None)
+            (parent[0], parent[1], parent[2], parent[3]) if parent else (None, ROOT, -1, None)
         )
         for _ in range(_CREATE_ATTEMPTS):
             slug = _free_slug_from_db(key[-1], parent_slug)
@@ -275,33 +274,19 @@ class CategoryResolver:
                 return
             # else another writer took the slug between our check and the insert: choose again
         raise FeedError(
-            f"could not create the category {' > '.join(key)!r}: its slug kept being taken by other writers",
+            f"could not create the category {join_names(key)!r}: its slug kept being taken by other writers",
             hint="re-run the import",
         )
 
 
 # -- looking categories up (through the Redis cache when there is one) ------------------------
-def _by_names(names: tuple[str, ...]) -> Category | None:
-    """The category at the end of ``names`` from a root, or None: one SELECT, never creates."""
-    rows = Category.select().where(Category.name.in_(sorted(set(names)))).order_by(Category.id)
-    by_parent: dict[tuple[int | None, str], Category] = {}
-    for row in rows:
-        by_parent.setdefault((row.parent_id, row.name), row)  # the oldest wins, as for the resolver
-    found: Category | None = None
-    for name in names:
-        found = by_parent.get((found.id if found is not None else None, name))
-        if found is None:
-            return None
-    return found
-
-
 def category_by_path(path: str | Sequence[str]) -> Category | None:
     """The category of ``"Apparel > Shirts"`` (or ``["Apparel", "Shirts"]``), or None; never creates one.
 
     Example: ``category_by_path("Apparel > Shirts").slug``
     """
-    names = split_path(path)
-    return cache.lookup_row(Category, "path", PATH_SEPARATOR.join(names), lambda: _by_names(names))
+    names = split_names(path)
+    return cache.lookup_row(Category, "path", SEPARATOR.join(names), lambda: find_by_names(Category, names))
 
 
 def find_category(value: str) -> Category:
@@ -481,7 +466,7 @@ def _apply(plan: _Plan) -> None:
 
     depths = sorted({n.node.depth for n in plan.creates} | {c.node.depth for c in plan.changes})
     parent = Category.alias("parent")
-    parent_path = parent.select(parent.path).where(parent.id == Category.parent)
+    parents_path = parent.select(parent.path).where(parent.id == Category.parent)
     for depth in depths:
         level = [n for n in plan.creates if n.node.depth == depth]
         if level:
@@ -494,9 +479,9 @@ def _apply(plan: _Plan) -> None:
             new_ids = dict(Category.select(Category.slug, Category.id).where(Category.path == _PENDING_PATH).tuples())
             for n in level:
                 ids[n.key] = new_ids[n.slug]
-            Category.update(
-                path=pw.fn.COALESCE(parent_path, "/").concat(pw.Cast(Category.id, "VARCHAR")).concat("/")
-            ).where(Category.path == _PENDING_PATH).execute()
+            Category.update(path=child_path_sql(parents_path, Category.id)).where(
+                Category.path == _PENDING_PATH
+            ).execute()
         for change in (c for c in plan.changes if c.node.depth == depth and "parent" in c.fields):
             category = Category.get_by_id(change.category_id)
             for name, value in change.fields.items():
@@ -676,11 +661,7 @@ def delete_category(category: Category | int, policy: str = "refuse") -> Categor
             )
         now = utcnow()
         if children:
-            parent_path = category.path[: -len(f"{category.id}/")]
-            Category.update(
-                path=pw.Value(parent_path).concat(pw.fn.SUBSTR(Category.path, len(category.path) + 1)),
-                level=Category.level - 1,
-            ).where(path_prefix(Category.path, category.path) & (Category.id != category.id)).execute()
+            rehome_subtree(Category, category.path, parent_path(category.path), -1, include_root=False)
             Category.update(parent=category.parent_id, updated_at=now).where(Category.parent == category.id).execute()
         if products:
             Product.update(category=category.parent_id, updated_at=now).where(Product.category == category.id).execute()

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from ._input import Opened, open_input
+from .category_paths import MAX_NAME as MAX_NAME  # names and paths: pfdb.category_paths
+from .category_paths import SEPARATOR, clean_name, join_names, name_problem
 from .errors import FeedError
 
 # "1604 - Apparel & Accessories > Clothing": spaces around the dash, so "2-in-1 Laptops" is a name.
 _WITH_ID = re.compile(r"^(\d+)\s+-\s+(.*)$")
 _ID_ONLY = re.compile(r"^(\d+)(\s+-)?$")
-# Unicode category Cc except tab: a sign of a binary or mangled file, never of a name.
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-MAX_NAME = 255
 MAX_EXTERNAL_ID = 100
-SEPARATOR = ">"
 
 
 @dataclass(frozen=True)
@@ -47,24 +44,7 @@ class TaxonomyNode:
 
     @property
     def path(self) -> str:
-        return " > ".join(self.names)
-
-
-def clean_name(name: str) -> str:
-    """A category name as stored and matched: NFC, trimmed, inner whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFC", str(name)).split())
-
-
-def name_problem(raw: str) -> str | None:
-    """What is wrong with a category name as given, or ``None``: shared by files and the resolver."""
-    if _CONTROL.search(raw):  # before cleaning: str.split() would turn some of them into spaces
-        return "a name contains a control character"
-    name = clean_name(raw)
-    if not name:
-        return "an empty name before or after '>'"
-    if len(name) > MAX_NAME:
-        return f"a name is longer than {MAX_NAME} characters"
-    return None
+        return join_names(self.names)
 
 
 def source_name(source: Any) -> str:

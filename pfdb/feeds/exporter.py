@@ -25,19 +25,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-from .. import _files
+from .. import _files, category_paths
 from .._peewee import peewee as pw
 from ..database import borrow_connection, db_read_scope, get_database
 from ..errors import FeedError, UsageError
 from ..models import Category, Product, ProductImage
-from ..models.catalog import path_prefix
 from ..models.fields import UTC, utcnow
 from ..paths import check_output
 from .formats import CATEGORY, FEED_FIELDS, IMAGES, PFDB_COLUMNS
 
 PAGE_SIZE = 1000
 FORMATS = ("csv", "jsonl")
-PATH_JOIN = " > "
 IMAGE_JOIN = "|"
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -84,26 +82,6 @@ def parse_since(value: str | dt.datetime) -> dt.datetime:
                 hint="use 2024-05-01, 2024-05-01T12:00:00Z or an age like 24h, 7d",
             ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def category_paths() -> dict[int, str]:
-    """Every category id -> its ``A > B > C`` path: one query (trees are thousands of rows, not millions)."""
-    nodes = {
-        cid: (name, parent)
-        for cid, name, parent in Category.select(Category.id, Category.name, Category.parent).tuples()
-    }
-    paths: dict[int, str] = {}
-    for cid in nodes:
-        chain = []
-        node = cid
-        while node is not None and node not in paths and node in nodes and len(chain) <= len(nodes):
-            chain.append(node)
-            node = nodes[node][1]
-        prefix = paths.get(node) if node is not None else None
-        for link in reversed(chain):
-            prefix = f"{prefix}{PATH_JOIN}{nodes[link][0]}" if prefix is not None else nodes[link][0]
-            paths[link] = prefix
-    return paths
 
 
 def find_category(value: str, paths: dict[int, str] | None = None) -> Category:
@@ -200,12 +178,12 @@ def export_products(
         )
     with borrow_connection(database):
         with db_read_scope():  # one snapshot, and no wait behind an import's write lock
-            paths = category_paths()
+            paths = category_paths.name_paths(Category)
             where = []
             root = None
             if category not in (None, ""):
                 root = find_category(str(category), paths)
-                subtree = Category.select(Category.id).where(path_prefix(Category.path, root.path))
+                subtree = Category.select(Category.id).where(category_paths.path_prefix(Category.path, root.path))
                 where.append(Product.category.in_(subtree))
             if since is not None:
                 where.append(Product.updated_at >= since)

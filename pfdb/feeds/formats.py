@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ..category_paths import join_names
 from ..errors import FeedError, UsageError
 from ..models import Product
 from ..numbers import DecimalGrammar, NumberError
@@ -998,7 +999,7 @@ class MappingFormat(FeedFormat):
     def _category(self, value: Any) -> Any:
         if self.path_separator == ">" or not isinstance(value, str):
             return value
-        return CategoryRef("path", " > ".join(value.split(self.path_separator)))
+        return CategoryRef("path", join_names(value.split(self.path_separator)))
 
     def records(self, feed: FeedInput) -> Iterator[Record]:
         defaults, sources = self.mapping.defaults, self._sources

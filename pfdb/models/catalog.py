@@ -2,6 +2,7 @@
 
 ``Category.path`` holds the ids from the root, ``/1/5/23/``: a subtree is one indexed
 prefix scan, and a move rewrites the subtree's paths in one UPDATE instead of walking it.
+The path rules themselves live in ``pfdb.category_paths``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 from .. import cache
 from .._peewee import peewee as pw
-from ..database import db
+from ..category_paths import ROOT, child_path, path_ids, rehome_subtree
+from ..category_paths import path_prefix as path_prefix  # the name this module has offered
 from ..errors import DuplicateError, ValidationError
 from ..rules import MONEY, PRODUCT_RULES, PRODUCT_STATUSES, RULE_ERRORS, currency_code
 from ..rules import WEIGHT as WEIGHT  # MONEY, WEIGHT and gtin_is_valid live in pfdb.rules; the old names stay
@@ -26,18 +28,6 @@ _SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 SYNC_STATUSES = ("pending", "synced", "failed")
 ICON_STATUSES = ("pending", "generated", "failed")
-
-
-def path_prefix(column: pw.Field, prefix: str) -> pw.Expression:
-    """``column`` starts with ``prefix``, in the form each backend serves from an index.
-
-    SQLite's LIKE is case-insensitive and skips the index; GLOB uses it. PostgreSQL's LIKE
-    uses the ``varchar_pattern_ops`` index created by the initial migration. Paths hold
-    only digits and slashes, so neither pattern needs escaping.
-    """
-    if isinstance(db.obj, pw.SqliteDatabase):
-        return pw.Expression(column, "GLOB", prefix + "*")
-    return pw.Expression(column, "LIKE", prefix + "%")
 
 
 def to_money(field: str, value: Any, *, required: bool = False) -> Decimal | None:
@@ -87,7 +77,7 @@ class Category(BaseModel):
             if self._pk is None or force_insert:
                 self.path, self.level = self._placement(None)
                 result = super().save(force_insert=force_insert, only=only)
-                self.path = f"{self.path}{self.id}/"
+                self.path = child_path(self.path, self.id)
                 type(self).update(path=self.path).where(type(self).id == self.id).execute()
                 return result
             if "parent" in self._dirty:
@@ -97,7 +87,7 @@ class Category(BaseModel):
     def _placement(self, own_path: str | None) -> tuple[str, int]:
         """Parent path and level for the current ``parent_id``; refuses a cycle."""
         if self.parent_id is None:
-            return "/", 0
+            return ROOT, 0
         cls = type(self)
         parent = cls.select(cls.path, cls.level).where(cls.id == self.parent_id).first()
         if parent is None:
@@ -111,18 +101,15 @@ class Category(BaseModel):
         cls = type(self)
         old = cls.select(cls.path, cls.level).where(cls.id == self.id).get()
         parent_path, new_level = self._placement(old.path)
-        new_path = f"{parent_path}{self.id}/"
+        new_path = child_path(parent_path, self.id)
         if new_path != old.path:
-            cls.update(
-                path=pw.Value(new_path).concat(pw.fn.SUBSTR(cls.path, len(old.path) + 1)),
-                level=cls.level + (new_level - old.level),
-            ).where(path_prefix(cls.path, old.path)).execute()
+            rehome_subtree(cls, old.path, new_path, new_level - old.level)
         self.path, self.level = new_path, new_level
 
     # -- tree helpers -------------------------------------------------------------
     @property
     def ancestor_ids(self) -> list[int]:
-        return [int(part) for part in self.path.strip("/").split("/")[:-1] if part]
+        return path_ids(self.path)[:-1]
 
     def ancestors(self) -> list[Category]:
         """Root first, this category excluded; one query."""
