@@ -3,7 +3,8 @@
 A model instance per row costs more than everything else an import does, so each field
 gets a small cleaning function instead, chosen from the model's own metadata (type,
 ``max_length``, decimal places) plus the rules ``Product.validate()`` adds (money, GTIN,
-currency, status). tests/test_feeds_validation.py checks that both accept and refuse the
+currency, status), which both read from ``pfdb.rules``; the cleaners only add per-row fast
+paths in front. tests/test_feeds_validation.py checks that both accept and refuse the
 same values. A cleaner returns the Python value, ``None`` for "no value in this row"
 (an empty cell never blanks a stored value), or raises ``Invalid``.
 """
@@ -22,10 +23,9 @@ from ..models import Product, ProductImage
 from ..models.fields import JSONField, json_problem
 from ..numbers import DecimalGrammar, NumberError, parse_integer
 from ..rules import (
-    MONEY,
+    PRODUCT_RULES,
     PRODUCT_STATUSES,
     RULE_ERRORS,
-    WEIGHT,
     currency_code,
     gtin_is_valid,
     gtin_reason,
@@ -110,15 +110,8 @@ def number_cleaner(grammar: DecimalGrammar) -> Cleaner:
     return clean
 
 
-def money_cleaner(field: str) -> Cleaner:
-    """Prices: ``MONEY``, exactly as ``to_money`` (``Product.validate()``) reads them."""
-    return number_cleaner(MONEY)
-
-
 def decimal_cleaner(field: pw.DecimalField) -> Cleaner:
-    """A non-negative number rounded to the column's decimal places (weights: the model's ``WEIGHT``)."""
-    if field is Product.weight:
-        return number_cleaner(WEIGHT)
+    """A non-negative number rounded to the column's decimal places (a column ``PRODUCT_RULES`` does not name)."""
     return number_cleaner(DecimalGrammar(field.max_digits, field.decimal_places, rounding=True))
 
 
@@ -213,10 +206,11 @@ def status_cleaner(raw: Any) -> str | None:
 def cleaner_for(name: str) -> Cleaner:
     """The cleaner of a Product field: the rules of ``Product.validate()``, else by field type."""
     field = Product._meta.fields[name]
+    rule = PRODUCT_RULES.get(name)
+    if rule is not None and rule.grammar is not None:  # price, compare_at_price, weight: the model's grammar
+        return number_cleaner(rule.grammar)
     special = {
         "sku": text_cleaner(field.max_length if isinstance(field, pw.CharField) else None, identifier=True),
-        "price": money_cleaner("price"),
-        "compare_at_price": money_cleaner("compare_at_price"),
         "currency": currency_cleaner,
         "gtin": gtin_cleaner,
         "status": status_cleaner,
