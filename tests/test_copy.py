@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -261,31 +260,43 @@ def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_
 
 
 WRITER = """
-import sys, time, pfdb
+import os, sys, time, pfdb
 from pfdb.models import Product, SystemLog
 pfdb.init_database(sys.argv[1])
-n = 0
-deadline = time.monotonic() + float(sys.argv[2])
-while time.monotonic() < deadline:
+stop, n = sys.argv[2], 0
+deadline = time.monotonic() + 60  # a safety net: the test asks it to stop
+def batch():
     with pfdb.db_session_scope():
         for i in range(5):
             Product.create(sku=f"W-{n}-{i}", name="written during the copy", price="2.00")
         SystemLog.create(level="INFO", logger="writer", message=f"batch {n}")
+while not os.path.exists(stop) and time.monotonic() < deadline:
+    batch()
     n += 1
+    if n == 1:
+        print("writing", flush=True)  # a batch is in: the copy may start
     time.sleep(0.005)
+batch()  # one more after the copy ended: the copy cannot have seen it
+n += 1
 print(n)
 """
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend):
+def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend, tmp_path):
     source, target = new_url(backend, "source"), new_url("sqlite", "target")
     fill(source)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    stop = tmp_path / "stop-writing"
     writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, source, "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", WRITER, source, str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
-    time.sleep(1.0)
+    # Until its first batch is in (not a fixed second), then beside it; it stops when the copy is done.
+    assert writer.stdout.readline().strip() == "writing", writer.communicate(timeout=60)[1]
     import pfdb.transfer as transfer
 
     old = transfer.BATCH_ROWS
@@ -294,6 +305,7 @@ def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend
         copy_database(source, target)
     finally:
         transfer.BATCH_ROWS = old
+        stop.touch()
     out, err = writer.communicate(timeout=60)
     assert writer.returncode == 0, err
     pfdb.init_database(target)

@@ -247,7 +247,18 @@ def test_optimize_during_an_import_both_finish(sqlite_url, tmp_path):
 
 
 # -- waiting, and giving up ------------------------------------------------------------------------
-def hold_write_lock(path: str, seconds: float) -> threading.Thread:
+class Holder(threading.Thread):
+    """Holds the write lock for ``seconds``, or until ``release()``: a test done early need not wait it out."""
+
+    def __init__(self, target) -> None:
+        super().__init__(target=target)
+        self.released = threading.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def hold_write_lock(path: str, seconds: float) -> Holder:
     """Another connection (its own sqlite3 handle, as another process would be) holds the write lock."""
     locked = threading.Event()
 
@@ -256,11 +267,11 @@ def hold_write_lock(path: str, seconds: float) -> threading.Thread:
         conn.execute("BEGIN IMMEDIATE")
         conn.execute("UPDATE products SET name = 'pending'")
         locked.set()
-        time.sleep(seconds)
+        thread.released.wait(seconds)
         conn.execute("COMMIT")
         conn.close()
 
-    thread = threading.Thread(target=hold)
+    thread = Holder(hold)
     thread.start()
     assert locked.wait(10)
     return thread
@@ -301,6 +312,7 @@ def test_busy_timeout_that_runs_out_is_a_database_busy_error(sqlite_url):
         with pytest.raises(DatabaseBusyError):  # autocommit statements too
             Product.insert(sku="LATE", name="too late").execute()
     finally:
+        holder.release()  # seen what it needed: no need to wait the second out
         holder.join()
     assert not Product.select().where(Product.sku == "LATE").exists()
 
@@ -311,6 +323,7 @@ def test_cli_reports_the_busy_writer_not_the_server(sqlite_url, tmp_path, run_cl
     try:
         code, out, err = run_cli("import", str(feed), env={"DATABASE_URL": sqlite_url, "DATABASE_POOL_TIMEOUT": "0.3"})
     finally:
+        holder.release()  # seen what it needed: no need to wait the second out
         holder.join()
     assert code == 1
     assert "another writer held the database write lock" in err
@@ -355,6 +368,7 @@ def test_read_scope_does_not_wait_behind_a_writer(sqlite_url):
         assert time.monotonic() - started < 0.5
         assert seen == ["committed"]  # the committed snapshot, not the holder's pending change
     finally:
+        holder.release()  # seen what it needed: no need to wait the second out
         holder.join()
 
 
@@ -389,6 +403,7 @@ def test_export_reads_beside_a_writer_without_waiting(sqlite_url, tmp_path):
         result = export_products(tmp_path / "out.csv")
         assert time.monotonic() - started < 0.5
     finally:
+        holder.release()  # seen what it needed: no need to wait the second out
         holder.join()
     assert result.products == 1
     assert "exported" in (tmp_path / "out.csv").read_text(encoding="utf-8")  # the snapshot before 'pending'
