@@ -209,21 +209,25 @@ def copy_into(database: Any, source: DatabaseURL, target: DatabaseURL, error: ty
         dump.stderr.close()
         dump.wait()
     if dump.returncode != 0:
-        raise error(f"pg_dump failed: {(_mask(dump_err, source) or f'exit code {dump.returncode}').splitlines()[0]}")
+        raise error(f"pg_dump failed: {first_line(_mask(dump_err, source) or f'exit code {dump.returncode}')}")
     if restore.returncode != 0:
         message = _mask(restore.stderr, target) or f"exit code {restore.returncode}"
-        raise error(f"pg_restore failed: {message.splitlines()[0]}")
+        raise error(f"pg_restore failed: {first_line(message)}")
+
+
+# The COPY line pg_restore writes before the history table's rows (schema-qualified or not).
+_HISTORY_COPY = re.compile(rf"COPY \S*{re.escape(HISTORY_TABLE)} \(([^)]*)\) FROM stdin;")
 
 
 def _history_rows(path: Path, url: DatabaseURL, pg_restore: str, error: type[PfdbError]) -> list[str]:
-    """The migration names in the dump's ``migratehistory`` data, in id order."""
+    """The migration names in the dump's ``HISTORY_TABLE`` data, in id order."""
     script = _run(
         [pg_restore, "--data-only", f"--table={HISTORY_TABLE}", "--file=-", str(path)], url, error, f"reading {path}"
     )
     rows, columns, in_copy = [], [], False
     for line in script.splitlines():
         if not in_copy:
-            match = re.match(r"COPY \S*migratehistory \(([^)]*)\) FROM stdin;", line)
+            match = _HISTORY_COPY.match(line)
             if match:
                 columns, in_copy = [c.strip().strip('"') for c in match.group(1).split(",")], True
         elif line == "\\.":
