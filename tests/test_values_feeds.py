@@ -249,3 +249,14 @@ def test_weights_in_shopify_and_google_feeds_use_the_grammar(db, tmp_path):
     assert got[2][0] == "shipping_weight" and "out of range" in got[2][1]
     assert got[3][0] == "price" and "out of range (0 to 9999999999.99)" in got[3][1]
     assert product("G-3").weight == Decimal("0.454")
+
+
+def test_an_errors_first_line_is_one_rule():
+    from pfdb.text import first_line
+
+    assert first_line(ValueError('relation "x" does not exist\nLINE 1: SELECT …\n        ^')) == (
+        'relation "x" does not exist'
+    )
+    assert first_line(ValueError("  padded  \nmore")) == "padded"
+    # An empty message is the class's name, never an IndexError (three callers used to raise one).
+    assert first_line(KeyboardInterrupt()) == "KeyboardInterrupt" and first_line("") == ""
