@@ -23,6 +23,7 @@ from .category_paths import (
     join_names,
     parent_path,
     path_prefix,
+    path_prefix_sql,
     rehome_subtree,
     split_names,
 )
@@ -759,7 +760,7 @@ def _category_tree(root: Category | int | None) -> list[dict[str, Any]]:
         # The root's path comes from a subquery, so this stays one statement; "#" matches no path.
         other = Category.alias("root")
         root_path = pw.fn.COALESCE(other.select(other.path).where(other.id == int(root)), "#")
-        query = query.where(pw.fn.SUBSTR(Category.path, 1, pw.fn.LENGTH(root_path)) == root_path)
+        query = query.where(path_prefix_sql(Category.path, root_path))
     nodes: dict[int, dict[str, Any]] = {}
     order: dict[int, tuple[int, str]] = {}
     top: list[dict[str, Any]] = []

@@ -105,6 +105,11 @@ def path_prefix(column: pw.Field, prefix: str) -> pw.Expression:
     return pw.Expression(column, "LIKE", prefix + "%")
 
 
+def path_prefix_sql(column: pw.Field, prefix: Any) -> pw.Expression:
+    """``column`` starts with ``prefix`` where the prefix is itself SQL (a subquery), so no pattern is built."""
+    return pw.fn.SUBSTR(column, 1, pw.fn.LENGTH(prefix)) == prefix
+
+
 def child_path_sql(parent_path: Any, category_id: Any) -> pw.Node:
     """``child_path`` in SQL, for rows whose parent path is a subquery (``NULL``: a root)."""
     return pw.fn.COALESCE(parent_path, ROOT).concat(pw.Cast(category_id, "VARCHAR")).concat("/")
