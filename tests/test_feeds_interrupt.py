@@ -7,6 +7,7 @@ point (the child blocked reading, its second batch half full) without sleeping f
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -40,9 +41,16 @@ def feed(tmp_path):
     return path
 
 
+# backend -> that state. The feed is always the same 300 lines and the state has no ids or
+# times, so it is computed once per backend (per worker), not once per test in a database of its own.
+_REFERENCES: dict[str, dict] = {}
+
+
 @pytest.fixture
 def reference(backend, tmp_path, request, feed):
     """The state an uninterrupted import of ``feed`` gives, computed in a database of its own."""
+    if backend in _REFERENCES:
+        return copy.deepcopy(_REFERENCES[backend])
     if backend == "sqlite":
         path = tmp_path / "reference.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
@@ -58,7 +66,8 @@ def reference(backend, tmp_path, request, feed):
     import_products(feed, batch_size=BATCH)
     state = catalogue_state()
     pfdb.close_database()
-    return state
+    _REFERENCES[backend] = state
+    return copy.deepcopy(state)
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
