@@ -47,6 +47,7 @@ from .config import DatabaseURL, Settings, load_settings, mask_secrets, mask_url
 from .database import borrow_connection, db, get_settings
 from .errors import CacheError, PfdbError
 from .replicas import primary
+from .text import first_line
 
 log = logging.getLogger("pfdb.cache")
 
@@ -118,7 +119,7 @@ class _Client:
         self.unsent: dict[str, set[str]] = {}
 
     def secret_free(self, exc: BaseException) -> str:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         from urllib.parse import urlsplit
 
         try:
