@@ -37,13 +37,9 @@ from . import _writes
 from ._peewee import peewee as pw
 from .config import mask_secrets
 from .errors import DatabaseUnavailableError, PfdbError, PoolExhaustedError
+from .text import first_line
 
 log = logging.getLogger("pfdb.replicas")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 CHECK_INTERVAL = 1.0  # seconds a replica's state and lag are trusted before they are measured again
