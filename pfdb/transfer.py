@@ -522,7 +522,7 @@ def _fill(src: _Side, dst: _Side, *, replace: bool, progress: Progress | None) -
                 dst.conn.rollback()
         if _driver_error(exc):
             # e.g. a row PostgreSQL cannot read, rows whose foreign keys point nowhere, a lost server
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise CopyError(
                 f"the copy failed: {reason}; nothing was kept",
                 hint="if the target refused rows of the source, correct them there and copy again",
