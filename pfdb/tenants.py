@@ -40,6 +40,7 @@ from .database import (
     routed_database,
 )
 from .errors import ConfigError, DuplicateError, NotFoundError, PfdbError, TenantError, UsageError
+from .text import first_line
 
 
 def _cache_scope() -> str | None:
@@ -477,11 +478,6 @@ def _each(work: Any, parallel: int) -> tuple[TenantOutcome, ...]:
         return tuple(pool.map(work, rows))
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def migrate_all(
     *, parallel: int = 1, lock_timeout: float | None = None, backup: bool | None = None
 ) -> AllTenantsResult:
@@ -505,7 +501,7 @@ def migrate_all(
                 applied = migrate(**options).applied
                 current = status().current
         except Exception as exc:
-            return TenantOutcome(label, server, error=_one_line(exc), seconds=time.monotonic() - start)
+            return TenantOutcome(label, server, error=first_line(exc), seconds=time.monotonic() - start)
         return TenantOutcome(label, server, applied=applied, current=current, seconds=time.monotonic() - start)
 
     main = run("(main)", DEFAULT_SERVER, _main)
@@ -519,7 +515,7 @@ def migrate_all(
                 _set_row(info.name, schema_version=outcome.current)
             except Exception as exc:
                 return dataclasses.replace(
-                    outcome, error=f"migrated, but the registry was not updated: {_one_line(exc)}"
+                    outcome, error=f"migrated, but the registry was not updated: {first_line(exc)}"
                 )
         return outcome
 
@@ -538,7 +534,7 @@ def status_all(*, parallel: int = 1) -> AllTenantsResult:
             with scope():
                 state = status()
         except Exception as exc:
-            return TenantOutcome(label, server, error=_one_line(exc))
+            return TenantOutcome(label, server, error=first_line(exc))
         return TenantOutcome(label, server, pending=state.pending, current=state.current)
 
     main = run("(main)", DEFAULT_SERVER, _main)
@@ -649,7 +645,7 @@ def move(name: str, *, to: str, on_step: Any = None) -> MoveResult:
         _set_row(name, state="active")
         if isinstance(exc, Exception):
             raise TenantError(
-                f"tenant {name!r} was not moved ({_one_line(exc)}); it stays on server {row.server!r}, unchanged",
+                f"tenant {name!r} was not moved ({first_line(exc)}); it stays on server {row.server!r}, unchanged",
                 hint="fix the cause and run pfdb tenant move again",
             ) from exc
         raise
@@ -660,7 +656,7 @@ def move(name: str, *, to: str, on_step: Any = None) -> MoveResult:
         _remove_storage(source)
         step("dropped")
     except Exception as exc:
-        leftover = f"the old copy ({_location(source)}) could not be dropped: {_one_line(exc)}"
+        leftover = f"the old copy ({_location(source)}) could not be dropped: {first_line(exc)}"
     return MoveResult(
         tenant=get(name),
         source=_location(source),
