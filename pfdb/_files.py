@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import logging
 import os
 import re
@@ -144,12 +145,21 @@ def sweep(folder: Path, *, started: float | None = None) -> list[Path]:
 
 # -- child processes ---------------------------------------------------------------------------
 PR_SET_PDEATHSIG = 1
-_libc: ctypes.CDLL | None = None
-if sys.platform.startswith("linux"):
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """libc, loaded on the first child: ``find_library`` runs ``ldconfig -p``, a process of its own.
+
+    Loaded at import, that process ran before every command, and a test waiting for a
+    command's first child (pg_dump) could take it for one.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     except OSError:  # pragma: no cover - no libc to load (a static or unusual build)
-        _libc = None
+        return None
 
 
 def child_guard() -> dict[str, Callable[[], None] | bool]:
@@ -159,10 +169,11 @@ def child_guard() -> dict[str, Callable[[], None] | bool]:
     the child when the pfdb thread that started it dies, ``kill -9`` included. If pfdb
     died between the fork and the prctl, the child sees another parent and exits at once.
     """
-    if _libc is None:
+    libc = _libc()
+    if libc is None:
         return {"start_new_session": True}
     parent = os.getpid()
-    prctl = _libc.prctl
+    prctl = libc.prctl
 
     def die_with_parent() -> None:  # runs in the child between fork and exec: no allocation-heavy work
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
