@@ -49,6 +49,7 @@ from .migrations import (
     migrations_dir,
     undo_applied,
 )
+from .text import first_line
 
 STAGES = ("before", "applied", "rolled_back", "reapplied")
 
@@ -384,7 +385,7 @@ def _admin_connection(url: DatabaseURL) -> Any:
 
         raise MigrationError(
             f"cannot connect to the server's postgres database to make the rehearsal's copy: "
-            f"{mask_secrets(str(exc).strip().splitlines()[0], url)}",
+            f"{mask_secrets(first_line(exc), url)}",
             hint="the user needs CREATEDB",
         ) from exc
     conn.autocommit = True
