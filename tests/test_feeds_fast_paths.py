@@ -9,7 +9,7 @@ from feeds_samples import write
 
 import pfdb
 from pfdb.feeds import import_products
-from pfdb.models import Product
+from pfdb.models import Product, ProductImage
 
 
 def _feed(tmp_path, rows: int, *, price: str = "10.00", name: str = "feed.csv"):
@@ -71,3 +71,20 @@ def test_stored_empty_strings_carried_into_a_changed_row_stay_empty(db, tmp_path
     assert (result.updated, result.rejected) == (1, 0)
     stored = Product.get(Product.sku == "E-1")
     assert (stored.name, stored.brand, str(stored.price)) == ("", "", "2.00")
+
+
+def test_a_re_import_that_reorders_images_moves_them(db, tmp_path):
+    # The stored images are updated in place (position, primary): a boolean parameter on PostgreSQL.
+    head = "sku,name,price,images\n"
+    import_products(
+        write(tmp_path, "first.csv", head + "R-1,Item,1.00,https://i.example/a.jpg|https://i.example/b.jpg\n")
+    )
+    result = import_products(
+        write(tmp_path, "second.csv", head + "R-1,Item,1.00,https://i.example/b.jpg|https://i.example/a.jpg\n")
+    )
+    assert (result.updated, result.unchanged, result.images_added, result.images_removed) == (1, 0, 0, 0)
+    images = ProductImage.select().order_by(ProductImage.position)
+    assert [(i.url, i.position, i.is_primary) for i in images] == [
+        ("https://i.example/b.jpg", 0, True),
+        ("https://i.example/a.jpg", 1, False),
+    ]

@@ -528,6 +528,10 @@ class PostgresWriter(Writer):
         self._clear(cursor, self.IMAGE_STAGE)
         return inserted
 
+    def update_images(self, rows: list[tuple]) -> None:
+        # is_primary comes as 1/0 (what COPY and sqlite3 take); a parameter of an UPDATE must be a bool.
+        super().update_images([(position, bool(primary), *rest) for position, primary, *rest in rows])
+
     def delete_images(self, ids: list[int]) -> None:
         self.cursor().execute(
             f"DELETE FROM {self.q(self.images.table)} WHERE {self.q(self.images.pk)} = ANY(%s)", (ids,)
