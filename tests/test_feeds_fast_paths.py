@@ -8,8 +8,9 @@ from __future__ import annotations
 from feeds_samples import write
 
 import pfdb
+from pfdb._peewee import peewee as pw
 from pfdb.feeds import import_products
-from pfdb.models import Product
+from pfdb.models import Product, ProductImage
 
 
 def _feed(tmp_path, rows: int, *, price: str = "10.00", name: str = "feed.csv"):
@@ -71,3 +72,83 @@ def test_stored_empty_strings_carried_into_a_changed_row_stay_empty(db, tmp_path
     assert (result.updated, result.rejected) == (1, 0)
     stored = Product.get(Product.sku == "E-1")
     assert (stored.name, stored.brand, str(stored.price)) == ("", "", "2.00")
+
+
+def test_a_re_import_that_reorders_images_moves_them(db, tmp_path):
+    # The stored images are updated in place (position, primary): a boolean parameter on PostgreSQL.
+    head = "sku,name,price,images\n"
+    import_products(
+        write(tmp_path, "first.csv", head + "R-1,Item,1.00,https://i.example/a.jpg|https://i.example/b.jpg\n")
+    )
+    result = import_products(
+        write(tmp_path, "second.csv", head + "R-1,Item,1.00,https://i.example/b.jpg|https://i.example/a.jpg\n")
+    )
+    assert (result.updated, result.unchanged, result.images_added, result.images_removed) == (1, 0, 0, 0)
+    images = ProductImage.select().order_by(ProductImage.position)
+    assert [(i.url, i.position, i.is_primary) for i in images] == [
+        ("https://i.example/b.jpg", 0, True),
+        ("https://i.example/a.jpg", 1, False),
+    ]
+
+
+def test_a_batch_the_server_merges_counts_and_touches_what_the_lookup_would(db, tmp_path, monkeypatch):
+    # PostgreSQL sends a batch of mostly new products whole: the server finds, compares and
+    # writes (Writer.merge), images compared only for the stored ones. SQLite looks up as before.
+    from pfdb.feeds import upsert
+
+    merged = []
+    original = upsert.PostgresWriter.merge
+    monkeypatch.setattr(
+        upsert.PostgresWriter, "merge", lambda self, rows: merged.append(len(rows)) or original(self, rows)
+    )
+    head = "sku,name,description,price,images\n"
+    first = "".join(
+        f"M-{i},Item {i},d{i},10.00,https://i.example/{i}/a.jpg|https://i.example/{i}/b.jpg\n" for i in range(5)
+    )
+    import_products(write(tmp_path, "first.csv", head + first))
+    before = {p.sku: p.updated_at for p in Product.select()}
+    second = (
+        "M-0,Item 0,d0,10.00,https://i.example/0/a.jpg|https://i.example/0/b.jpg\n"  # unchanged
+        "M-1,Item 1,d1,11.00,https://i.example/1/a.jpg|https://i.example/1/b.jpg\n"  # price
+        "M-2,Item 2,,10.00,https://i.example/2/a.jpg|https://i.example/2/b.jpg\n"  # empty: keeps d2
+        "M-3,Item 3,d3,10.00,https://i.example/3/b.jpg|https://i.example/3/a.jpg\n"  # images reordered
+        "M-4,Item 4,d4,10.00,https://i.example/4/c.jpg\n"  # images replaced
+        + "".join(f"N-{i},New {i},,5.00,https://i.example/n{i}.jpg\n" for i in range(6))
+    )
+    result = import_products(write(tmp_path, "second.csv", head + second))
+    assert (result.created, result.updated, result.unchanged, result.rejected) == (6, 3, 2, 0)
+    assert (result.images_added, result.images_removed) == (7, 2)
+    stored = {p.sku: p for p in Product.select()}
+    assert stored["M-2"].description == "d2" and stored["N-0"].description is None
+    assert str(stored["M-1"].price) == "11.00"
+    assert [stored[s].updated_at == before[s] for s in ("M-0", "M-1", "M-2", "M-3", "M-4")] == [
+        True, False, True, False, False,
+    ]  # fmt: skip
+    urls = lambda sku: [  # noqa: E731
+        (i.url, i.position, i.is_primary)
+        for i in ProductImage.select().where(ProductImage.product == stored[sku]).order_by(ProductImage.position)
+    ]
+    assert urls("M-3") == [("https://i.example/3/b.jpg", 0, True), ("https://i.example/3/a.jpg", 1, False)]
+    assert urls("M-4") == [("https://i.example/4/c.jpg", 0, True)]
+    assert urls("N-5") == [("https://i.example/n5.jpg", 0, True)]
+    on_postgresql = isinstance(pfdb.get_database(), pw.PostgresqlDatabase)
+    assert merged == ([5, 11] if on_postgresql else [])
+
+
+def test_a_re_import_goes_back_to_the_lookup_after_a_batch_of_stored_products(postgres_url, tmp_path, monkeypatch):
+    # Sending every row to the server costs more than looking up and sending the changed ones
+    # once most rows are stored: the first such batch says so, and the next ones look up.
+    from pfdb.feeds import upsert
+
+    pfdb.init_database(postgres_url)
+    merged = []
+    original = upsert.PostgresWriter.merge
+    monkeypatch.setattr(
+        upsert.PostgresWriter, "merge", lambda self, rows: merged.append(len(rows)) or original(self, rows)
+    )
+    assert import_products(_feed(tmp_path, 300), batch_size=100).created == 300
+    assert merged == [100, 100, 100]
+    merged.clear()
+    result = import_products(_feed(tmp_path, 300, price="11.00", name="changed.csv"), batch_size=100)
+    assert (result.created, result.updated, result.unchanged) == (0, 300, 0)
+    assert merged == [100]

@@ -167,16 +167,19 @@ def test_a_failure_mid_import_fails_the_job_and_keeps_committed_batches(db, feed
     calls = []
 
     def flaky(original):
-        def fetch_images(self, ids):
+        # After the second batch's products are written: the batch must roll back whole.
+        def write(self, rows):
+            written = original(self, rows)
             calls.append(1)
             if len(calls) == 2:
                 raise RuntimeError("disk on fire")
-            return original(self, ids)
+            return written
 
-        return fetch_images
+        return write
 
     for cls in (upsert.SqliteWriter, upsert.PostgresWriter):
-        monkeypatch.setattr(cls, "fetch_images", flaky(cls.fetch_images))
+        for name in ("upsert", "merge"):
+            monkeypatch.setattr(cls, name, flaky(getattr(cls, name)))
     with pytest.raises(RuntimeError, match="disk on fire"):
         import_products(feed, batch_size=BATCH)
     assert Product.select().count() == BATCH

@@ -2,8 +2,11 @@
 
 One pass over the file, in batches (default 2,000 rows): clean the rows, read the stored
 rows of the batch's SKUs in one query, compare in Python, and write only the created
-and changed products (``upsert``). Each batch is its own transaction, so an interrupted
-import leaves whole batches and running it again finishes it. ``strict`` and
+and changed products (``upsert``). On PostgreSQL a batch of mostly new products (a first
+load) skips the lookup: the server merges the whole batch in one statement and says what it
+created and changed (``Writer.merge``), until a batch turns out mostly stored. Each
+batch is its own transaction, so an interrupted import leaves whole batches and running
+it again finishes it. ``strict`` and
 ``dry_run`` instead run the whole import in one transaction that is rolled back when a
 row is bad (strict) or always (dry run): the counts are exact and nothing is kept.
 
@@ -260,6 +263,9 @@ class _Import:
         # Fields a new product cannot do without: NOT NULL with no default (sku, name).
         self._required = [(i, f.name) for i, f in enumerate(given) if not f.null and f.default is None]
         self._kept = [f.name for f in self.writer.products.kept]
+        # Positions a row must fill for ``Writer.merge``: required ones, and those with a default.
+        self._defaulted = [i for i, _ in self._required] + [i for i, _ in self.writer.products.fill]
+        self._merging = self.writer.merges
         self.resolver = CategoryResolver()
         self._categories: dict[Any, int | None] = {}
         self.seen = SeenKeys()
@@ -554,6 +560,8 @@ class _Import:
         now = utcnow()
         if self.layout.category is not None:
             batch = self._resolve_categories(batch)
+        if self._merging and self._mergeable(batch):
+            return self._merge(batch, now)
         existing = writer.fetch_existing([r.sku for r in batch])
         old_images: dict[int, list[tuple]] = {}
         with_images = [existing[r.sku][0] for r in batch if r.images and r.sku in existing]
@@ -635,6 +643,84 @@ class _Import:
                 unchanged += len(out) - inserted - rewritten
                 updated += rewritten - (len(out) - created)
                 created = inserted
+        if touch:
+            writer.touch_products(touch, db_now)
+        if image_deletes:
+            writer.delete_images(image_deletes)
+            self.images_removed += len(image_deletes)
+        if image_updates:
+            writer.update_images(image_updates)
+        if image_rows:
+            added = writer.insert_images(image_rows)
+            self.images_added += len(image_rows) if added is None else added
+        return created, updated, unchanged
+
+    def _mergeable(self, batch: list[_Row]) -> bool:
+        """Whether the server can find, compare and write this batch alone (``Writer.merge``).
+
+        Not when a row lacks a value whose absence means one thing for a new product and
+        another for a stored one: a required field (a reject, or keep the stored name) or one
+        with a default (the default, or keep the stored value); nor when the feed leaves out
+        a required column (its stored value must be read to be kept).
+        """
+        if self._kept:
+            return False
+        for i in self._defaulted:
+            for r in batch:
+                if r.values[i] is None:
+                    return False
+        return True
+
+    def _merge(self, batch: list[_Row], now: Any) -> tuple[int, int, int]:
+        """One batch through ``Writer.merge``: the server's counts; images compared only for stored products.
+
+        When most rows of a batch turn out to be stored already (a re-import), later batches
+        go back to the lookup, which sends the server only the changed rows.
+        """
+        writer = self.writer
+        tail = list(writer.products.tail_values(now, writer.adapt))
+        written = writer.merge([r.values + tail for r in batch])
+        created = sum(1 for *_, fresh in written if fresh)
+        updated = len(written) - created
+        unchanged = len(batch) - len(written)
+        if created * 2 < len(batch):
+            self._merging = False
+        pictured = [r for r in batch if r.images]
+        if not pictured:
+            return created, updated, unchanged
+        image_tail = writer.images.tail_values(now, writer.adapt)
+        db_now = writer.adapt(Product.updated_at.db_value(now))
+        fresh = {sku for sku, _, new in written if new}
+        rewritten = {sku for sku, _, new in written if not new}
+        image_rows = [
+            (r.sku, url, digest, i, 1 if i == 0 else 0, *image_tail)
+            for r in pictured
+            if r.sku in fresh
+            for i, (url, digest) in enumerate(r.images)
+        ]
+        stored = [r for r in pictured if r.sku not in fresh]
+        touch: list[int] = []
+        image_updates: list[tuple] = []
+        image_deletes: list[int] = []
+        if stored:
+            ids = writer.product_ids([r.sku for r in stored])
+            old_images: dict[int, list[tuple]] = {}
+            for image in writer.fetch_images(list(ids.values())):
+                old_images.setdefault(image[0], []).append(image)
+            for r in stored:
+                pk = ids.get(r.sku)
+                if pk is None:  # removed since the merge by another writer
+                    continue
+                inserts, updates, deletes = _image_changes(r.images, old_images.get(pk, ()), db_now)
+                if not (inserts or updates or deletes):
+                    continue
+                image_rows += [(r.sku, url, digest, i, 1 if i == 0 else 0, *image_tail) for i, url, digest in inserts]
+                image_updates.extend(updates)
+                image_deletes.extend(deletes)
+                if r.sku not in rewritten:  # only its images changed
+                    touch.append(pk)
+                    updated += 1
+                    unchanged -= 1
         if touch:
             writer.touch_products(touch, db_now)
         if image_deletes:

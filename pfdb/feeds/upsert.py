@@ -8,7 +8,8 @@ every batch goes to the driver as plain tuples:
 * SQLite: one prepared ``INSERT … ON CONFLICT (sku) DO UPDATE … WHERE (changed)`` through
   the raw ``sqlite3`` cursor's ``executemany``;
 * PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT
-  (sku) DO UPDATE … WHERE (changed) RETURNING id, sku``.
+  (sku) DO UPDATE … WHERE (changed) RETURNING id, sku``; for a first load the same with the
+  whole batch (``merge``): an empty value keeps the stored one, and the server compares.
 
 The ``SET`` list holds only the columns the feed carries (plus ``updated_at`` and the
 sync status), so a feed without descriptions never touches them; ``WHERE`` skips rows
@@ -206,6 +207,21 @@ class Writer:
         """
         raise NotImplementedError
 
+    #: whether ``merge`` exists: one statement that finds, compares and writes a whole batch
+    merges = False
+
+    def merge(self, rows: list[Sequence[Any]]) -> list[tuple[str, int, bool]]:
+        """Write a whole batch (``products.columns`` order, a None value keeps what is stored).
+
+        The server finds the stored rows and compares: only new and changed rows are written.
+        Returns ``(sku, id, created)`` of the rows written; the others were unchanged.
+        """
+        raise NotImplementedError
+
+    def product_ids(self, skus: list[str]) -> dict[str, int]:
+        """``sku -> id`` of the stored products among ``skus``."""
+        return {row[1]: row[0] for row in self.fetch_existing(skus).values()}
+
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         """``(product_id, id, content_hash, position, is_primary)`` of the URL images of these products."""
         raise NotImplementedError
@@ -394,6 +410,29 @@ class PostgresWriter(Writer):
             f"RETURNING {self.q(SKU)}, {self.q(self.products.pk)}, xmax = 0"
         )
         self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
+        # The whole batch in one statement: the unique index finds the stored row, a value the
+        # feed leaves empty keeps the stored one, and a row whose every value is the stored one
+        # is not written at all (no new version, its updated_at stays).
+        q, table = self.q, self.q(self.products.table)
+        updatable = [c for c in self.carried_columns if c != SKU]
+        keep = ", ".join(
+            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
+            + [
+                f"{q(c)} = excluded.{q(c)}"
+                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
+            ]
+        )
+        differs = (
+            " OR ".join(
+                f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} IS DISTINCT FROM excluded.{q(c)})" for c in updatable
+            )
+            or "FALSE"
+        )
+        self.merge_sql = (
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self.STAGE} "
+            f"ON CONFLICT ({q(SKU)}) DO UPDATE SET {keep} WHERE {differs} "
+            f"RETURNING {q(SKU)}, {q(self.products.pk)}, xmax = 0"
+        )
         self.insert_images_sql = (
             f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
             f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
@@ -505,6 +544,24 @@ class PostgresWriter(Writer):
         inserted = sum(1 for *_, fresh in written if fresh)
         return inserted, len(written) - inserted
 
+    merges = True
+
+    def merge(self, rows: list[Sequence[Any]]) -> list[tuple[str, int, bool]]:
+        cursor = self.cursor()
+        options, data = copy_buffer(rows, self._text)
+        self._stage(cursor, self.STAGE)
+        cursor.copy_expert(self.copy_sql + options, data)
+        cursor.execute(self.merge_sql)
+        written = cursor.fetchall()
+        self._clear(cursor, self.STAGE)
+        self._ids = {sku: pk for sku, pk, _ in written}
+        return written
+
+    def product_ids(self, skus: list[str]) -> dict[str, int]:
+        found = dict(self._lookup(self.cursor(), self.select_ids, (skus,))) if skus else {}
+        self._ids.update(found)
+        return found
+
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
             return []
@@ -527,6 +584,10 @@ class PostgresWriter(Writer):
         inserted = cursor.rowcount
         self._clear(cursor, self.IMAGE_STAGE)
         return inserted
+
+    def update_images(self, rows: list[tuple]) -> None:
+        # is_primary comes as 1/0 (what COPY and sqlite3 take); a parameter of an UPDATE must be a bool.
+        super().update_images([(position, bool(primary), *rest) for position, primary, *rest in rows])
 
     def delete_images(self, ids: list[int]) -> None:
         self.cursor().execute(
