@@ -40,7 +40,8 @@ from ..errors import ConnectionLostError, DiskFullError, FeedError, PfdbError, U
 from ..models import Category, Job, Product, ProductImage, SyncHistory
 from ..models.fields import utcnow
 from ..paths import check_output
-from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, FeedFormat, Mapping, Record, make_format
+from ..text import first_line
+from .formats import CATEGORY, PFDB_COLUMNS, CategoryRef, ColumnMapping, FeedFormat, Record, make_format
 from .layout import RowLayout
 from .pipeline import read_ahead, yield_gil
 from .reading import DEFAULT_ENCODING, FeedInput, open_feed, unreadable
@@ -349,7 +350,7 @@ class _Import:
             except (pw.DatabaseError, pw.InterfaceError, OSError) as exc:
                 error = FeedError(
                     f"import of {self.feed.name} failed near line {self.line}: "
-                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                    f"{type(exc).__name__}: {first_line(str(exc))}"
                 )
                 self._abort(str(error))
                 raise error from exc
@@ -956,7 +957,7 @@ def import_products(
     source: Any,
     *,
     format: str | None = None,
-    mapping: str | Path | Mapping | None = None,
+    mapping: str | Path | ColumnMapping | None = None,
     dry_run: bool = False,
     strict: bool = False,
     rejects: str | Path | None = None,
@@ -971,7 +972,7 @@ def import_products(
     Args:
         source: a path (``.gz`` is read as gzip), ``"-"`` for standard input, or a file object.
         format: ``pfdb``, ``shopify``, ``woocommerce``, ``google`` or ``google-retail``; detected if None.
-        mapping: a column-mapping file (JSON or INI) or ``Mapping`` for any other layout.
+        mapping: a column-mapping file (JSON or INI) or ``ColumnMapping`` for any other layout.
         dry_run: validate and count everything, write nothing (no Job either).
         strict: write nothing if any row is bad.
         rejects: write the bad rows, original columns plus ``reject_line`` and ``reject_reason``, here.
@@ -998,7 +999,7 @@ def import_products(
             ],
         )
     if isinstance(mapping, (str, Path)):
-        mapping = Mapping.load(mapping)
+        mapping = ColumnMapping.load(mapping)
     name = "<stdin>" if str(source) == "-" else str(getattr(source, "name", source))
     parameters = {
         "source": name,
