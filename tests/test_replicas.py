@@ -88,6 +88,21 @@ def fresh_process(servers, code: str, **env: str) -> str:
 
 # -- routing ---------------------------------------------------------------------------------------
 @pytest.mark.postgres
+def test_set_value_decides_on_the_primary_not_on_a_replica_behind_it(servers, paused):
+    """Read-then-write in one transaction: a replica that has not seen the key must not make
+    set_value() insert a second row (a unique-key error) instead of updating the first."""
+    primary, _ = servers
+    key = f"rmw-{uuid.uuid4().hex[:8]}"
+    bind(servers)
+    time.sleep(0.2)  # past this process's read-your-writes window: reads may use the replica
+    set_value(primary, key, "from another process")  # the paused replica never sees this row
+    assert Configuration.get_or_none(Configuration.key == key) is None  # the replica answers reads
+    Configuration.set_value(key, "updated here")
+    with pfdb.primary():
+        assert [c.value for c in Configuration.select().where(Configuration.key == key)] == ["updated here"]
+
+
+@pytest.mark.postgres
 def test_reads_come_from_the_replica_and_a_process_reads_its_own_writes(servers, paused):
     primary, _ = servers
     set_value(primary, "colour", "red")

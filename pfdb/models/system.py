@@ -148,18 +148,23 @@ class Configuration(BaseModel):
         category: str | None = None,
         is_sensitive: bool | None = None,
     ) -> Configuration:
-        """Create or update ``key``; the type is inferred from ``value`` unless given."""
+        """Create or update ``key``; the type is inferred from ``value`` unless given.
+
+        The read that decides between insert and update runs in the write's transaction, so
+        it is answered by the primary (never a replica behind it) and SQLite's write lock.
+        """
         value_type = value_type or _type_of(value)
         require_choice("value_type", value_type, VALUE_TYPES)
-        row = cls.get_or_none(cls.key == key) or cls(key=key)
-        row.value, row.value_type = _encode(value, value_type), value_type
-        if description is not None:
-            row.description = description
-        if category is not None:
-            row.category = category
-        if is_sensitive is not None:
-            row.is_sensitive = is_sensitive
-        row.save()
+        with cls._meta.database.atomic():
+            row = cls.get_or_none(cls.key == key) or cls(key=key)
+            row.value, row.value_type = _encode(value, value_type), value_type
+            if description is not None:
+                row.description = description
+            if category is not None:
+                row.category = category
+            if is_sensitive is not None:
+                row.is_sensitive = is_sensitive
+            row.save()
         return row
 
     @classmethod
