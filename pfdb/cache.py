@@ -462,7 +462,8 @@ def invalidate_database(url: str) -> None:
     Raises nothing: a failure is logged.
     """
     try:
-        settings = load_settings(url)
+        # The application's pooler and replica settings describe DATABASE_URL, not this URL.
+        settings = load_settings(url, pooler="none", direct_url=None, replica_urls=())
         client = _client_for(settings)
         if client is None:
             return

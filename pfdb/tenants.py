@@ -217,8 +217,10 @@ def binding_for(name: str, server: str = DEFAULT_SERVER, *, settings: Settings |
             )
         database, tenant_settings = main, settings
     else:
-        # DATABASE_POOLER and DATABASE_DIRECT_URL describe DATABASE_URL's server, not this one.
-        tenant_settings = dataclasses.replace(settings, database_url=server_url, pooler="none", direct_url=None)
+        # DATABASE_POOLER, DATABASE_DIRECT_URL and the replicas describe DATABASE_URL's server, not this one.
+        tenant_settings = dataclasses.replace(
+            settings, database_url=server_url, pooler="none", direct_url=None, replica_urls=()
+        )
         database = routed_database(("server", server, server_url.raw), tenant_settings)
     role = role_name(name, server_url.database or "") if _roles_enabled(database, name) else None
     return TenantBinding(name=name, database=database, settings=tenant_settings, schema=schema_name(name), role=role)
@@ -343,7 +345,8 @@ def _make_storage(binding: TenantBinding, *, role: bool) -> None:
                 hint="drop it there, or choose another tenant name",
             )
         conn = database.connection()
-        with conn.cursor() as cursor:
+        # One transaction: a role that cannot be made must not leave the schema behind.
+        with database.atomic(), conn.cursor() as cursor:
             cursor.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(binding.schema)))
             if role:
                 _create_role(cursor, binding)
@@ -467,10 +470,14 @@ def drop(name: str, *, backup: bool = True, backup_path: str | None = None) -> D
 
 
 # -- every tenant at once ---------------------------------------------------------------------------
-def _each(work: Any, parallel: int) -> tuple[TenantOutcome, ...]:
-    rows = list_tenants()
+def _check_parallel(parallel: int) -> None:
+    """Before any database is touched: ``--parallel 0`` must not migrate the main database first."""
     if parallel < 1:
         raise UsageError(f"--parallel {parallel} is not a number of workers", hint="use 1 or more")
+
+
+def _each(work: Any, parallel: int) -> tuple[TenantOutcome, ...]:
+    rows = list_tenants()
     if parallel == 1 or len(rows) < 2:
         return tuple(work(row) for row in rows)
     from concurrent.futures import ThreadPoolExecutor  # only --parallel needs it: 7 ms kept off every command's start
@@ -491,6 +498,7 @@ def migrate_all(
     """
     from .migrations import DEFAULT_LOCK_TIMEOUT, migrate, status
 
+    _check_parallel(parallel)
     options: dict[str, Any] = {"lock_timeout": DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout}
     if backup is not None:
         options["backup"] = backup
@@ -529,6 +537,8 @@ def status_all(*, parallel: int = 1) -> AllTenantsResult:
     Example: ``[o.name for o in pfdb.tenants.status_all().outcomes if o.pending]``
     """
     from .migrations import status
+
+    _check_parallel(parallel)
 
     def run(label: str, server: str, scope: Any) -> TenantOutcome:
         try:

@@ -478,3 +478,25 @@ def test_cli_health_stays_healthy_with_the_cache_down(run_cli, database_url):
     assert code == 0, err
     assert "status:     healthy" in out
     assert f"cache:      degraded redis://:***@127.0.0.1:{port}/0 (" in out and "pw9" not in out + err
+
+
+def test_a_copy_targets_cache_is_invalidated_whatever_the_applications_pooler(
+    prefix, sqlite_url, tmp_path, monkeypatch
+):
+    from pfdb.transfer import copy_database
+
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    pfdb.init_database(sqlite_url)
+    Configuration.set_value("k", "source")
+    pfdb.close_database()
+    copy_database(sqlite_url, target)
+    pfdb.init_database(target)
+    Configuration.set_value("k", "target")
+    assert Configuration.get_value("k") == "target"
+    pfdb.close_database()
+    # DATABASE_POOLER describes the application's PostgreSQL, not a SQLite copy target.
+    monkeypatch.setenv("DATABASE_POOLER", "transaction")
+    copy_database(sqlite_url, target, replace=True)
+    monkeypatch.delenv("DATABASE_POOLER")
+    pfdb.init_database(target)
+    assert Configuration.get_value("k") == "source"

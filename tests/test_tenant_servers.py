@@ -200,3 +200,14 @@ def test_reads_a_replica_answers_in_a_tenant_scope_see_that_tenant_only(primary_
         with pfdb.db_read_scope() as database:
             assert database.execute_sql("SELECT current_schema()").fetchone()[0] == "public"
     assert replica_db.pool_usage()["idle"] == 1  # the replica did serve them
+
+
+def test_a_tenant_on_another_server_does_not_read_from_the_main_servers_replicas(main, eu2):
+    pfdb.close_database()
+    pfdb.init_database(main, servers=f"eu2={eu2}", replica_urls=eu2)  # any other server stands in for main's replica
+    assert pfdb.database.main_database().pfdb_replicas is not None
+    name = f"far{next(_NAMES)}"
+    tenants.create(name, server="eu2")
+    with pfdb.tenant(name):
+        assert pfdb.database.current_tenant().database.pfdb_replicas is None
+        assert Product.select().count() == 0

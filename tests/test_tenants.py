@@ -330,3 +330,13 @@ def test_a_copy_made_inside_a_tenant_scope_neither_routes_to_nor_unbinds_the_ten
         result = copy_database(main_url, f"sqlite:///{tmp_path / 'copy.db'}")
         assert [p.sku for p in Product.select()] == ["ACME-1"]  # still acme's scope
     assert result.rows >= 1 and [p.sku for p in Product.select()] == ["MAIN-1"]  # main still bound
+
+
+def test_a_bad_parallel_is_refused_before_the_main_database_is_migrated(main_url):
+    from pfdb.errors import UsageError
+    from pfdb.migrations import migration_names, rollback, status
+
+    rollback(migration_names()[-2], backup=False, destructive_ok=True)
+    with pytest.raises(UsageError, match="--parallel 0"):
+        tenants.migrate_all(parallel=0, backup=False)
+    assert list(status().pending) == [migration_names()[-1]]  # nothing was applied first
