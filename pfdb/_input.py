@@ -34,7 +34,6 @@ class Opened:
     raw: IO[bytes] | None = None
     #: Whether ``open_input`` opened the file itself (a path), so ``close()`` closes it.
     owned: bool = False
-    compressed: bool = False
     _gzip: Any = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -87,5 +86,4 @@ def open_input(source: Any, *, stdin: bool = True) -> Opened:
     opened = Opened(binary, None, name, raw=binary, owned=owned)
     if head == GZIP_MAGIC:
         opened._gzip = opened.binary = gzip.GzipFile(fileobj=binary, mode="rb")  # type: ignore[assignment]
-        opened.compressed = True
     return opened

@@ -41,7 +41,7 @@ from .errors import (
     ServerInRecoveryError,
     UsageError,
 )
-from .replicas import primary
+from .replicas import ReplicaSet, primary
 from .text import first_line
 
 log = logging.getLogger("pfdb")
@@ -729,8 +729,6 @@ def build_database(settings: Settings, *, create: bool = True) -> pw.Database:
         _PG_CLASS = _pooled_postgres_class()
     database = _pooled(url, settings)
     if settings.replica_urls:  # each replica its own pool, sized like the primary's
-        from .replicas import ReplicaSet
-
         replicas = [_pooled(replica_url, settings) for replica_url in settings.replica_urls]
         for replica in replicas:
             replica.pfdb_primary = database

@@ -51,8 +51,6 @@ from .migrations import (
 )
 from .text import first_line
 
-STAGES = ("before", "applied", "rolled_back", "reapplied")
-
 
 @dataclass(frozen=True)
 class RehearsalStep:

@@ -956,10 +956,6 @@ class ColumnMapping:
         )
 
 
-#: The old name, which read like ``collections.abc.Mapping``; ``pfdb.feeds.Mapping`` warns.
-Mapping = ColumnMapping
-
-
 class MappingFormat(FeedFormat):
     """Any CSV or JSON Lines layout, through a ``ColumnMapping``; JSON sources may be dotted paths (``price.amount``)."""
 

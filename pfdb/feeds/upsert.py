@@ -104,7 +104,6 @@ class Writer:
         self.database = database
         q = database.quote
         self.q = lambda name: f"{q[0]}{name}{q[1]}"
-        self.layout = layout
         self.products = Columns(Product, layout.fields)
         self.images = Columns(ProductImage, IMAGE_GIVEN)
         self.carried = self.products.given

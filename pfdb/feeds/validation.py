@@ -277,7 +277,6 @@ class RowCleaner:
     ):
         """``converter(field)`` gives what turns a cleaned value into the driver's form (``Writer.converter``)."""
         self.format = fmt
-        self.layout = layout
         self.fields = list(layout.fields)
         self.has_category = layout.category is not None
         self.has_images = IMAGES in fmt.carried
@@ -297,7 +296,6 @@ class RowCleaner:
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
         self.width = layout.width
-        self.sku_index = layout.sku
 
     def clean(self, record: Record) -> tuple[list[Any], Any, Any, list[tuple[str, str]] | None]:
         """(values, category value, images, errors or None)."""

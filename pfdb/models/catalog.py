@@ -14,7 +14,7 @@ from typing import Any
 
 from .. import cache
 from .._peewee import peewee as pw
-from ..category_paths import ROOT, child_path, path_ids, rehome_subtree
+from ..category_paths import JOIN, ROOT, child_path, path_ids, rehome_subtree
 from ..category_paths import path_prefix as path_prefix  # the name this module has offered
 from ..errors import DuplicateError, ValidationError
 from ..rules import MONEY, PRODUCT_RULES, PRODUCT_STATUSES, RULE_ERRORS, currency_code
@@ -127,7 +127,7 @@ class Category(BaseModel):
             query = query.where(cls.id != self.id)
         return query.order_by(cls.path)
 
-    def breadcrumb(self, separator: str = " > ") -> str:
+    def breadcrumb(self, separator: str = JOIN) -> str:
         """``"Apparel > Clothing > Shirts"``: the names from the root to this category."""
         return separator.join([c.name for c in self.ancestors()] + [self.name])
 
