@@ -1038,14 +1038,43 @@ def apply_pending(
 
     No backup, no connection handling: the caller holds a connection.
     """
-    ddl_lock_timeout = _settings_of(database).migration_lock_timeout
-    applied: list[str] = []
     waiting: list[str] = []
-    migrator, state = None, None
-    seen = [m.name for m in _history(database)]
+
+    def pick(done: list[str]) -> str | None:
+        nonlocal waiting
+        todo, waiting = _gate(_todo(database, names, target_name, done), directory, contract)
+        return todo[0] if todo else None
+
     # Under the lock: concurrent CREATE TABLE IF NOT EXISTS races on PostgreSQL.
     with _step(database, lock_timeout):
         _ensure_history_table(database)
+    applied = _run_steps(
+        database, directory, pick, down=False, fake=fake, lock_timeout=lock_timeout, lock_retries=lock_retries
+    )
+    return applied, waiting
+
+
+def _run_steps(
+    database: pw.Database,
+    directory: Path,
+    pick: Callable[[list[str]], str | None],
+    *,
+    down: bool,
+    fake: bool = False,
+    lock_timeout: float,
+    lock_retries: int,
+) -> list[str]:
+    """The machine ``apply_pending`` and ``undo_applied`` share; returns the steps this process ran.
+
+    Each step runs in a transaction of its own under the migration lock; indexes it builds
+    ``CONCURRENTLY`` are built after its commit, outside it. A DDL lock timeout is retried
+    with back-off, then fails naming the blocker. ``pick(history)`` names the next step, or
+    None when there is nothing left; ``fake`` records steps without running them (apply only).
+    """
+    ddl_lock_timeout = _settings_of(database).migration_lock_timeout
+    ran: list[str] = []
+    migrator, state = None, None
+    seen = [m.name for m in _history(database)]
     tries, watch = 0, None
     while True:
         outside, held, mine = None, False, True
@@ -1053,27 +1082,30 @@ def apply_pending(
             try:
                 with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
                     done = [m.name for m in _history(database)]
-                    todo, waiting = _gate(_todo(database, names, target_name, done), directory, contract)
-                    if not todo:
+                    name = pick(done)
+                    if name is None:
                         break
-                    name = todo[0]
                     if not fake:
                         if state != done:
                             migrator, state = _migrator_for(database, done, directory), list(done)
                         scope = _load(name, directory)
                         with _BlockerWatch(database, ddl_lock_timeout) as watch:
-                            outside = _run_step(name, scope, migrator, database, down=False)
+                            outside = _run_step(name, scope, migrator, database, down=down)
                         held = bool(outside) and _hold_lock_past_commit(database)
-                        state.append(name)
+                        if down:
+                            state.pop()
+                        else:
+                            state.append(name)
                     else:
                         _record(database, name)
                 if outside:
                     with _BlockerWatch(database, ddl_lock_timeout) as watch:
-                        _run_outside(name, outside, database, ddl_lock_timeout, "migration")
+                        _run_outside(name, outside, database, ddl_lock_timeout, "rollback of" if down else "migration")
                     with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
-                        mine = name not in [m.name for m in _history(database)]  # see _hold_lock_past_commit
+                        recorded = name in [m.name for m in _history(database)]  # see _hold_lock_past_commit
+                        mine = recorded if down else not recorded
                         if mine:
-                            _finish_step(name, scope, database, down=False)
+                            _finish_step(name, scope, database, down=down)
             finally:
                 if held:
                     _release_held_lock(database)
@@ -1086,9 +1118,9 @@ def apply_pending(
             continue
         tries = 0
         if mine:
-            applied.append(name)
-        seen = [*done, name]
-    return applied, waiting
+            ran.append(name)
+        seen = done[:-1] if down else [*done, name]
+    return ran
 
 
 def _hold_lock_past_commit(database: pw.Database) -> bool:
@@ -1313,54 +1345,19 @@ def undo_applied(
     ``undo`` is what the caller confirmed; a step applied meanwhile by another process is
     refused. Lock timeouts are retried as in ``apply_pending``. Returns what was undone.
     """
-    ddl_lock_timeout = _settings_of(database).migration_lock_timeout
-    undone: list[str] = []
-    migrator, state = None, None
-    seen = [m.name for m in _history(database)]
-    tries, watch = 0, None
-    while True:
-        outside, held, mine = None, False, True
-        try:
-            try:
-                with _step(database, lock_timeout, expected=seen, ddl_lock_timeout=ddl_lock_timeout):
-                    done = [m.name for m in _history(database)]
-                    if len(done) <= len(keep) or done[: len(keep)] != keep:
-                        break
-                    name = done[-1]
-                    if name not in undo:  # applied by another process since the plan: not confirmed
-                        raise MigrationError(
-                            f"{name} was applied while rolling back; it was left as it is",
-                            hint="run the rollback again to see what it would drop",
-                        )
-                    if state != done:
-                        migrator, state = _migrator_for(database, done, directory), list(done)
-                    scope = _load(name, directory)
-                    with _BlockerWatch(database, ddl_lock_timeout) as watch:
-                        outside = _run_step(name, scope, migrator, database, down=True)
-                    held = bool(outside) and _hold_lock_past_commit(database)
-                    state.pop()
-                if outside:
-                    with _BlockerWatch(database, ddl_lock_timeout) as watch:
-                        _run_outside(name, outside, database, ddl_lock_timeout, "rollback of")
-                    with _step(database, lock_timeout, ddl_lock_timeout=ddl_lock_timeout):
-                        mine = name in [m.name for m in _history(database)]  # see _hold_lock_past_commit
-                        if mine:
-                            _finish_step(name, scope, database, down=True)
-            finally:
-                if held:
-                    _release_held_lock(database)
-        except _LockTimedOut as exc:
-            state = None
-            tries += 1
-            if tries > lock_retries:
-                raise _blocked_error(exc.name, database, watch, ddl_lock_timeout, tries) from exc
-            time.sleep(_backoff(tries))
-            continue
-        tries = 0
-        if mine:
-            undone.append(name)
-        seen = done[:-1]
-    return undone
+
+    def pick(done: list[str]) -> str | None:
+        if len(done) <= len(keep) or done[: len(keep)] != keep:
+            return None
+        name = done[-1]
+        if name not in undo:  # applied by another process since the plan: not confirmed
+            raise MigrationError(
+                f"{name} was applied while rolling back; it was left as it is",
+                hint="run the rollback again to see what it would drop",
+            )
+        return name
+
+    return _run_steps(database, directory, pick, down=True, lock_timeout=lock_timeout, lock_retries=lock_retries)
 
 
 def _rollback_fake(database: pw.Database, target: str | None, names: list[str], lock_timeout: float) -> RollbackResult:
