@@ -340,3 +340,24 @@ def test_a_bad_parallel_is_refused_before_the_main_database_is_migrated(main_url
     with pytest.raises(UsageError, match="--parallel 0"):
         tenants.migrate_all(parallel=0, backup=False)
     assert list(status().pending) == [migration_names()[-1]]  # nothing was applied first
+
+
+def test_a_role_that_cannot_be_made_leaves_no_schema_behind(fresh_postgres_url):
+    import psycopg2
+    from psycopg2 import sql
+
+    pfdb.init_database(fresh_postgres_url)
+    taken = tenants.role_name("gamma", fresh_postgres_url.rsplit("/", 1)[-1])
+    admin = psycopg2.connect(fresh_postgres_url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(taken)))  # CREATE ROLE will fail
+        with pytest.raises(Exception, match="already exists"):
+            tenants.create("gamma", role=True)
+        assert "tenant_gamma" not in schemas()
+        assert [t.name for t in tenants.list_tenants()] == []
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(taken)))
+        admin.close()
