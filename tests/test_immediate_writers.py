@@ -127,14 +127,21 @@ IMPORT = """
     Path(sys.argv[2]).with_suffix(f".ready{os.getpid()}").touch()
     while not Path(sys.argv[2]).exists():
         time.sleep(0.005)
-    beside = Path(sys.argv[2]).with_suffix(".beside")  # the other process has worked while this one ran
+    go = Path(sys.argv[2])
+    beside = go.with_suffix(".beside")  # a writer or optimize beside this import has worked
+    mine = go.with_suffix(f".worked{os.getpid()}")
+
+    def another_import_worked():
+        return any(p != mine for p in go.parent.glob(go.name + ".worked*"))
 
     def wait_for_the_other_once(progress, deadline=[None]):
         # After its first batch the import lets the other process catch up, so the overlap does
-        # not depend on how the scheduler of a loaded machine shares the cores.
+        # not depend on how the scheduler of a loaded machine shares the cores. Two imports
+        # wait for each other's first batch (a lone wait here used to run out its 30 s).
         if deadline[0] is None:
+            mine.touch()
             deadline[0] = time.monotonic() + 30
-            while not beside.exists() and time.monotonic() < deadline[0]:
+            while not (beside.exists() or another_import_worked()) and time.monotonic() < deadline[0]:
                 time.sleep(0.01)
 
     result = import_products(sys.argv[3], batch_size=int(sys.argv[4]), progress=wait_for_the_other_once)
