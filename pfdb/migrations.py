@@ -587,17 +587,21 @@ def _lock_key() -> tuple[str, tuple]:
     return "%s", (_PG_LOCK_KEY,)
 
 
-def _lock_for_transaction(database: pw.Database, deadline: float, timeout: float) -> None:
-    """Take the migration lock until this transaction ends, polling until ``deadline``.
+class _LockBusy(Exception):
+    """Another process holds the migration lock: this attempt's transaction ends, to try again."""
 
-    Polling (not a blocking ``pg_advisory_xact_lock``) so that a run between two of its
-    steps takes the lock again at once instead of queueing behind a waiting process.
+
+def _try_lock_for_transaction(database: pw.Database) -> None:
+    """Take the migration lock until this transaction ends, or raise ``_LockBusy`` at once.
+
+    Trying (not a blocking ``pg_advisory_xact_lock``) so that a run between two of its
+    steps takes the lock again at once instead of queueing behind a waiting process. The
+    caller ends its transaction before it waits to try again: a waiter that kept it open
+    held one of PgBouncer's server connections for as long as the other run took.
     """
     args, key = _lock_key()
-    while not database.execute_sql(f"SELECT pg_try_advisory_xact_lock({args})", key).fetchone()[0]:
-        if time.monotonic() >= deadline:
-            raise _lock_timeout(timeout)
-        time.sleep(0.1)
+    if not database.execute_sql(f"SELECT pg_try_advisory_xact_lock({args})", key).fetchone()[0]:
+        raise _LockBusy
 
 
 def _lock_timeout(timeout: float) -> MigrationLockTimeout:
@@ -642,7 +646,7 @@ def _step(
         while True:
             try:
                 with database.atomic():
-                    _lock_for_transaction(database, deadline, timeout)
+                    _try_lock_for_transaction(database)
                     seen = [m.name for m in _history(database)] if expected is not None else None
                     if seen == expected:
                         if ddl_lock_timeout:
@@ -650,6 +654,10 @@ def _step(
                         yield
                         return
                     raise _Unsettled
+            except _LockBusy:
+                if time.monotonic() >= deadline:
+                    raise _lock_timeout(timeout) from None
+                time.sleep(0.1)
             except _Unsettled:
                 expected = seen  # proceed once the history stood still for a pause
                 if time.monotonic() + _SETTLE_SECONDS >= deadline:
