@@ -19,7 +19,7 @@ from . import _files
 from .config import DatabaseURL, mask_secrets
 from .errors import BackupError, PfdbError, RestoreError
 from .migrations import HISTORY_TABLE
-from .text import first_line
+from .text import first_line, quote_identifier
 
 RESTORE_ATTEMPTS = 3
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -155,7 +155,7 @@ def backup(database: Any, url: DatabaseURL, target: Path, *, schema: str | None 
     """``pg_dump -Fc`` of the whole database into ``target``, or of one tenant's ``schema`` only."""
     pg_dump = find_tool("pg_dump", server_major(database), BackupError)
     # A tenant's backup holds its schema only; the main database's leaves every tenant out.
-    only = [f"--schema={_pattern(schema)}"] if schema else [f"--exclude-schema={TENANT_SCHEMAS}"]
+    only = [f"--schema={quote_identifier(schema)}"] if schema else [f"--exclude-schema={TENANT_SCHEMAS}"]
     _run(
         [pg_dump, "--format=custom", "--no-password", *only, f"--file={target}", f"--dbname={_conninfo(url)}"],
         url,
@@ -165,11 +165,6 @@ def backup(database: Any, url: DatabaseURL, target: Path, *, schema: str | None 
 
 
 TENANT_SCHEMAS = "tenant_*"  # pg_dump's pattern for pfdb.tenants.SCHEMA_PREFIX
-
-
-def _pattern(name: str) -> str:
-    """A schema name as pg_dump's pattern matching that name only (quoted, so no wildcard)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def copy_into(database: Any, source: DatabaseURL, target: DatabaseURL, error: type[PfdbError]) -> None:
@@ -346,8 +341,8 @@ def restore(
     major = server_major(database)
     pg_restore = find_tool("pg_restore", major, RestoreError)
     psql = find_tool("psql", major, RestoreError)
-    prefix = _pattern(schema) + "." if schema else ""  # psql's session has the default search_path
-    drops = "".join('DROP TABLE IF EXISTS {}"{}" CASCADE;\n'.format(prefix, t.replace('"', '""')) for t in sorted(drop))
+    prefix = quote_identifier(schema) + "." if schema else ""  # psql's session has the default search_path
+    drops = "".join(f"DROP TABLE IF EXISTS {prefix}{quote_identifier(t)} CASCADE;\n" for t in sorted(drop))
     env = tool_env(url, lock_timeout=lock_timeout)
     for attempt in range(1, RESTORE_ATTEMPTS + 1):
         try:

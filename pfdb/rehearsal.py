@@ -49,7 +49,7 @@ from .migrations import (
     migrations_dir,
     undo_applied,
 )
-from .text import first_line
+from .text import first_line, quote_identifier
 
 
 @dataclass(frozen=True)
@@ -311,7 +311,9 @@ def _postgres_copy(real: pw.Database, settings: Settings) -> _Copy:
             with admin.cursor() as cursor:
                 if _quiet(cursor, url.database):
                     try:  # a file-level copy: the fastest, but only of a database nobody uses
-                        cursor.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(url.database)}")
+                        cursor.execute(
+                            f"CREATE DATABASE {quote_identifier(name)} TEMPLATE {quote_identifier(url.database)}"
+                        )
                         created, method = True, "template"
                     except psycopg2.Error:  # someone connected meanwhile (55006), or another refusal
                         pass  # pg_dump works whoever is connected
@@ -325,7 +327,7 @@ def _postgres_copy(real: pw.Database, settings: Settings) -> _Copy:
                     )
                     encoding, collate, ctype = cursor.fetchone()
                     cursor.execute(
-                        f"CREATE DATABASE {_ident(name)} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
+                        f"CREATE DATABASE {quote_identifier(name)} TEMPLATE template0 ENCODING %s LC_COLLATE %s LC_CTYPE %s",
                         (encoding, collate, ctype),
                     )
                     created = True
@@ -340,7 +342,7 @@ def _postgres_copy(real: pw.Database, settings: Settings) -> _Copy:
             if created:
                 try:
                     with admin.cursor() as cursor:
-                        cursor.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+                        cursor.execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)")
                         cursor.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
                         copy.removed = cursor.fetchone()[0] == 0
                 except psycopg2.Error:
@@ -390,10 +392,6 @@ def _admin_connection(url: DatabaseURL) -> Any:
     return conn
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _with_database(raw: str, name: str) -> str:
     parts = urlsplit(raw)
     return urlunsplit(parts._replace(path="/" + quote(name)))
@@ -432,7 +430,7 @@ def _describe_sqlite(database: pw.Database) -> dict[str, dict[str, Any]]:
         ).fetchall()
     ]
     for table in tables:
-        quoted = _ident(table)
+        quoted = quote_identifier(table)
         columns = {
             name: f"{(kind or '').upper()} {'NOT NULL' if notnull else 'NULL'}"
             + (f" DEFAULT {default}" if default is not None else "")
@@ -441,7 +439,7 @@ def _describe_sqlite(database: pw.Database) -> dict[str, dict[str, Any]]:
         }
         indexes = {}
         for _, index, unique, origin, partial in database.execute_sql(f"PRAGMA index_list({quoted})").fetchall():
-            cols = [r[2] for r in database.execute_sql(f"PRAGMA index_info({_ident(index)})").fetchall()]
+            cols = [r[2] for r in database.execute_sql(f"PRAGMA index_info({quote_identifier(index)})").fetchall()]
             sql = database.execute_sql("SELECT sql FROM sqlite_master WHERE name = ?", (index,)).fetchone()
             where = ""
             if partial and sql and sql[0] and " WHERE " in sql[0].upper():

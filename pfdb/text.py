@@ -51,3 +51,10 @@ def first_line(error: BaseException | str) -> str:
 #: Why text holding a NUL (``\x00``) is refused, by the models and the feed importer alike:
 #: PostgreSQL cannot store it in text (SQLite can), so a row must not depend on the backend.
 NUL_REASON = "contains a NUL character (\\x00), which PostgreSQL cannot store; remove it"
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier in double quotes, quotes doubled: safe for any table, schema
+    or database name on SQLite and PostgreSQL, and taken literally by pg_dump's ``--schema``
+    patterns (no wildcards inside quotes)."""
+    return '"' + name.replace('"', '""') + '"'

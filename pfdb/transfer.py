@@ -42,7 +42,7 @@ from .database import bound_temporarily, ensure_database_exists
 from .errors import CopyError, UsageError
 from .migrations import HISTORY_TABLE, migrate, migration_names
 from .paths import same_file
-from .text import first_line
+from .text import first_line, quote_identifier
 
 BATCH_ROWS = 5000
 _MASK64 = (1 << 64) - 1
@@ -250,7 +250,7 @@ class _Side:
         PostgreSQL writes the lines itself (``COPY TO``); SQLite's rows are rendered into them
         (``_copy_format.lines_function``) and, when ``values``, handed on beside them.
         """
-        column_list = ", ".join(_q(c) for c in columns)
+        column_list = ", ".join(quote_identifier(c) for c in columns)
         order_by = f" ORDER BY {order}" if order else ""
         if not self.sqlite:
             sink = _LineSink(lambda lines: handle(lines, None))
@@ -281,10 +281,6 @@ class _Side:
 
         self.read_lines(table, columns, kinds, add)
         return found[0], found[1]
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -571,7 +567,7 @@ def _load(
         return found[0], found[1]
 
     marks = ", ".join("?" for _ in columns)
-    insert = f'INSERT INTO "{table}" ({", ".join(_q(c) for c in columns)}) VALUES ({marks})'
+    insert = f'INSERT INTO "{table}" ({", ".join(quote_identifier(c) for c in columns)}) VALUES ({marks})'
     readers = [_copy_format.from_copy_text(kind) for kind in kinds]
 
     def insert_rows(lines: list[str], values: list[tuple] | None) -> None:
@@ -594,7 +590,7 @@ class _CopyInThread:
     """
 
     def __init__(self, dst: _Side, table: str, columns: list[str]):
-        column_list = ", ".join(_q(c) for c in columns)
+        column_list = ", ".join(quote_identifier(c) for c in columns)
         self.sql = f'COPY "{table}" ({column_list}) FROM STDIN (FORMAT text)'
         self.cursor = dst.cursor()
         self.queue: queue.Queue[str] = queue.Queue(maxsize=1)
@@ -654,14 +650,14 @@ def _drop_indexes_and_foreign_keys(cur: Any, tables: list[str]) -> list[str]:
         "SELECT format('ALTER TABLE %%s ADD CONSTRAINT %%I %%s', conrelid::regclass, conname, pg_get_constraintdef(oid)), "
         "format('ALTER TABLE %%s DROP CONSTRAINT %%I', conrelid::regclass, conname) "
         "FROM pg_constraint WHERE contype = 'f' AND conrelid = ANY(%s::regclass[]) ORDER BY conname",
-        ([_q(t) for t in tables],),
+        ([quote_identifier(t) for t in tables],),
     )
     foreign_keys = cur.fetchall()
     cur.execute(
         "SELECT pg_get_indexdef(i.indexrelid), format('DROP INDEX %%s', i.indexrelid::regclass) FROM pg_index i "
         "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
         "WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')) ORDER BY i.indexrelid::regclass::text",
-        ([_q(t) for t in tables],),
+        ([quote_identifier(t) for t in tables],),
     )
     indexes = cur.fetchall()
     for _, drop in foreign_keys + indexes:

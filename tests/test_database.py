@@ -220,3 +220,19 @@ def test_bound_temporarily_puts_back_the_application_binding_open(db, tmp_path):
         with bound_temporarily(other):
             raise RuntimeError("inside")
     assert pfdb.db.obj is application and get_settings() is settings
+
+
+@pytest.mark.parametrize("name", ['odd "quoted" name', "Mixed Case; DROP TABLE products", "ünïcode"])
+def test_quote_identifier_names_exactly_that_table(db, name):
+    """The one quoting rule the copy, rehearsal and pg_dump patterns use: any name, taken literally."""
+    from pfdb.text import quote_identifier
+
+    table = quote_identifier(name)
+    pfdb.db.execute_sql(f"CREATE TABLE {table} (id INTEGER)")
+    try:
+        pfdb.db.execute_sql(f"INSERT INTO {table} (id) VALUES (7)")
+        assert pfdb.db.execute_sql(f"SELECT id FROM {table}").fetchall() == [(7,)]
+        assert name in pfdb.db.get_tables()
+        assert Product.select().count() == 0  # the products table is still there
+    finally:
+        pfdb.db.execute_sql(f"DROP TABLE {table}")
