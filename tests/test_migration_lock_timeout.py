@@ -80,6 +80,30 @@ class Reader(threading.Thread):
         return max(self.waits)
 
 
+def commit_once_the_alter_waited(url: str, blocker, seconds: float, seen: list[bool]) -> None:
+    """Commit ``blocker`` once the migration's ALTER has queued behind it for ``seconds``
+    (a fixed timer from the start would also count the migration's own lead-in). ``seen``
+    gets whether the ALTER was seen waiting: the test checks it, so that a watcher that
+    missed it shows up as a failure, not as a 30 s test."""
+    watcher = psycopg2.connect(url)
+    watcher.autocommit = True
+    try:
+        with watcher.cursor() as cursor:
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE%%'"
+                )
+                if cursor.fetchone()[0]:
+                    seen.append(True)
+                else:
+                    time.sleep(0.02)
+        time.sleep(seconds)
+    finally:
+        watcher.close()
+        blocker.commit()
+
+
 def has_notes() -> bool:
     return "notes" in {c.name for c in pfdb.db.get_columns("products")}
 
@@ -115,8 +139,10 @@ def test_without_a_lock_timeout_readers_wait_as_long_as_the_blocker(url, blocker
     reader = Reader(url)
     reader.start()
     time.sleep(0.1)
-    threading.Timer(1.2, blocker.commit).start()
+    seen: list[bool] = []
+    threading.Thread(target=commit_once_the_alter_waited, args=(url, blocker, 0.8, seen)).start()
     assert migrations.migrate().applied == ("900_notes",)
+    assert seen, "the watcher never saw the ALTER wait"
     assert reader.finish() > 0.6  # blocked behind the ALTER until the blocker committed (2x the 0.3 s bound)
 
 
