@@ -13,6 +13,7 @@ import pytest
 
 import pfdb
 from pfdb import Product
+from pfdb.feeds import import_products
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "bin" / "pfdb"
@@ -207,13 +208,9 @@ def test_output_cut_short_by_the_reader_is_a_quiet_exit(tmp_path, sqlite_url, co
     # `pfdb export | head -1`: the reader closes the pipe early; no error message, no traceback.
     (tmp_path / "feed.csv").write_text("sku,name,price\n" + "".join(f"S{i},Item {i},1.00\n" for i in range(20000)))
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    subprocess.run(
-        [sys.executable, str(BIN), "--database-url", sqlite_url, "import", str(tmp_path / "feed.csv")],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    pfdb.init_database(sqlite_url)  # the data, in process: the process under test is the reader's
+    import_products(str(tmp_path / "feed.csv"))
+    pfdb.close_database()
     child = subprocess.Popen(
         [sys.executable, str(BIN), "--database-url", sqlite_url, command],
         env=env,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,19 +39,26 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 @pytest.fixture
 def new_url(tmp_path, request):
-    """A factory of URLs of new, empty databases (nothing created yet for SQLite)."""
+    """A factory of URLs of new databases: empty (nothing created yet for SQLite), or ``migrated``
+    (a copy of the session's migrated template: what migrating an empty one gives, without
+    paying for the migrations again)."""
     made = []
 
-    def make(backend: str, name: str = "db") -> str:
+    def make(backend: str, name: str = "db", *, migrated: bool = False) -> str:
         if backend == "sqlite":
-            return f"sqlite:///{tmp_path / f'{name}-{len(made)}.db'}"
+            path = tmp_path / f"{name}-{len(made)}.db"
+            made.append(None)  # the next name differs even when this one is not a server's
+            if migrated:
+                shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            return f"sqlite:///{path}"
         server = request.getfixturevalue("pg_server")
-        dbname = server.create()
+        dbname = server.copy_of_template(request.getfixturevalue("pg_template")) if migrated else server.create()
         made.append(dbname)
         return pg_url(dbname)
 
     yield make
     pfdb.close_database()
+    made = [dbname for dbname in made if dbname is not None]
     if made:
         server = request.getfixturevalue("pg_server")
         for dbname in made:
@@ -116,7 +124,7 @@ def snapshot(url: str) -> dict[str, list[dict]]:
 @pytest.mark.parametrize("source_backend", BACKENDS)
 @pytest.mark.parametrize("target_backend", BACKENDS)
 def test_copy_carries_every_table_and_row(new_url, source_backend, target_backend, tmp_path):
-    source, target = new_url(source_backend, "source"), new_url(target_backend, "target")
+    source, target = new_url(source_backend, "source", migrated=True), new_url(target_backend, "target")
     fill(source)
     result = copy_database(source, target)
     assert result.migration == migrations.migration_names()[-1] and result.created is (target_backend == "sqlite")
@@ -145,7 +153,7 @@ def test_copy_carries_every_table_and_row(new_url, source_backend, target_backen
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_target_with_data_is_refused_unless_replace_which_backs_it_up(new_url, backend, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # PostgreSQL backups go to ./backups
-    source, target = new_url(backend, "source"), new_url(backend, "target")
+    source, target = new_url(backend, "source", migrated=True), new_url(backend, "target", migrated=True)
     fill(source)
     migrations.init(target)
     Product.create(sku="ONLY-IN-TARGET", name="Keep me", price="1.00")
@@ -162,7 +170,7 @@ def test_a_target_with_data_is_refused_unless_replace_which_backs_it_up(new_url,
 
 
 def test_same_database_unknown_migrations_and_other_versions_are_refused(new_url, tmp_path, monkeypatch):
-    source = new_url("sqlite", "source")
+    source = new_url("sqlite", "source", migrated=True)
     fill(source)
     path = Path(source.removeprefix("sqlite:///"))
     (tmp_path / "link.db").symlink_to(path)
@@ -212,7 +220,7 @@ t.copy_database(sys.argv[1], sys.argv[2], progress=progress)
 
 @pytest.mark.parametrize("target_backend", BACKENDS)
 def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_path):
-    source = new_url("sqlite", "source")
+    source = new_url("sqlite", "source", migrated=True)
     fill(source)
     pfdb.init_database(source)
     with pfdb.db_session_scope():
@@ -229,7 +237,7 @@ def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_
             ]
         ).execute()
     pfdb.close_database()
-    target = new_url(target_backend, "target")
+    target = new_url(target_backend, "target", migrated=target_backend == "postgresql")
     if target_backend == "postgresql":
         migrations.init(target)  # an existing, empty pfdb database
         pfdb.close_database()
@@ -284,7 +292,7 @@ print(n)
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend, tmp_path):
-    source, target = new_url(backend, "source"), new_url("sqlite", "target")
+    source, target = new_url(backend, "source", migrated=True), new_url("sqlite", "target")
     fill(source)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     stop = tmp_path / "stop-writing"
@@ -316,7 +324,7 @@ def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend
 
 
 def test_cli_copy(run_cli, new_url):
-    source, target = new_url("sqlite", "source"), new_url("sqlite", "target")
+    source, target = new_url("sqlite", "source", migrated=True), new_url("sqlite", "target")
     fill(source)
     code, out, err = run_cli("copy", source, target, "--json")
     assert code == 0, err
@@ -411,7 +419,7 @@ def test_a_copy_that_postgresql_rejects_stops_its_thread_and_raises(new_url):
     from pfdb.config import parse_database_url
     from pfdb.transfer import _CopyInThread, _Side
 
-    url = new_url("postgresql", "target")
+    url = new_url("postgresql", "target", migrated=True)
     migrations.init(url)
     pfdb.close_database()
     side = _Side(parse_database_url(url)).open()
@@ -479,7 +487,11 @@ def test_a_postgresql_target_has_the_schema_of_a_migrated_database(new_url, sour
     the target ends with exactly the indexes, constraints and sequences pfdb's migrations make,
     whether it was new or replaced."""
     monkeypatch.chdir(tmp_path)  # the replaced target's backup goes to ./backups
-    source, target, migrated = new_url(source_backend, "source"), new_url("postgresql", "target"), new_url("postgresql")
+    source, target, migrated = (
+        new_url(source_backend, "source", migrated=True),
+        new_url("postgresql", "target"),
+        new_url("postgresql", migrated=True),
+    )
     fill(source)
     migrations.init(migrated)
     pfdb.close_database()
@@ -510,7 +522,7 @@ def test_a_target_that_stores_something_else_fails_verification_naming_the_table
     """A target that changes one value as it is written (here a trigger) is caught by the
     checksums: the copy fails naming the table, and nothing is kept (on PostgreSQL the
     indexes and foreign keys dropped for the load are back too)."""
-    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    source, target = new_url("sqlite", "source", migrated=True), new_url(target_backend, "target", migrated=True)
     fill(source)
     migrations.init(target)
     for statement in MANGLE[target_backend]:
@@ -534,7 +546,7 @@ def test_rows_the_target_refuses_fail_the_copy_with_one_line_and_nothing_kept(ne
     commit; either way one clear error, and the target as it was."""
     import sqlite3
 
-    source, target = new_url("sqlite", "source"), new_url(target_backend, "target")
+    source, target = new_url("sqlite", "source", migrated=True), new_url(target_backend, "target")
     fill(source)
     lite = sqlite3.connect(source.removeprefix("sqlite:///"))
     lite.execute(

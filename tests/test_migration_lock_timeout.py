@@ -80,11 +80,36 @@ class Reader(threading.Thread):
         return max(self.waits)
 
 
+def commit_once_the_alter_waited(url: str, blocker, seconds: float, seen: list[bool]) -> None:
+    """Commit ``blocker`` once the migration's ALTER has queued behind it for ``seconds``
+    (a fixed timer from the start would also count the migration's own lead-in). ``seen``
+    gets whether the ALTER was seen waiting: the test checks it, so that a watcher that
+    missed it shows up as a failure, not as a 30 s test."""
+    watcher = psycopg2.connect(url)
+    watcher.autocommit = True
+    try:
+        with watcher.cursor() as cursor:
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER TABLE%%'"
+                )
+                if cursor.fetchone()[0]:
+                    seen.append(True)
+                else:
+                    time.sleep(0.02)
+        time.sleep(seconds)
+    finally:
+        watcher.close()
+        blocker.commit()
+
+
 def has_notes() -> bool:
     return "notes" in {c.name for c in pfdb.db.get_columns("products")}
 
 
-def test_readers_wait_no_longer_than_the_lock_timeout_and_the_error_names_the_blocker(url, blocker):
+def test_readers_wait_no_longer_than_the_lock_timeout_and_the_error_names_the_blocker(url, blocker, monkeypatch):
+    monkeypatch.setattr(migrations, "LOCK_BACKOFF", 0.25)  # half the shipped pause: the doubling shows as well
     pfdb.init_database(url, migration_lock_timeout=0.3, migration_backup_before_upgrade=False)
     reader = Reader(url)
     reader.start()
@@ -102,7 +127,7 @@ def test_readers_wait_no_longer_than_the_lock_timeout_and_the_error_names_the_bl
     assert message.startswith("migration 900_notes waited 0.3 s for a lock on each of 3 tries: ")
     assert f"blocked by pid {error.pid} (idle in transaction" in message and "nightly report" in message
     assert f"pg_terminate_backend({error.pid})" in message
-    assert took >= 3 * 0.3 + 0.5 + 1.0  # three tries, two pauses
+    assert took >= 3 * 0.3 + 0.25 + 0.5  # three tries, two pauses, the second twice the first
     assert len(reader.waits) >= 10  # the reader kept reading all along
     assert longest < 0.3 + 2.0, f"a reader waited {longest:.2f} s behind the migration"
     assert not has_notes() and migrations.status().pending == ("900_notes",)
@@ -114,9 +139,11 @@ def test_without_a_lock_timeout_readers_wait_as_long_as_the_blocker(url, blocker
     reader = Reader(url)
     reader.start()
     time.sleep(0.1)
-    threading.Timer(2.0, blocker.commit).start()
+    seen: list[bool] = []
+    threading.Thread(target=commit_once_the_alter_waited, args=(url, blocker, 0.8, seen)).start()
     assert migrations.migrate().applied == ("900_notes",)
-    assert reader.finish() > 1.0  # blocked behind the ALTER until the blocker committed
+    assert seen, "the watcher never saw the ALTER wait"
+    assert reader.finish() > 0.6  # blocked behind the ALTER until the blocker committed (2x the 0.3 s bound)
 
 
 def test_the_migration_succeeds_when_the_blocker_commits_during_the_retries(url, blocker):
@@ -144,7 +171,8 @@ def test_a_blocked_rollback_is_retried_and_named_too(url):
     assert migrations.rollback(destructive_ok=True).rolled_back == ("900_notes",)
 
 
-def test_the_cli_fails_with_one_line(url, blocker, run_cli):
+def test_the_cli_fails_with_one_line(url, blocker, run_cli, monkeypatch):
+    monkeypatch.setattr(migrations, "LOCK_BACKOFF", 0.05)  # the CLI's tries, not the shipped 3.5 s of pauses
     env = {"MIGRATION_LOCK_TIMEOUT": "0.2", "MIGRATION_BACKUP_BEFORE_UPGRADE": "false"}
     code, out, err = run_cli("--database-url", url, "migrate", env=env)
     assert code == 1 and out == ""

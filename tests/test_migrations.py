@@ -391,19 +391,26 @@ def test_drift_check_does_not_swallow_other_threads_queries(db):
     import threading
 
     done = threading.Event()
+    checks = 0  # drift checks finished while the writer was writing
+    written = 0
 
     def writer() -> None:
-        for i in range(150):
+        # Writes until a number of checks ran beside it (not a fixed count of writes: under
+        # the GIL each commit took ~45 ms against the checks, and 150 of them 7 s).
+        nonlocal written
+        while written < 30 or checks < 30:
             with pfdb.db_session_scope():
-                Product.create(sku=f"BG-{i}", name="written meanwhile")
+                Product.create(sku=f"BG-{written}", name="written meanwhile")
+            written += 1
         done.set()
 
     thread = threading.Thread(target=writer)
     thread.start()
     while not done.is_set():
         assert not check().has_drift
+        checks += 1
     thread.join()
-    assert Product.select().count() == 150
+    assert checks >= 30 and Product.select().count() == written
 
 
 def test_the_drift_cache_key_follows_a_field_class_change():

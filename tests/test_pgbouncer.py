@@ -251,17 +251,48 @@ def test_two_concurrent_migrates_one_applies_everything_the_other_waits(pooled, 
     assert [r[0] for r in rows] == ["001_initial", "002_slow", "003_slow", "004_slow"]
 
 
-def test_a_migrate_that_cannot_get_the_lock_says_so(pooled, slow_migrations):
+# A step that holds the migration lock until the test lets it go (at most a minute).
+HELD = """
+import time
+from pathlib import Path
+
+
+def _until_released(marker):
+    deadline = time.monotonic() + 60
+    while not Path(marker).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def migrate(migrator, database, *, fake=False):
+    migrator.sql("CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
+    migrator.run(_until_released, {marker!r})
+
+
+def rollback(migrator, database, *, fake=False):
+    migrator.sql("DROP TABLE {table}")
+"""
+
+
+def test_a_migrate_that_cannot_get_the_lock_says_so(pooled, slow_migrations, tmp_path):
     env = {**pooled.env, "PFDB_MIGRATIONS_DIR": str(slow_migrations), "MIGRATION_BACKUP_BEFORE_UPGRADE": "false"}
-    (slow_migrations / "002_slow.py").write_text(SLOW.format(table="slow_2", seconds=4))
+    # 002 holds the lock until the second migrate has failed (it slept a fixed 4 s, a margin for
+    # that process's start on a loaded machine); 003 and 004 are quick.
+    released = tmp_path / "released"
+    (slow_migrations / "002_slow.py").write_text(HELD.format(table="slow_2", marker=str(released)))
+    for number in (3, 4):
+        (slow_migrations / f"00{number}_slow.py").write_text(SLOW.format(table=f"slow_{number}", seconds=0.05))
     first = _pfdb("migrate", "--json", env=env)
-    deadline, held_since = time.monotonic() + 30, None
-    while held_since is None or time.monotonic() - held_since < 0.4:  # inside 002's 4 s, not between steps
-        assert time.monotonic() < deadline, "the first migrate never held the lock"
-        held = _one(pooled.direct, ADVISORY)[0][0]
-        held_since = (held_since or time.monotonic()) if held else None
-        time.sleep(0.05)
-    code, _, err = _finish(_pfdb("migrate", "--lock-timeout", "0.5", env=env))
+    try:
+        deadline, held_since = time.monotonic() + 30, None
+        while held_since is None or time.monotonic() - held_since < 0.4:  # inside 002, not between steps
+            assert time.monotonic() < deadline, "the first migrate never held the lock"
+            held = _one(pooled.direct, ADVISORY)[0][0]
+            held_since = (held_since or time.monotonic()) if held else None
+            time.sleep(0.05)
+        code, _, err = _finish(_pfdb("migrate", "--lock-timeout", "0.5", env=env))
+        assert _one(pooled.direct, ADVISORY)[0][0], "002 let the lock go before the second migrate ended"
+    finally:
+        released.touch()
     assert code != 0
     assert "another process held the migration lock for more than 0.5 s" in err
     code, out, err = _finish(first)
