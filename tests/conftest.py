@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import sys
+import tempfile
 import threading
 import uuid
 import warnings
@@ -59,6 +60,44 @@ for _name in (
     os.environ.pop(_name, None)
 
 
+# -- the run: workers and temporary files (docs/testing.md) ---------------------------------------
+# Much of a test's time is waiting (servers, subprocesses, fsync, timeouts), so more workers than
+# cores pay: on 2 busy cores (load 8) the whole suite took 396 s with -n 2, 240 s with -n 4.
+WORKERS = 4
+# tmp_path on a tmpfs when there is one: the SQLite files the tests write need no disk. Tests
+# that need a real disk's behaviour (read-only, full) mount their own.
+TEMP_ROOT = Path("/dev/shm")
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ and TEMP_ROOT.is_dir() and os.access(TEMP_ROOT, os.W_OK | os.X_OK):
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(TEMP_ROOT)
+# With PYTHONDONTWRITEBYTECODE set, each Python the tests start (workers, ~180 CLI subprocesses)
+# compiled pfdb anew; their bytecode goes to a cache of the tests' own instead, never the tree.
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(
+        os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir(), f"pfdb-test-pycache-{os.getuid()}"
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """``pytest`` alone runs on WORKERS workers; ``-n 0`` or ``-p no:xdist`` runs in one process."""
+    if not config.pluginmanager.hasplugin("xdist") or "PYTEST_XDIST_WORKER" in os.environ:
+        return
+    if config.option.numprocesses is None and not config.getoption("usepdb") and not config.getoption("trace"):
+        config.option.numprocesses = WORKERS
+        if config.option.dist == "no":
+            config.option.dist = "worksteal"
+
+
+# Each DROP DATABASE forces a checkpoint on PostgreSQL 15 (one to three seconds on a busy disk,
+# and a burst of writes for every other test on the server): used databases are dropped
+# DROP_BATCH at a time, DROP_SIDE_BY_SIDE connections at once, so that they share checkpoints
+# (a PostgreSQL-heavy part of the suite: 279 s dropping each at once, 204 s in batches of 16).
+# More connections ran a shared server with max_connections = 100 out of them.
+DROP_BATCH = 8
+DROP_SIDE_BY_SIDE = 4
+
+
 def pg_url(dbname: str) -> str:
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     return f"{base}/{dbname}"
@@ -67,10 +106,11 @@ def pg_url(dbname: str) -> str:
 class PostgresServer:
     """Creates and drops test databases through autocommit admin connections.
 
-    CREATE DATABASE … TEMPLATE costs up to half a second here and DROP DATABASE waits for a
-    checkpoint (one to two seconds on a busy disk), so for the tests that need a database of
-    their own a background thread keeps a copy of the migrated template ready and drops used
-    databases, while the tests run. Ordinary tests share one database (``pg_shared``).
+    CREATE DATABASE … TEMPLATE costs a fifth of a second or more here and DROP DATABASE waits
+    for a checkpoint (one to three seconds on a busy disk), so for the tests that need a database
+    of their own one background thread keeps a copy of the migrated template ready, and another
+    drops used databases DROP_BATCH at a time while the tests run: a copy never waits behind the
+    drops. Ordinary tests share one database (``pg_shared``).
     """
 
     def __init__(self):
@@ -80,7 +120,7 @@ class PostgresServer:
         self._drops: queue.Queue[str] = queue.Queue()
         self._template: str | None = None
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._threads: dict[str, threading.Thread] = {}
 
     @staticmethod
     def _connect():
@@ -105,29 +145,27 @@ class PostgresServer:
     def release(self, name: str) -> None:
         """Drop a used database in the background."""
         self._drops.put(name)
-        self._start_worker()
+        self._start("dropper", self._drop_released)
 
     def copy_of_template(self, template: str) -> str:
-        """A migrated copy: the one kept ready, else one made now (never waiting behind the drops)."""
+        """A migrated copy: the one kept ready, else one made now."""
         self._template = template
-        self._start_worker()
+        self._start("copier", self._prepare)
         try:
             return self._ready.get_nowait()
         except queue.Empty:
             return self.create(template)
 
-    def _start_worker(self) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._prepare, daemon=True)
-            self._worker.start()
+    def _start(self, role: str, target) -> None:
+        if role not in self._threads:
+            self._threads[role] = threading.Thread(target=target, name=f"pfdb-test-{role}", daemon=True)
+            self._threads[role].start()
 
     def _prepare(self) -> None:
         conn = self._connect()
         while not self._stop.is_set():
-            if not self._drop_released():
-                break  # close() drops what is left, and reports the error
             if self._template is None or self._ready.full():
-                self._stop.wait(0.1)
+                self._stop.wait(0.05)
                 continue
             try:
                 name = self.create(self._template, conn)
@@ -136,21 +174,24 @@ class PostgresServer:
             self._ready.put(name)  # only this thread fills the queue, and it was not full
         conn.close()
 
-    def _drop_released(self) -> bool:
-        """Drop what the tests released, side by side: concurrent DROP DATABASEs share checkpoints."""
-        names = []
-        while not self._drops.empty():
-            names.append(self._drops.get())
-        if not names:
-            return True
-        failed = []
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for name, error in zip(names, pool.map(self._try_drop, names), strict=True):
-                if error:
-                    failed.append(name)
-        for name in failed:
-            self._drops.put(name)
-        return not failed
+    def _drop_released(self) -> None:
+        """Drop what the tests released, DROP_BATCH at a time side by side: concurrent DROP DATABASEs share checkpoints."""
+        while not self._stop.is_set():
+            if self._drops.qsize() < DROP_BATCH:
+                self._stop.wait(0.1)
+                continue
+            names = []
+            while not self._drops.empty():
+                names.append(self._drops.get())
+            failed = []
+            with ThreadPoolExecutor(max_workers=DROP_SIDE_BY_SIDE) as pool:
+                for name, error in zip(names, pool.map(self._try_drop, names), strict=True):
+                    if error:
+                        failed.append(name)
+            for name in failed:
+                self._drops.put(name)
+            if failed:
+                return  # close() drops what is left, and reports the error
 
     def _try_drop(self, name: str) -> Exception | None:
         try:
@@ -161,8 +202,8 @@ class PostgresServer:
 
     def close(self) -> None:
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout=60)
+        for thread in self._threads.values():
+            thread.join(timeout=60)
         leftovers = list(self.created)
         while not self._ready.empty():
             leftovers.append(self._ready.get())
@@ -170,7 +211,7 @@ class PostgresServer:
             leftovers.append(self._drops.get())
         # Each DROP DATABASE waits for a checkpoint (a second or two on a busy disk); dropped side
         # by side they share checkpoints, so the session ends sooner.
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=DROP_SIDE_BY_SIDE) as pool:
             list(pool.map(self._drop_apart, leftovers))
         self.conn.close()
 

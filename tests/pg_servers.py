@@ -3,9 +3,11 @@
 The shared server on 127.0.0.1:5432 allows no replication connections and must never be
 restarted, so tests that need a replica, a second server for placement, or a server they can
 stop start one here: ``initdb`` into a temporary folder, on a free loopback port, run as the
-``postgres`` user (PostgreSQL refuses to run as root), and removed afterwards. ``fsync=off``
-makes start-up and writes cheap (these servers hold nothing worth keeping); commits stay
-synchronous, as in production, so a committed write's WAL position is flushed and sent.
+``postgres`` user (PostgreSQL refuses to run as root), and removed afterwards. ``fsync=off``,
+``initdb``/``pg_basebackup`` without their final sync, and a folder on the tests' tmpfs (the
+``PYTEST_DEBUG_TEMPROOT`` that tests/conftest.py sets) make start-up and writes cheap (these
+servers hold nothing worth keeping; initdb: 5.7 s on /tmp, 1.9 s so, on a loaded machine);
+commits stay synchronous, as in production, so a committed write's WAL position is flushed and sent.
 
     with TempPostgres() as primary:
         replica = primary.replica()
@@ -59,7 +61,7 @@ class TempPostgres:
 
     def __init__(self, *, data_dir: Path | None = None, port: int | None = None, primary: TempPostgres | None = None):
         require_server_binaries()
-        self.root = Path(tempfile.mkdtemp(prefix="pfdb-pg-"))
+        self.root = Path(tempfile.mkdtemp(prefix="pfdb-pg-", dir=os.environ.get("PYTEST_DEBUG_TEMPROOT")))
         self.data_dir = data_dir or self.root / "data"
         self.port = port or free_port()
         self.primary = primary
@@ -84,7 +86,9 @@ class TempPostgres:
         )
 
     def _initdb(self) -> None:
-        _as_postgres([str(BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8"])
+        _as_postgres(
+            [str(BIN / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]
+        )
         with open(self.data_dir / "postgresql.conf", "a") as conf:
             conf.write(self._settings())
         with open(self.data_dir / "pg_hba.conf", "a") as hba:
@@ -107,6 +111,7 @@ class TempPostgres:
                 "stream",
                 "-c",
                 "fast",
+                "--no-sync",
             ]  # fmt: skip
         )
         with open(self.data_dir / "postgresql.conf", "a") as conf:

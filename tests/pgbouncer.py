@@ -47,7 +47,7 @@ class PgBouncer:
     def __init__(self, *, server_host: str = "127.0.0.1", server_port: int = 5432, pool_size: int = 2):
         require_pgbouncer()
         self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="pfdb-pgbouncer-"))
+        self.folder = Path(tempfile.mkdtemp(prefix="pfdb-pgbouncer-", dir=os.environ.get("PYTEST_DEBUG_TEMPROOT")))
         (self.folder / "userlist.txt").write_text('"postgres" ""\n"root" ""\n')
         self.log = self.folder / "pgbouncer.log"
         (self.folder / "pgbouncer.ini").write_text(
