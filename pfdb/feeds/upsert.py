@@ -6,10 +6,12 @@ doing so; here each statement is written once per import from ``Product._meta`` 
 every batch goes to the driver as plain tuples:
 
 * SQLite: one prepared ``INSERT … ON CONFLICT (sku) DO UPDATE … WHERE (changed)`` through
-  the raw ``sqlite3`` cursor's ``executemany``;
+  the raw ``sqlite3`` cursor's ``executemany``; for a first load (``merge``) the whole batch
+  as multi-row ``VALUES`` with ``RETURNING``: an empty value keeps the stored one, and
+  SQLite compares;
 * PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT
   (sku) DO UPDATE … WHERE (changed) RETURNING id, sku``; for a first load the same with the
-  whole batch (``merge``): an empty value keeps the stored one, and the server compares.
+  whole batch (``merge``), compared by the server as on SQLite.
 
 The ``SET`` list holds only the columns the feed carries (plus ``updated_at`` and the
 sync status), so a feed without descriptions never touches them; ``WHERE`` skips rows
@@ -23,13 +25,15 @@ import csv
 import datetime as dt
 import io
 import operator
+import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from .._peewee import peewee as pw
 from ..models import Product, ProductImage
-from ..models.fields import utcnow
+from ..models.fields import JSONField, utcnow
 from .layout import RowLayout
 
 
@@ -262,9 +266,64 @@ class SqliteWriter(Writer):
             f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
+        # ``merge``: the batch as multi-row VALUES, a value left empty keeps the stored one, a row
+        # whose values all equal the stored ones is not written. SQLite compares after the
+        # column's affinity ('29.90' is the stored 29.9), as ``same`` does; not JSON text, where
+        # other spacing of one value would count as a change: such feeds take the lookup.
+        self.merges = not any(isinstance(f, JSONField) for f in self.carried)
+        q, table = self.q, self.q(self.products.table)
+        updatable = [c for c in self.carried_columns if c != SKU]
+        keep = ", ".join(
+            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
+            + [
+                f"{q(c)} = excluded.{q(c)}"
+                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
+            ]
+        )
+        differs = (
+            " OR ".join(f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} IS NOT excluded.{q(c)})" for c in updatable)
+            or "FALSE"
+        )
+        self._merge_head = f"INSERT INTO {table} ({self.insert_columns}) VALUES "
+        self._merge_row = f"({values})"
+        # Without AUTOINCREMENT a new row's id is the highest plus one, and the batch holds the
+        # write lock: an id above the highest before the statement is a row it inserted.
+        self._merge_tail = (
+            f" ON CONFLICT ({q(SKU)}) DO UPDATE SET {keep} WHERE {differs} "
+            f"RETURNING {q(SKU)}, {q(self.products.pk)}, {q(self.products.pk)} > ?"
+        )
+        self._max_id = f"SELECT max({q(self.products.pk)}) FROM {table}"
+        self._merge_sql: dict[int, str] = {}
 
     def cursor(self):
         return self.database.connection().cursor()
+
+    def _merge_statement(self, rows: int) -> str:
+        sql = self._merge_sql.get(rows)
+        if sql is None:
+            sql = self._merge_sql[rows] = self._merge_head + ", ".join([self._merge_row] * rows) + self._merge_tail
+        return sql
+
+    def merge(self, rows: list[Sequence[Any]]) -> list[tuple[str, int, bool]] | None:
+        """As PostgreSQL's: one multi-row ``INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING`` per
+        chunk of rows (as many as the statement's variables allow); None when it cannot tell
+        created from updated rows (ids at their limit), and the batch takes the lookup."""
+        if not rows:
+            return []
+        cursor = self.cursor()
+        highest = cursor.execute(self._max_id).fetchone()[0] or 0
+        if highest >= (1 << 63) - 1 - len(rows):
+            return None  # SQLite would pick random free ids: ``id > highest`` no longer means new
+        connection = self.database.connection()
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(connection, "getlimit") else 999
+        per = max(1, (min(limit, 32766) - 1) // len(rows[0]))
+        written: list[tuple[str, int, bool]] = []
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            params = list(chain.from_iterable(chunk))
+            params.append(highest)
+            written += cursor.execute(self._merge_statement(len(chunk)), params).fetchall()
+        return written
 
     # Every row of an upsert may fail halfway (a constraint, a foreign key), so SQLite keeps a
     # statement journal of the pages each row changes, in a temporary file: two write calls per
@@ -329,6 +388,14 @@ class SqliteWriter(Writer):
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
+
+    def product_ids(self, skus: list[str]) -> dict[str, int]:
+        if not skus:
+            return {}
+        sql = (
+            f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} WHERE {self.q(SKU)} "
+        )
+        return dict(self.cursor().execute(sql + self._in(skus), skus).fetchall())  # the index alone answers
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
