@@ -163,6 +163,25 @@ def test_sqlite_merge_tells_new_rows_from_stored_ones_at_the_id_limit(sqlite_url
     assert Product.select().count() == 11 and Product.get(Product.sku == "S-0001").name == "Item 1"
 
 
+def test_sqlite_caps_the_page_cache_only_while_importing(sqlite_url, tmp_path):
+    # The connection's 64 MiB page cache held mostly pages written once: capped for the import
+    # (memory growth at a million rows), the connection's own size again afterwards.
+    pfdb.init_database(sqlite_url)
+    database = pfdb.get_database()
+
+    def cache_size() -> int:
+        return database.execute_sql("PRAGMA cache_size").fetchone()[0]
+
+    with database.connection_context():
+        before = cache_size()
+        seen = []
+        result = import_products(_feed(tmp_path, 50), batch_size=20, progress=lambda _: seen.append(cache_size()))
+        after = cache_size()
+    assert result.created == 50
+    assert seen and set(seen) == {-16 * 1024}
+    assert after == before == -64 * 1024
+
+
 def test_sqlite_merge_leaves_json_feeds_to_the_lookup(sqlite_url, tmp_path, monkeypatch):
     # SQLite compares JSON as text: stored with other spacing, an unchanged value would count as
     # a change in a merge. A feed carrying a JSON column is compared in Python (``same``).
