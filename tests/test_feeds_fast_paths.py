@@ -197,3 +197,31 @@ def test_sqlite_merge_leaves_json_feeds_to_the_lookup(sqlite_url, tmp_path, monk
     result = import_products(feed)
     assert (result.created, result.updated, result.unchanged, result.rejected) == (1, 0, 1, 0)
     assert merged == []
+
+
+def test_postgresql_batches_commit_without_waiting_for_the_disk_only_when_they_are_the_transaction(
+    postgres_url, tmp_path, monkeypatch
+):
+    # Each batch's own commit does not wait for its WAL flush (the Job's last commit does, for
+    # all of them); a batch inside a caller's transaction (strict: one for the whole import)
+    # leaves the setting alone, and nothing outlives the batch.
+    from pfdb.feeds import upsert
+
+    pfdb.init_database(postgres_url)
+    database = pfdb.get_database()
+    seen: list[str] = []
+    original = upsert.PostgresWriter.merge
+
+    def merge(self, rows):
+        seen.append(database.execute_sql("SHOW synchronous_commit").fetchone()[0])
+        return original(self, rows)
+
+    monkeypatch.setattr(upsert.PostgresWriter, "merge", merge)
+    with database.connection_context():
+        assert import_products(_feed(tmp_path, 300), batch_size=100).created == 300
+        after = database.execute_sql("SHOW synchronous_commit").fetchone()[0]
+        assert seen == ["off"] * 3 and after == "on"
+        seen.clear()
+        others = write(tmp_path, "others.csv", "sku,name,price\n" + "".join(f"T-{i},T {i},1.00\n" for i in range(200)))
+        assert import_products(others, batch_size=100, strict=True).created == 200
+    assert seen == ["on"] * 2

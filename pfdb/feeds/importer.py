@@ -227,6 +227,9 @@ class RejectsWriter:
 _Row = tuple
 
 
+_UNKNOWN = object()  # a category reference not resolved yet (None: resolved to no category)
+
+
 class _Rollback(Exception):
     """Leaves the outer transaction of a dry run or a failed strict import."""
 
@@ -506,6 +509,7 @@ class _Import:
             # The upsert writes through the driver's cursor, which pfdb's execute_sql never
             # sees: name its tables for the cache, invalidated when this batch commits.
             _writes.mark(Product._meta.table_name, ProductImage._meta.table_name)
+            self.writer.begin_batch()
             counts = self._write(batch)
             self._record_counts(counts)
         self.created += counts[0]
@@ -566,8 +570,7 @@ class _Import:
         for image in writer.fetch_images(with_images):  # (product id, id, hash, position, primary)
             old_images.setdefault(image[0], []).append(image)
 
-        tail = list(columns.tail_values(now, writer.adapt))
-        image_tail = writer.images.tail_values(now, writer.adapt)
+        tail, image_tail = self._tails(now)
         db_now = writer.adapt(Product.updated_at.db_value(now))
         fill = columns.fill
         same = [writer.same(f) for f in columns.given]
@@ -648,6 +651,17 @@ class _Import:
             self.images_added += len(image_rows) if added is None else added
         return created, updated, unchanged
 
+    def _tails(self, now: Any) -> tuple[list[Any], tuple]:
+        """The batch's tail values (timestamps, status) to append to product and image rows: none
+        when the writer takes them apart (``Writer.tail_apart``)."""
+        writer = self.writer
+        tail = writer.products.tail_values(now, writer.adapt)
+        image_tail = writer.images.tail_values(now, writer.adapt)
+        if writer.tail_apart:
+            writer.batch_tails(tail, image_tail)
+            return [], ()
+        return list(tail), image_tail
+
     def _mergeable(self, batch: list[_Row]) -> bool:
         """Whether the server can find, compare and write this batch alone (``Writer.merge``).
 
@@ -671,8 +685,8 @@ class _Import:
         go back to the lookup, which sends the server only the changed rows.
         """
         writer = self.writer
-        tail = list(writer.products.tail_values(now, writer.adapt))
-        written = writer.merge([r[2] + tail for r in batch])
+        tail, image_tail = self._tails(now)
+        written = writer.merge([r[2] + tail for r in batch] if tail else [r[2] for r in batch])
         if written is None:  # the writer cannot merge this batch: the lookup
             self._merging = False
             return self._write(batch)
@@ -684,7 +698,6 @@ class _Import:
         pictured = [(sku, images) for _, sku, _, _, images, _ in batch if images]
         if not pictured:
             return created, updated, unchanged
-        image_tail = writer.images.tail_values(now, writer.adapt)
         db_now = writer.adapt(Product.updated_at.db_value(now))
         fresh = {sku for sku, _, new in written if new}
         rewritten = {sku for sku, _, new in written if not new}
@@ -732,13 +745,18 @@ class _Import:
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:
         kept = []
         index = self.layout.category
+        known = self._categories  # a feed names few categories: most rows find theirs here, with no call
         for r in batch:
-            if r[3] is not None:
-                try:
-                    r[2][index] = self._category_id(r)
-                except Invalid as exc:
-                    self._reject(r[0], r[1], r[5], [(self.format.column(CATEGORY), str(exc))])
-                    continue
+            ref = r[3]
+            if ref is not None:
+                category_id = known.get(ref, _UNKNOWN)
+                if category_id is _UNKNOWN:
+                    try:
+                        category_id = self._category_id(r)
+                    except Invalid as exc:
+                        self._reject(r[0], r[1], r[5], [(self.format.column(CATEGORY), str(exc))])
+                        continue
+                r[2][index] = category_id
             kept.append(r)
         return kept
 
