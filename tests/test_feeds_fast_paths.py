@@ -5,6 +5,8 @@ benchmarks/import_benchmark.py shows what they buy; these tests hold what they m
 
 from __future__ import annotations
 
+import dataclasses
+
 from feeds_samples import write
 
 import pfdb
@@ -224,4 +226,14 @@ def test_postgresql_batches_commit_without_waiting_for_the_disk_only_when_they_a
         seen.clear()
         others = write(tmp_path, "others.csv", "sku,name,price\n" + "".join(f"T-{i},T {i},1.00\n" for i in range(200)))
         assert import_products(others, batch_size=100, strict=True).created == 200
-    assert seen == ["on"] * 2
+        assert seen == ["on"] * 2
+        # With read replicas, this process's next reads wait for the primary's flushed WAL:
+        # a batch's commit must be in it, so it waits for the flush as before.
+        seen.clear()
+        settings = database.pfdb_settings
+        monkeypatch.setattr(
+            database, "pfdb_settings", dataclasses.replace(settings, replica_urls=(settings.database_url,))
+        )
+        more = write(tmp_path, "more.csv", "sku,name,price\n" + "".join(f"U-{i},U {i},1.00\n" for i in range(200)))
+        assert import_products(more, batch_size=100).created == 200
+        assert seen == ["on"] * 2

@@ -551,6 +551,9 @@ class PostgresWriter(Writer):
         self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
         settings = getattr(database, "pfdb_settings", None)
         self.per_transaction = bool(settings and settings.transaction_pooled)
+        # With read replicas, this process's reads after a batch wait for the replica to replay
+        # the primary's flushed WAL position (replicas.py): a batch's commit must be in it.
+        self.async_commits = not (settings and settings.replica_urls)
         self._text = self._text_positions(self.staged_fields)
         self._image_text = self._text_positions(self.staged_image_fields)
 
@@ -613,8 +616,9 @@ class PostgresWriter(Writer):
         # with the counts committed beside them, and the import run again finishes them, as after
         # any interruption. The Job's last update commits as usual, which flushes the WAL up to
         # it: a finished import is as durable as before. SQLite's synchronous=NORMAL in WAL mode
-        # already commits this way. Not a batch inside a caller's transaction: that one is theirs.
-        if self.batch_commits:
+        # already commits this way. Not a batch inside a caller's transaction: that one is theirs;
+        # nor with read replicas configured (``async_commits``).
+        if self.batch_commits and self.async_commits:
             self.cursor().execute("SET LOCAL synchronous_commit = off")
 
     def _stage(self, cursor: Any, name: str) -> None:
