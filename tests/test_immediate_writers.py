@@ -186,6 +186,33 @@ def test_two_imports_of_different_feeds_at_once_both_finish(sqlite_url, tmp_path
         assert Product.select().where(Product.sku.startswith(f"{prefix}-")).count() == 3000
 
 
+def test_two_imports_of_one_feed_at_once_create_each_product_once(sqlite_url, tmp_path):
+    # Both find an empty table and merge their batches (Writer.merge): under the write lock a
+    # batch tells the rows it created (ids above the highest before it) from those the other
+    # import had created first, which it finds unchanged.
+    script = tmp_path / "import.py"
+    script.write_text(
+        textwrap.dedent(
+            IMPORT.replace(
+                "result.rows, result.created, result.rejected",
+                "result.rows, result.created, result.updated, result.unchanged",
+            )
+        )
+    )
+    go = tmp_path / "go"
+    feed = write_feed(tmp_path / "A.csv", "A", 3000)
+    procs = [start(script, sqlite_url, str(go), str(feed), "40") for _ in range(2)]
+    release_together(procs, go)
+    results = [finish(p) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0], [err[-600:] for _, _, err in results]
+    counts = [[int(n) for n in out.split()] for _, out, _ in results]
+    assert all(rows == created + unchanged == 3000 and updated == 0 for rows, created, updated, unchanged in counts)
+    assert counts[0][1] + counts[1][1] == 3000
+    assert 0 < counts[0][1] < 3000  # they did overlap
+    pfdb.init_database(sqlite_url)
+    assert Product.select().where(Product.sku.startswith("A-")).count() == 3000
+
+
 def test_import_beside_a_writer_every_10_ms_succeeds(sqlite_url, tmp_path):
     (tmp_path / "import.py").write_text(textwrap.dedent(IMPORT))
     (tmp_path / "writer.py").write_text(textwrap.dedent(WRITER))

@@ -6,10 +6,12 @@ doing so; here each statement is written once per import from ``Product._meta`` 
 every batch goes to the driver as plain tuples:
 
 * SQLite: one prepared ``INSERT … ON CONFLICT (sku) DO UPDATE … WHERE (changed)`` through
-  the raw ``sqlite3`` cursor's ``executemany``;
+  the raw ``sqlite3`` cursor's ``executemany``; for a first load (``merge``) the whole batch
+  as multi-row ``VALUES`` with ``RETURNING``: an empty value keeps the stored one, and
+  SQLite compares;
 * PostgreSQL: ``COPY`` into a temporary table, then one ``INSERT … SELECT … ON CONFLICT
   (sku) DO UPDATE … WHERE (changed) RETURNING id, sku``; for a first load the same with the
-  whole batch (``merge``): an empty value keeps the stored one, and the server compares.
+  whole batch (``merge``), compared by the server as on SQLite.
 
 The ``SET`` list holds only the columns the feed carries (plus ``updated_at`` and the
 sync status), so a feed without descriptions never touches them; ``WHERE`` skips rows
@@ -23,13 +25,15 @@ import csv
 import datetime as dt
 import io
 import operator
+import sqlite3
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from itertools import chain
 from typing import Any
 
 from .._peewee import peewee as pw
 from ..models import Product, ProductImage
-from ..models.fields import utcnow
+from ..models.fields import JSONField, utcnow
 from .layout import RowLayout
 
 
@@ -194,6 +198,16 @@ class Writer:
     def finish(self) -> None:
         """Once at the end (also after a failure, if the connection is still usable)."""
 
+    def begin_batch(self) -> None:
+        """In each batch's transaction, before its first statement."""
+
+    #: whether rows come without their tails (``Columns.tail``): the writer adds the batch's
+    #: values, given to ``batch_tails``, itself
+    tail_apart = False
+
+    def batch_tails(self, products: tuple, images: tuple) -> None:
+        """The batch's tail values (``Columns.tail_values``) of products and images, when ``tail_apart``."""
+
     def fetch_existing(self, skus: list[str]) -> dict[str, tuple]:
         """``sku -> (id, sku, *given columns, *kept columns)`` for the SKUs already stored, raw driver values."""
         raise NotImplementedError
@@ -262,9 +276,64 @@ class SqliteWriter(Writer):
             f"INSERT INTO {self.q(self.images.table)} ({self.image_columns}) "
             f"VALUES ({image_values}) ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
+        # ``merge``: the batch as multi-row VALUES, a value left empty keeps the stored one, a row
+        # whose values all equal the stored ones is not written. SQLite compares after the
+        # column's affinity ('29.90' is the stored 29.9), as ``same`` does; not JSON text, where
+        # other spacing of one value would count as a change: such feeds take the lookup.
+        self.merges = not any(isinstance(f, JSONField) for f in self.carried)
+        q, table = self.q, self.q(self.products.table)
+        updatable = [c for c in self.carried_columns if c != SKU]
+        keep = ", ".join(
+            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
+            + [
+                f"{q(c)} = excluded.{q(c)}"
+                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
+            ]
+        )
+        differs = (
+            " OR ".join(f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} IS NOT excluded.{q(c)})" for c in updatable)
+            or "FALSE"
+        )
+        self._merge_head = f"INSERT INTO {table} ({self.insert_columns}) VALUES "
+        self._merge_row = f"({values})"
+        # Without AUTOINCREMENT a new row's id is the highest plus one, and the batch holds the
+        # write lock: an id above the highest before the statement is a row it inserted.
+        self._merge_tail = (
+            f" ON CONFLICT ({q(SKU)}) DO UPDATE SET {keep} WHERE {differs} "
+            f"RETURNING {q(SKU)}, {q(self.products.pk)}, {q(self.products.pk)} > ?"
+        )
+        self._max_id = f"SELECT max({q(self.products.pk)}) FROM {table}"
+        self._merge_sql: dict[int, str] = {}
 
     def cursor(self):
         return self.database.connection().cursor()
+
+    def _merge_statement(self, rows: int) -> str:
+        sql = self._merge_sql.get(rows)
+        if sql is None:
+            sql = self._merge_sql[rows] = self._merge_head + ", ".join([self._merge_row] * rows) + self._merge_tail
+        return sql
+
+    def merge(self, rows: list[Sequence[Any]]) -> list[tuple[str, int, bool]] | None:
+        """As PostgreSQL's: one multi-row ``INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING`` per
+        chunk of rows (as many as the statement's variables allow); None when it cannot tell
+        created from updated rows (ids at their limit), and the batch takes the lookup."""
+        if not rows:
+            return []
+        cursor = self.cursor()
+        highest = cursor.execute(self._max_id).fetchone()[0] or 0
+        if highest >= (1 << 63) - 1 - len(rows):
+            return None  # SQLite would pick random free ids: ``id > highest`` no longer means new
+        connection = self.database.connection()
+        limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(connection, "getlimit") else 999
+        per = max(1, (min(limit, 32766) - 1) // len(rows[0]))
+        written: list[tuple[str, int, bool]] = []
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            params = list(chain.from_iterable(chunk))
+            params.append(highest)
+            written += cursor.execute(self._merge_statement(len(chunk)), params).fetchall()
+        return written
 
     # Every row of an upsert may fail halfway (a constraint, a foreign key), so SQLite keeps a
     # statement journal of the pages each row changes, in a temporary file: two write calls per
@@ -272,16 +341,30 @@ class SqliteWriter(Writer):
     # it holds one row's pages at a time. Per import only: temp_store also decides where VACUUM
     # and big sorts spill, which must stay on disk.
     _temp_store: int | None = None
+    _cache_size: int | None = None
+    #: the page cache during an import, in KiB
+    CACHE_KIB = 16 * 1024
 
     def start(self) -> None:
         cursor = self.cursor()
         self._temp_store = cursor.execute("PRAGMA temp_store").fetchone()[0]
         cursor.execute("PRAGMA temp_store = MEMORY")
+        # The connection's 64 MiB page cache fills with pages an import writes once and does not
+        # read again: at 1,000,000 rows most of the import's memory growth. The pages it comes
+        # back to (the indexes' right edges, the categories) fit in far less.
+        size = cursor.execute("PRAGMA cache_size").fetchone()[0]  # negative: KiB; positive: pages
+        kib = -size if size < 0 else size * cursor.execute("PRAGMA page_size").fetchone()[0] // 1024
+        if kib > self.CACHE_KIB:
+            self._cache_size = size
+            cursor.execute(f"PRAGMA cache_size = {-self.CACHE_KIB}")
 
     def finish(self) -> None:
         if self._temp_store is not None:
             self.cursor().execute(f"PRAGMA temp_store = {int(self._temp_store)}")
             self._temp_store = None
+        if self._cache_size is not None:
+            self.cursor().execute(f"PRAGMA cache_size = {int(self._cache_size)}")
+            self._cache_size = None
 
     # What sqlite3 would do through its adapter protocol, done directly: the protocol looks each
     # non-basic value up (a bool is not an exact int) and fails an attribute lookup with a
@@ -329,6 +412,14 @@ class SqliteWriter(Writer):
 
     def upsert(self, rows: list[Sequence[Any]]) -> None:
         self.cursor().executemany(self.upsert_sql, rows)
+
+    def product_ids(self, skus: list[str]) -> dict[str, int]:
+        if not skus:
+            return {}
+        sql = (
+            f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} WHERE {self.q(SKU)} "
+        )
+        return dict(self.cursor().execute(sql + self._in(skus), skus).fetchall())  # the index alone answers
 
     def fetch_images(self, product_ids: list[int]) -> list[tuple]:
         if not product_ids:
@@ -395,24 +486,40 @@ class PostgresWriter(Writer):
     STAGE = "pfdb_import_products"
     IMAGE_STAGE = "pfdb_import_images"
 
+    #: The tails (timestamps, status: one value per batch) are parameters of the statements
+    #: that move the staged rows, not columns of every COPY row: a third less COPY text to write
+    #: and parse for products, as much for images.
+    tail_apart = True
+
     def __init__(self, database: pw.Database, layout: RowLayout):
         super().__init__(database, layout)
         cols, image_cols = self.insert_columns, self.image_columns
+        q = self.q
+        products, images = self.products, self.images
+        self.staged_fields = products.given + products.kept
+        self.staged_image_fields = images.given + images.kept
+        staged = ", ".join(q(f.column_name) for f in self.staged_fields)
+        staged_images = ", ".join(q(f.column_name) for f in self.staged_image_fields)
+        self.staged_columns, self.staged_image_columns = staged, staged_images
+        select = ", ".join([staged] + ["%s"] * len(products.tail))
+        select_images = ", ".join([staged_images] + ["%s"] * len(images.tail))
+        self._tail: tuple = ()
+        self._image_tail: tuple = ()
         # The ids of the products written come back, so image rows can carry their product's
         # id: joining the staged images to products by SKU made PostgreSQL hash the whole
         # products table once per batch.
         self.upsert_sql = (
-            f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {cols} FROM {self.STAGE} "
+            f"INSERT INTO {self.q(self.products.table)} ({cols}) SELECT {select} FROM {self.STAGE} "
             f"ON CONFLICT ({self.q(SKU)}) DO UPDATE SET {self.set_clause} WHERE {self.changed} "
             # xmax is 0 only in a row version this statement inserted (an updated row's old
             # version carries the updater's id): what this import created, not what it expected to.
             f"RETURNING {self.q(SKU)}, {self.q(self.products.pk)}, xmax = 0"
         )
-        self.copy_sql = f"COPY {self.STAGE} ({cols}) FROM STDIN WITH "
+        self.copy_sql = f"COPY {self.STAGE} ({staged}) FROM STDIN WITH "
         # The whole batch in one statement: the unique index finds the stored row, a value the
         # feed leaves empty keeps the stored one, and a row whose every value is the stored one
         # is not written at all (no new version, its updated_at stays).
-        q, table = self.q, self.q(self.products.table)
+        table = self.q(self.products.table)
         updatable = [c for c in self.carried_columns if c != SKU]
         keep = ", ".join(
             [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
@@ -428,15 +535,15 @@ class PostgresWriter(Writer):
             or "FALSE"
         )
         self.merge_sql = (
-            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {self.STAGE} "
+            f"INSERT INTO {table} ({cols}) SELECT {select} FROM {self.STAGE} "
             f"ON CONFLICT ({q(SKU)}) DO UPDATE SET {keep} WHERE {differs} "
             f"RETURNING {q(SKU)}, {q(self.products.pk)}, xmax = 0"
         )
         self.insert_images_sql = (
-            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {image_cols} FROM {self.IMAGE_STAGE} "
+            f"INSERT INTO {self.q(self.images.table)} ({image_cols}) SELECT {select_images} FROM {self.IMAGE_STAGE} "
             f"ON CONFLICT ({self.image_conflict}) DO NOTHING"
         )
-        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({image_cols}) FROM STDIN WITH "
+        self.copy_images_sql = f"COPY {self.IMAGE_STAGE} ({staged_images}) FROM STDIN WITH "
         self.select_ids = (
             f"SELECT {self.q(SKU)}, {self.q(self.products.pk)} FROM {self.q(self.products.table)} "
             f"WHERE {self.q(SKU)} = ANY(%s)"
@@ -444,8 +551,14 @@ class PostgresWriter(Writer):
         self._ids: dict[str, int] = {}  # SKU -> id of this batch's products
         settings = getattr(database, "pfdb_settings", None)
         self.per_transaction = bool(settings and settings.transaction_pooled)
-        self._text = self._text_positions(self.products.fields)
-        self._image_text = self._text_positions(self.images.fields)
+        # With read replicas, this process's reads after a batch wait for the replica to replay
+        # the primary's flushed WAL position (replicas.py): a batch's commit must be in it.
+        self.async_commits = not (settings and settings.replica_urls)
+        self._text = self._text_positions(self.staged_fields)
+        self._image_text = self._text_positions(self.staged_image_fields)
+
+    def batch_tails(self, products: tuple, images: tuple) -> None:
+        self._tail, self._image_tail = tuple(products), tuple(images)
 
     @staticmethod
     def _text_positions(fields: Sequence[pw.Field]) -> list[int]:
@@ -475,8 +588,8 @@ class PostgresWriter(Writer):
 
     def _stages(self) -> tuple[tuple[str, str, str], ...]:
         return (
-            (self.STAGE, self.products.table, self.insert_columns),
-            (self.IMAGE_STAGE, self.images.table, self.image_columns),
+            (self.STAGE, self.products.table, self.staged_columns),
+            (self.IMAGE_STAGE, self.images.table, self.staged_image_columns),
         )
 
     def start(self) -> None:
@@ -496,6 +609,17 @@ class PostgresWriter(Writer):
                 f"CREATE TEMPORARY TABLE {stage} ON COMMIT DELETE ROWS AS SELECT {cols} "
                 f"FROM {self.q(table)} WITH NO DATA"
             )
+
+    def begin_batch(self) -> None:
+        # A batch that commits on its own does not wait for its WAL to reach the disk (50 flushes
+        # per 100,000 rows; the raw code commits once): a crash can lose the last batches, whole,
+        # with the counts committed beside them, and the import run again finishes them, as after
+        # any interruption. The Job's last update commits as usual, which flushes the WAL up to
+        # it: a finished import is as durable as before. SQLite's synchronous=NORMAL in WAL mode
+        # already commits this way. Not a batch inside a caller's transaction: that one is theirs;
+        # nor with read replicas configured (``async_commits``).
+        if self.batch_commits and self.async_commits:
+            self.cursor().execute("SET LOCAL synchronous_commit = off")
 
     def _stage(self, cursor: Any, name: str) -> None:
         """Transaction pooling: make staging table ``name`` in this transaction, unless it has it."""
@@ -536,7 +660,7 @@ class PostgresWriter(Writer):
         options, data = copy_buffer(rows, self._text)
         self._stage(cursor, self.STAGE)
         cursor.copy_expert(self.copy_sql + options, data)
-        cursor.execute(self.upsert_sql)
+        cursor.execute(self.upsert_sql, self._tail)
         written = cursor.fetchall()
         self._ids.update((sku, pk) for sku, pk, _ in written)
         self._clear(cursor, self.STAGE)
@@ -550,7 +674,7 @@ class PostgresWriter(Writer):
         options, data = copy_buffer(rows, self._text)
         self._stage(cursor, self.STAGE)
         cursor.copy_expert(self.copy_sql + options, data)
-        cursor.execute(self.merge_sql)
+        cursor.execute(self.merge_sql, self._tail)
         written = cursor.fetchall()
         self._clear(cursor, self.STAGE)
         self._ids = {sku: pk for sku, pk, _ in written}
@@ -579,7 +703,7 @@ class PostgresWriter(Writer):
         options, data = copy_buffer(rows, self._image_text)
         self._stage(cursor, self.IMAGE_STAGE)
         cursor.copy_expert(self.copy_images_sql + options, data)
-        cursor.execute(self.insert_images_sql)
+        cursor.execute(self.insert_images_sql, self._image_tail)
         inserted = cursor.rowcount
         self._clear(cursor, self.IMAGE_STAGE)
         return inserted
