@@ -244,6 +244,17 @@ _ODD_CELLS = [
     "true",
     '{"a": 1}',
 ]
+_ODD_IMAGES = [
+    " https://a/1.jpg | https://a/2.jpg ",
+    "https://a/1.jpg||https://a/1.jpg|",
+    "|",
+    " ",
+    "https://a/é.jpg",
+    "https://a/\x00.jpg",
+    "https://a/" + "x" * 2048,
+    "https://a/1.jpg|https://a/" + "y" * 2039,  # 2,049 characters: refused
+    "https://a/" + "z" * 2038,  # 2,048: taken
+]
 _ORDINARY = {
     "sku": lambda i: f"SKU-{i}",
     "name": lambda i: f"Item {i}",
@@ -273,9 +284,12 @@ def test_cleaning_a_column_at_a_time_agrees_with_row_by_row(tmp_path, decimals_a
         odd = rng.random() < 0.3  # most chunks hold one odd cell or more, some none
         row = {name: (_ORDINARY[name](i) if name in _ORDINARY else f"v{i}") for name in FEED_FIELDS}
         row["attributes"] = '{"k": 1}' if i % 2 else ""
-        row["category"], row["images"] = f"A > B{i % 3}", f"https://a/{i}.jpg"
+        row["category"] = f"A > B{i % 3}"
+        row["images"] = f"https://a/{i}.jpg|https://a/{i}b.jpg" if i % 5 else ""
         if odd:
             row[rng.choice(FEED_FIELDS)] = rng.choice(_ODD_CELLS)
+        if rng.random() < 0.05:
+            row["images"] = rng.choice(_ODD_IMAGES)
         lines.append(",".join('"' + row[c].replace('"', '""') + '"' for c in columns))
     path = tmp_path / "feed.csv"
     path.write_text(",".join(columns) + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
