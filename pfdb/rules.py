@@ -2,9 +2,9 @@
 
 Each rule turns a value into its stored form or raises ``RuleError`` (``NumberError`` for
 numbers) whose message completes "<field>: …"; the model wraps it in ``ValidationError``,
-the feed cleaner in ``Invalid``. The feed cleaner adds per-row fast paths (``grammar.fast``,
-memoised codes) in front of these rules, never a rule of its own, so a value is accepted
-or refused, with the same reason, whichever way it arrives.
+the feed cleaner in ``Invalid``. The feed cleaner adds per-row and per-column fast paths
+(``grammar.fast``, memoised codes, ``gtins_valid``) in front of these rules, never a rule of
+its own, so a value is accepted or refused, with the same reason, whichever way it arrives.
 
 Also here: the words pfdb reads as true or false, in feed cells, settings and
 ``Configuration`` rows alike. Imports nothing of pfdb but ``numbers``.

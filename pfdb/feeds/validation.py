@@ -7,6 +7,10 @@ currency, status), which both read from ``pfdb.rules``; the cleaners only add pe
 paths in front. tests/test_feeds_validation.py checks that both accept and refuse the
 same values. A cleaner returns the Python value, ``None`` for "no value in this row"
 (an empty cell never blanks a stored value), or raises ``Invalid``.
+
+A pfdb CSV is cleaned a column at a time (``RowCleaner.clean_many``): a column cleaner
+(``column_cleaner``) takes a whole column in a few C calls when every cell is an ordinary
+value, and hands any other column to the per-value cleaner, which alone gives reasons.
 """
 
 from __future__ import annotations
