@@ -206,3 +206,117 @@ def test_column_mapping_is_the_name_and_the_old_one_still_works(tmp_path):
     with pytest.warns(DeprecationWarning, match="ColumnMapping"):
         from pfdb.feeds import Mapping
     assert Mapping is ColumnMapping
+
+
+# Cells a column cleaner must leave to the per-value cleaner (or take with the same result).
+_ODD_CELLS = [
+    "",
+    " ",
+    "  19.99 ",
+    "019.99",
+    "19.9",
+    "19.999",
+    "7",
+    "0",
+    "0.00",
+    "-1",
+    "1e3",
+    "9999999999.99",
+    "10000000000.00",
+    "12.0",
+    "2147483648",
+    "99999999999",
+    "'4006381333931",
+    "4006381333932",
+    "4006381333931",
+    "12345670",
+    "00012345600012",
+    "usd",
+    "EURO",
+    "Active",
+    "deleted",
+    "'ABC",
+    "a\x00b",
+    "two\nlines",
+    "1.00\n2.00",
+    "x" * 101,
+    "n" * 501,
+    "true",
+    '{"a": 1}',
+]
+_ODD_IMAGES = [
+    " https://a/1.jpg | https://a/2.jpg ",
+    "https://a/1.jpg||https://a/1.jpg|",
+    "|",
+    " ",
+    "https://a/é.jpg",
+    "https://a/\x00.jpg",
+    "https://a/" + "x" * 2048,
+    "https://a/1.jpg|https://a/" + "y" * 2039,  # 2,049 characters: refused
+    "https://a/" + "z" * 2038,  # 2,048: taken
+]
+_ORDINARY = {
+    "sku": lambda i: f"SKU-{i}",
+    "name": lambda i: f"Item {i}",
+    "description": lambda i: f"<p>{i}</p>\n",
+    "price": lambda i: f"{i}.{i % 100:02d}",
+    "compare_at_price": lambda i: "" if i % 3 else f"{i + 1}.00",
+    "currency": lambda i: "USD",
+    "gtin": lambda i: ["4006381333931", "12345670", "00012345600012", ""][i % 4],
+    "weight": lambda i: f"{i % 9}.{i % 1000:03d}",
+    "inventory_quantity": lambda i: str(i % 50),
+    "status": lambda i: "active",
+}
+
+
+@pytest.mark.parametrize("decimals_as", [None, str], ids=["decimals", "decimal-text"])
+def test_cleaning_a_column_at_a_time_agrees_with_row_by_row(tmp_path, decimals_as):
+    """``clean_many``'s column cleaners give what ``clean`` gives, rejects and their reasons included."""
+    from pfdb._peewee import peewee as pw
+    from pfdb.feeds.formats import make_format
+    from pfdb.feeds.layout import RowLayout
+    from pfdb.feeds.validation import RowCleaner
+
+    columns = [*FEED_FIELDS, "category", "images"]
+    rng = random.Random(18)
+    lines = []
+    for i in range(400):
+        odd = rng.random() < 0.3  # most chunks hold one odd cell or more, some none
+        row = {name: (_ORDINARY[name](i) if name in _ORDINARY else f"v{i}") for name in FEED_FIELDS}
+        row["attributes"] = '{"k": 1}' if i % 2 else ""
+        row["category"] = f"A > B{i % 3}"
+        row["images"] = f"https://a/{i}.jpg|https://a/{i}b.jpg" if i % 5 else ""
+        if odd:
+            row[rng.choice(FEED_FIELDS)] = rng.choice(_ODD_CELLS)
+        if rng.random() < 0.05:
+            row["images"] = rng.choice(_ODD_IMAGES)
+        lines.append(",".join('"' + row[c].replace('"', '""') + '"' for c in columns))
+    path = tmp_path / "feed.csv"
+    path.write_text(",".join(columns) + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+
+    def converter(field):
+        return decimals_as if isinstance(field, pw.DecimalField) else None
+
+    with open_feed(str(path)) as feed:
+        fmt = make_format(feed)
+        records = list(fmt.records(feed))
+    cleaner = RowCleaner(fmt, RowLayout.carrying(fmt.carried), converter)
+    assert all(cleaner.columns[:-1])  # every column but attributes (JSON) has a column cleaner
+    by_row = [cleaner.clean(r) for r in records]
+    by_column = [row for i in range(0, len(records), 16) for row in cleaner.clean_many(records[i : i + 16])]
+    assert repr(by_column) == repr(by_row)  # repr: Decimal('1.50') is not Decimal('1.5'), nor '1.50'
+    assert sum(1 for *_, errors in by_row if errors) > 20  # the odd cells were refused in places
+
+
+def test_a_whole_column_of_gtins_is_checked_as_one_by_one():
+    from pfdb.rules import gtins_valid
+
+    rng = random.Random(8)
+    for _ in range(3000):
+        codes = ["".join(rng.choice("0123456789") for _ in range(rng.choice((8, 12, 13, 14)))) for _ in range(20)]
+        codes = [c[:-1] + next(d for d in "0123456789" if gtin_is_valid(c[:-1] + d)) for c in codes]  # all valid
+        assert gtins_valid(codes)
+        j = rng.randrange(len(codes))
+        codes[j] = codes[j][:-1] + str((int(codes[j][-1]) + rng.randint(1, 9)) % 10)  # one wrong check digit
+        assert not gtins_valid(codes)
+    assert gtins_valid([]) and gtins_valid(["99999999999997"]) and not gtins_valid(["99999999999999"])

@@ -7,15 +7,21 @@ currency, status), which both read from ``pfdb.rules``; the cleaners only add pe
 paths in front. tests/test_feeds_validation.py checks that both accept and refuse the
 same values. A cleaner returns the Python value, ``None`` for "no value in this row"
 (an empty cell never blanks a stored value), or raises ``Invalid``.
+
+A pfdb CSV is cleaned a column at a time (``RowCleaner.clean_many``): a column cleaner
+(``column_cleaner``) takes a whole column in a few C calls when every cell is an ordinary
+value, and hands any other column to the per-value cleaner, which alone gives reasons.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any
 
 from .._peewee import peewee as pw
@@ -29,6 +35,7 @@ from ..rules import (
     currency_code,
     gtin_is_valid,
     gtin_reason,
+    gtins_valid,
     status_reason,
     truth,
 )
@@ -170,6 +177,7 @@ def _memoised(clean: Cleaner) -> Cleaner:
         return cached(raw) if raw.__class__ is str else clean(raw)
 
     functools.update_wrapper(lookup, clean)
+    lookup.cached = cached  # type: ignore[attr-defined]  # for a column of text cells (``column_cleaner``)
     return lookup
 
 
@@ -233,6 +241,140 @@ def cleaner_for(name: str) -> Cleaner:
     raise TypeError(f"no feed cleaner for Product.{name} ({type(field).__name__})")  # a new field type
 
 
+# -- a column at a time -------------------------------------------------------------------------
+#: What cleans a whole column of text cells (a pfdb CSV's) into the driver's form, or returns
+#: ``None`` when a cell needs the per-value cleaner (a value to refuse, or just an unusual one).
+ColumnCleaner = Callable[[list[str]], list[Any] | None]
+
+
+def _all_match(item: str) -> Callable[[list[str]], bool]:
+    """Whether every cell of a column is empty or matches ``item`` (a regex matching no newline).
+
+    One match over the cells joined by newlines runs in C; a cell holding a newline itself
+    shows up as one newline too many, and fails the check.
+    """
+    column = re.compile(f"(?:{item})?(?:\n(?:{item})?)*")
+
+    def check(cells: list[str]) -> bool:
+        text = "\n".join(cells)
+        return column.fullmatch(text) is not None and text.count("\n") == len(cells) - 1
+
+    return check
+
+
+def _converted(make: ColumnCleaner, convert: Callable[[Any], Any] | None) -> ColumnCleaner:
+    if convert is None:
+        return make
+
+    def column(cells: list[str]) -> list[Any] | None:
+        values = make(cells)
+        return None if values is None else [None if v is None else convert(v) for v in values]
+
+    return column
+
+
+def _text_column(max_length: int | None, *, identifier: bool = False) -> ColumnCleaner:
+    """``text_cleaner`` for a column without a NUL, an over-long value, or (identifiers) an apostrophe."""
+
+    def column(cells: list[str]) -> list[Any] | None:
+        stripped = list(map(str.strip, cells))
+        joined = "".join(stripped)
+        if "\x00" in joined or (identifier and "'" in joined):
+            return None
+        if max_length and max(map(len, stripped), default=0) > max_length:
+            return None
+        return [text or None for text in stripped]
+
+    return column
+
+
+def _verbatim_column(cells: list[str]) -> list[Any] | None:
+    """``verbatim_text`` for a column without a NUL (``isspace`` is ``not strip()`` of a non-empty text)."""
+    if "\x00" in "".join(cells):
+        return None
+    return [text if text and not text.isspace() else None for text in cells]
+
+
+def _number_column(grammar: DecimalGrammar, convert: Callable[[Any], Any] | None) -> ColumnCleaner | None:
+    """A column of numbers in their stored form already: ``19.99`` for money, no spaces, no leading zero.
+
+    Such a text is ``str()`` of its cleaned Decimal, which is ``Decimal(text)`` as is (its
+    places are the column's, so the quantize changes nothing): a driver taking decimals as
+    text (SQLite's writer) gets the cells themselves, and no Decimal is made at all.
+    """
+    if grammar.whole_digits < 1:
+        return None
+    whole = f"(?:0|[1-9][0-9]{{0,{grammar.whole_digits - 1}}})"
+    matches = _all_match(whole + (f"\\.[0-9]{{{grammar.places}}}" if grammar.places else ""))
+    if convert is str:
+        make: ColumnCleaner = lambda cells: [text or None for text in cells]  # noqa: E731
+    else:
+        make = _converted(lambda cells: [Decimal(text) if text else None for text in cells], convert)
+
+    def column(cells: list[str]) -> list[Any] | None:
+        return make(cells) if matches(cells) else None
+
+    return column
+
+
+_small_integers = _all_match("[0-9]{1,9}")  # integer_cleaner's fast path: in range whatever the digits
+
+
+def _integer_column(cells: list[str]) -> list[Any] | None:
+    return [int(text) if text else None for text in cells] if _small_integers(cells) else None
+
+
+_gtin_lengths = _all_match("[0-9]{8}|[0-9]{12,14}")
+
+
+def _gtin_column(cells: list[str]) -> list[Any] | None:
+    if not _gtin_lengths(cells) or not gtins_valid([code for code in cells if code]):
+        return None
+    return [code or None for code in cells]
+
+
+def _memoised_column(clean: Cleaner) -> ColumnCleaner:
+    """A ``_memoised`` cleaner over a column: its C cache per cell (it cleans "" to ``None`` too)."""
+    cached = clean.cached  # type: ignore[attr-defined]
+
+    def column(cells: list[str]) -> list[Any] | None:
+        try:
+            return list(map(cached, cells))
+        except Invalid:
+            return None
+
+    return column
+
+
+def column_cleaner(name: str, convert: Callable[[Any], Any] | None) -> ColumnCleaner | None:
+    """The column cleaner of a Product field, giving ``convert``'s form; ``None``: value by value only.
+
+    Each one accepts only columns whose every cell its field's cleaner takes, with the same
+    result; a column it leaves (``None``) is cleaned value by value, which finds the reasons.
+    """
+    field = Product._meta.fields[name]
+    rule = PRODUCT_RULES.get(name)
+    if rule is not None and rule.grammar is not None:
+        return _number_column(rule.grammar, convert)
+    if name in ("currency", "status"):
+        return _converted(_memoised_column(cleaner_for(name)), convert)
+    if name == "gtin":
+        return _converted(_gtin_column, convert)
+    if name in ("sku", "manufacturer_part_number"):
+        return _converted(_text_column(getattr(field, "max_length", None), identifier=True), convert)
+    if isinstance(field, JSONField):
+        return None
+    if isinstance(field, pw.CharField):
+        return _converted(_text_column(field.max_length), convert)
+    if isinstance(field, pw.TextField):
+        return _converted(_verbatim_column, convert)
+    if isinstance(field, pw.DecimalField):
+        return _number_column(DecimalGrammar(field.max_digits, field.decimal_places, rounding=True), convert)
+    if isinstance(field, pw.IntegerField):
+        return _converted(_integer_column, convert)
+    return None  # booleans: value by value
+
+
 URL_MAX = ProductImage.url.max_length
 
 
@@ -293,6 +435,10 @@ class RowCleaner:
             for i, f in enumerate(self.fields)
             if f.name != CATEGORY and (positions is None or f.name in positions)
         ]
+        # Positional cells: the column cleaners ``clean_many`` tries first, and what takes the columns out.
+        self.columns = [column_cleaner(self.fields[i].name, convert) for i, _, _, _, convert in self.plan]
+        places = [key for _, key, *_ in self.plan]
+        self._take = itemgetter(*places) if len(places) > 1 else None
         self.category_key = key(CATEGORY) if self.has_category else None
         self.images_key = key(IMAGES) if self.has_images else None
         self.width = layout.width
@@ -348,8 +494,16 @@ class RowCleaner:
         rows = [r.values for r in records]
         errors = [list(r.errors) if r.errors else None for r in records]
         columns: list[list[Any]] = [[None] * n for _ in range(self.width)]
-        for i, pos, column, clean, convert in self.plan:
-            raw = [row[pos] for row in rows]
+        if self._take is not None:
+            cells = list(zip(*map(self._take, rows), strict=True))
+        else:
+            cells = [[row[key] for row in rows] for _, key, *_ in self.plan]
+        for (i, _, column, clean, convert), bulk, raw in zip(self.plan, self.columns, cells, strict=True):
+            if bulk is not None:  # the whole column in a few C calls, when every cell is an ordinary one
+                values = bulk(raw)
+                if values is not None:
+                    columns[i] = values
+                    continue
             try:
                 values = [clean(v) if v else None for v in raw]  # cells are text: "" is no value
             except Invalid:
