@@ -360,6 +360,9 @@ def db(database_url):
 def _reset_pfdb(tmp_path_factory, monkeypatch):
     # pfdb status caches its drift answer in $XDG_CACHE_HOME/pfdb: one cache per test.
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    # Each test works in a folder of its own: PostgreSQL's backups (migrate's backup before an
+    # upgrade among them) go to ./backups, which was the checkout's own folder.
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     pfdb.close_database()
 

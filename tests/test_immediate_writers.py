@@ -207,8 +207,9 @@ def test_two_imports_of_one_feed_at_once_create_each_product_once(sqlite_url, tm
     assert [code for code, _, _ in results] == [0, 0], [err[-600:] for _, _, err in results]
     counts = [[int(n) for n in out.split()] for _, out, _ in results]
     assert all(rows == created + unchanged == 3000 and updated == 0 for rows, created, updated, unchanged in counts)
+    # Each waited after its first batch for the other's, so they ran side by side; which one
+    # then creates the rest is the scheduler's choice, so only the sum is asserted.
     assert counts[0][1] + counts[1][1] == 3000
-    assert 0 < counts[0][1] < 3000  # they did overlap
     pfdb.init_database(sqlite_url)
     assert Product.select().where(Product.sku.startswith("A-")).count() == 3000
 
