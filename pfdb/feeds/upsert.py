@@ -179,7 +179,7 @@ class Writer:
         by the feed's cleaners and peewee passes them through unchanged unless ``auto_round``.
         """
         if isinstance(field, pw.DecimalField) and not field.auto_round:
-            return None
+            return str  # COPY and the statements take text; a cell in stored form goes as it is
         return db_converter(field)
 
     def same(self, field: pw.Field) -> Callable[[Any, Any], bool]:
@@ -490,6 +490,14 @@ class PostgresWriter(Writer):
     #: that move the staged rows, not columns of every COPY row: a third less COPY text to write
     #: and parse for products, as much for images.
     tail_apart = True
+
+    def stored_as_given(self, field: pw.Field) -> str:
+        # Decimals travel as text (``converter``): a numeric(12, 2) reads back as '19.99', the
+        # cleaned cell's own form, so an unchanged row compares equal without a Decimal made.
+        column = self.q(field.column_name)
+        if isinstance(field, pw.DecimalField) and not field.auto_round:
+            return f"{column}::text"
+        return column
 
     def __init__(self, database: pw.Database, layout: RowLayout):
         super().__init__(database, layout)
