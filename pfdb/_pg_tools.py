@@ -246,7 +246,8 @@ def inspect_backup(
     A tenant's backup must hold that tenant's schema only, and the main database's no
     tenant's: pg_restore recreates each table in the schema it was dumped from.
 
-    Returns (last migration, tables in the dump); raises ``RestoreError`` naming what is wrong.
+    Returns (the migration names of the dump's history, oldest first; tables in the dump);
+    raises ``RestoreError`` naming what is wrong.
     """
     with path.open("rb") as handle:
         head = handle.read(16)
@@ -295,14 +296,13 @@ def inspect_backup(
         raise RestoreError(
             f"{path} is a truncated or damaged pg_dump archive ({exc.message})", hint="use an earlier backup"
         ) from None
-    names = _history_rows(path, url, pg_restore, RestoreError)
-    return (names[-1] if names else None), tables
+    return _history(path, url, pg_restore), tables
 
 
-def history(path: Path, url: DatabaseURL, database: Any) -> list[str]:
+def _history(path: Path, url: DatabaseURL, pg_restore: str) -> list[str]:
     """The migration names a dump's history holds, oldest first (read from the archive, nothing restored)."""
     try:
-        return _history_rows(path, url, find_tool("pg_restore", server_major(database), RestoreError), RestoreError)
+        return _history_rows(path, url, pg_restore, RestoreError)
     except (ValueError, IndexError) as exc:  # a history table without pfdb's id and name columns
         raise RestoreError(
             f"{path} is not a pfdb backup: its {HISTORY_TABLE} table is not pfdb's ({exc})",

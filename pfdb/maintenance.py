@@ -328,10 +328,10 @@ def _inspect(source: Path) -> tuple[str | None, set[str]]:
         database = get_database()
         with _connection(database):
             tenant = current_tenant()
-            migration, tables = _pg_tools.inspect_backup(
+            history, tables = _pg_tools.inspect_backup(
                 source, url, database, schema=tenant.schema if tenant is not None else None
             )
-            history = _pg_tools.history(source, url, database)
+            migration = history[-1] if history else None  # one read of the dump's history, not two
     _recognise(source, history, tables)
     return migration, tables
 
