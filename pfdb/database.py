@@ -828,15 +828,20 @@ def close_database() -> None:
         current = db._main
         if current is None:
             return
-        if getattr(current, "pfdb_replicas", None) is not None:
-            current.pfdb_replicas.close()
-        if hasattr(current, "close_all"):
-            current.close_all()
-        elif not current.is_closed():
-            current.close()
+        close_whole(current)
         db.initialize(None)
         _settings = None
         _writes.enabled = False
+
+
+def close_whole(database: pw.Database) -> None:
+    """Close a database pfdb built: its replicas' pools, its own pool (or its one connection)."""
+    if getattr(database, "pfdb_replicas", None) is not None:
+        database.pfdb_replicas.close()
+    if hasattr(database, "close_all"):
+        database.close_all()
+    elif not database.is_closed():
+        database.close()
 
 
 @contextmanager
@@ -864,12 +869,7 @@ def bound_temporarily(url: str, **overrides: Any) -> Iterator[pw.Database]:
             yield database
     finally:
         with _lock:
-            if getattr(database, "pfdb_replicas", None) is not None:
-                database.pfdb_replicas.close()
-            if hasattr(database, "close_all"):
-                database.close_all()
-            elif not database.is_closed():
-                database.close()
+            close_whole(database)
             db.initialize(previous)
             _settings = previous_settings
             _writes.enabled = previous_writes
@@ -895,10 +895,7 @@ def close_routed(key: Any = None) -> None:
         keys = list(_routed) if key is None else [key] if key in _routed else []
         databases = [_routed.pop(k) for k in keys]
     for database in databases:
-        if hasattr(database, "close_all"):
-            database.close_all()
-        elif not database.is_closed():
-            database.close()
+        close_whole(database)
 
 
 def get_database() -> pw.Database:

@@ -34,6 +34,7 @@ from .config import DatabaseURL, Settings, parse_database_url
 from .database import (
     borrow_connection,
     build_database,
+    close_whole,
     current_tenant,
     get_database,
     get_settings,
@@ -153,10 +154,7 @@ def rehearse(*, contract: bool = False) -> RehearsalResult:
             steps.append(RehearsalStep("copy", None, time.monotonic() - start))
             with borrow_connection(scratch):
                 _run(scratch, directory, names, done, todo, steps, rows)
-            if hasattr(scratch, "close_all"):
-                scratch.close_all()
-            else:
-                scratch.close()
+            close_whole(scratch)
             start = time.monotonic()
     finally:
         removed = copy.removed

@@ -639,17 +639,24 @@ class _Import:
                 unchanged += len(out) - inserted - rewritten
                 updated += rewritten - (len(out) - created)
                 created = inserted
+        self._write_images(touch, image_deletes, image_updates, image_rows, db_now)
+        return created, updated, unchanged
+
+    def _write_images(
+        self, touch: list[int], deletes: list[int], updates: list[tuple], rows: list[tuple], db_now: Any
+    ) -> None:
+        """A batch's image changes, and ``updated_at`` for products whose images alone changed."""
+        writer = self.writer
         if touch:
             writer.touch_products(touch, db_now)
-        if image_deletes:
-            writer.delete_images(image_deletes)
-            self.images_removed += len(image_deletes)
-        if image_updates:
-            writer.update_images(image_updates)
-        if image_rows:
-            added = writer.insert_images(image_rows)
-            self.images_added += len(image_rows) if added is None else added
-        return created, updated, unchanged
+        if deletes:
+            writer.delete_images(deletes)
+            self.images_removed += len(deletes)
+        if updates:
+            writer.update_images(updates)
+        if rows:
+            added = writer.insert_images(rows)
+            self.images_added += len(rows) if added is None else added
 
     def _tails(self, now: Any) -> tuple[list[Any], tuple]:
         """The batch's tail values (timestamps, status) to append to product and image rows: none
@@ -730,16 +737,7 @@ class _Import:
                     touch.append(pk)
                     updated += 1
                     unchanged -= 1
-        if touch:
-            writer.touch_products(touch, db_now)
-        if image_deletes:
-            writer.delete_images(image_deletes)
-            self.images_removed += len(image_deletes)
-        if image_updates:
-            writer.update_images(image_updates)
-        if image_rows:
-            added = writer.insert_images(image_rows)
-            self.images_added += len(image_rows) if added is None else added
+        self._write_images(touch, image_deletes, image_updates, image_rows, db_now)
         return created, updated, unchanged
 
     def _resolve_categories(self, batch: list[_Row]) -> list[_Row]:

@@ -163,6 +163,26 @@ class Writer:
     def cursor(self):
         return self.database.cursor()
 
+    def _merge_clauses(self) -> tuple[str, str]:
+        """``merge``'s SET and WHERE: a value the feed leaves empty keeps the stored one, and a row
+        is written only when a value it carries differs (``distinct``: NULL-safe on each backend)."""
+        q, table = self.q, self.q(self.products.table)
+        updatable = [c for c in self.carried_columns if c != SKU]
+        keep = ", ".join(
+            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
+            + [
+                f"{q(c)} = excluded.{q(c)}"
+                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
+            ]
+        )
+        differs = (
+            " OR ".join(
+                f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} {self.distinct} excluded.{q(c)})" for c in updatable
+            )
+            or "FALSE"
+        )
+        return keep, differs
+
     def stored_as_given(self, field: pw.Field) -> str:
         """The select expression of a stored column, in the form a feed's cleaned value has."""
         return self.q(field.column_name)
@@ -282,18 +302,7 @@ class SqliteWriter(Writer):
         # other spacing of one value would count as a change: such feeds take the lookup.
         self.merges = not any(isinstance(f, JSONField) for f in self.carried)
         q, table = self.q, self.q(self.products.table)
-        updatable = [c for c in self.carried_columns if c != SKU]
-        keep = ", ".join(
-            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
-            + [
-                f"{q(c)} = excluded.{q(c)}"
-                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
-            ]
-        )
-        differs = (
-            " OR ".join(f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} IS NOT excluded.{q(c)})" for c in updatable)
-            or "FALSE"
-        )
+        keep, differs = self._merge_clauses()
         self._merge_head = f"INSERT INTO {table} ({self.insert_columns}) VALUES "
         self._merge_row = f"({values})"
         # Without AUTOINCREMENT a new row's id is the highest plus one, and the batch holds the
@@ -528,20 +537,7 @@ class PostgresWriter(Writer):
         # feed leaves empty keeps the stored one, and a row whose every value is the stored one
         # is not written at all (no new version, its updated_at stays).
         table = self.q(self.products.table)
-        updatable = [c for c in self.carried_columns if c != SKU]
-        keep = ", ".join(
-            [f"{q(c)} = COALESCE(excluded.{q(c)}, {table}.{q(c)})" for c in updatable]
-            + [
-                f"{q(c)} = excluded.{q(c)}"
-                for c in (Product.updated_at.column_name, Product.shopify_sync_status.column_name)
-            ]
-        )
-        differs = (
-            " OR ".join(
-                f"(excluded.{q(c)} IS NOT NULL AND {table}.{q(c)} IS DISTINCT FROM excluded.{q(c)})" for c in updatable
-            )
-            or "FALSE"
-        )
+        keep, differs = self._merge_clauses()
         self.merge_sql = (
             f"INSERT INTO {table} ({cols}) SELECT {select} FROM {self.STAGE} "
             f"ON CONFLICT ({q(SKU)}) DO UPDATE SET {keep} WHERE {differs} "
