@@ -92,8 +92,8 @@ def pytest_cmdline_main(config):
 # Each DROP DATABASE forces a checkpoint on PostgreSQL 15 (one to three seconds on a busy disk,
 # and a burst of writes for every other test on the server): used databases are dropped
 # DROP_BATCH at a time, DROP_SIDE_BY_SIDE connections at once, so that they share checkpoints
-# (a PostgreSQL-heavy part of the suite: 279 s dropping each at once, 204 s in batches of 16).
-# More connections ran a shared server with max_connections = 100 out of them.
+# (a PostgreSQL-heavy part of the suite: 279 s dropping each at once, 204 s in batches of 16;
+# 16 side by side ran a shared server with max_connections = 100 out of connections, hence 8 and 4).
 DROP_BATCH = 8
 DROP_SIDE_BY_SIDE = 4
 
