@@ -139,9 +139,6 @@ class PostgresServer:
         self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""), conn)
         return name
 
-    def drop(self, name: str) -> None:
-        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
     def release(self, name: str) -> None:
         """Drop a used database in the background."""
         self._drops.put(name)
