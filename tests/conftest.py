@@ -286,6 +286,10 @@ def pytest_configure(config):
         "fresh_database: this test's PostgreSQL database is a copy of its own, "
         "never the shared one (see docs/testing.md)",
     )
+    config.addinivalue_line(
+        "markers",
+        "real_password_hashes: this test hashes with werkzeug's default (scrypt), not the suite's cheap PBKDF2",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -351,6 +355,26 @@ def db(database_url):
     """``pfdb.db`` bound to a clean, migrated database."""
     pfdb.init_database(database_url)
     yield pfdb.db
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(request, monkeypatch):
+    """New password hashes use one thousand rounds of PBKDF2, except in tests marked real_password_hashes.
+
+    werkzeug's default, scrypt, costs 60-90 ms of CPU per hash here, by design: 86 hashes were
+    5 s of the suite's CPU. What these tests check is the flow (hashed, verified, never shown);
+    the real default has its own test. Rails' SecurePassword.min_cost does the same for its tests.
+    """
+    if request.node.get_closest_marker("real_password_hashes"):
+        return
+    import werkzeug.security
+
+    real = werkzeug.security.generate_password_hash
+    monkeypatch.setattr(
+        werkzeug.security,
+        "generate_password_hash",
+        lambda password, method="pbkdf2:sha256:1000", salt_length=16: real(password, method, salt_length),
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -14,17 +14,6 @@ from pfdb.admin import MIN_PASSWORD_LENGTH, create_admin
 GOOD = "correct horse#1e3"  # a '#' and a number-like tail: Fire would have mangled it
 
 
-@pytest.fixture(autouse=True)
-def fast_hashes(monkeypatch):
-    """werkzeug's default scrypt costs about a second per hash here; these tests check the flow."""
-    import werkzeug.security
-
-    real = werkzeug.security.generate_password_hash
-    monkeypatch.setattr(
-        werkzeug.security, "generate_password_hash", lambda password: real(password, method="pbkdf2:sha256:1000")
-    )
-
-
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -33,10 +33,12 @@ def make_user(email="Shop.Owner@Example.COM ", password="correct horse"):
 
 
 # -- users ------------------------------------------------------------------------------
+@pytest.mark.real_password_hashes
 def test_user_email_is_normalised_and_password_hashed(db):
     user = make_user()
     stored = User.get_by_id(user.id)
     assert stored.email == "shop.owner@example.com"
+    assert stored.password_hash.startswith("scrypt:")  # werkzeug's default, salted
     assert stored.password_hash != "correct horse" and "correct horse" not in stored.password_hash
     assert stored.check_password("correct horse") and not stored.check_password("wrong")
     assert User.get_by_email(" SHOP.owner@example.com") == stored
