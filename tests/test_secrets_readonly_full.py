@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -233,7 +234,12 @@ def test_a_full_disk_on_the_postgres_server_says_so_with_rows_committed(tmp_path
             feed = _feed(tmp_path / "big.csv", 40000, pad=400)
             proc = _cli("import", str(feed), "--batch-size", "1000", url=url, cwd=tmp_path)
             assert proc.returncode == 1, proc.stdout
-            assert proc.stderr.count("\n") == 1 and "is full" in proc.stderr and "No space left" in proc.stderr
+            assert proc.stderr.count("\n") == 1, proc.stderr
+            # The server's own reason, in either form of its disk-full error (SQLSTATE 53100): the
+            # system's "No space left on device", or PostgreSQL's "could not extend file …: wrote
+            # only 4096 of 8192 bytes" when the filesystem had half a page left (seen once in CI).
+            reason = r"is full \(could not .*(No space left on device|wrote only \d+ of \d+ bytes)"
+            assert re.search(reason, proc.stderr), proc.stderr
             committed = int(proc.stderr.split(" rows were committed")[0].rsplit(" ", 1)[1])
             info = json.loads(_cli("info", "--json", url=url, cwd=tmp_path).stdout)
             assert 0 < info["tables"]["products"] == committed < 40000 and committed % 1000 == 0
