@@ -299,6 +299,7 @@ def pg_shared(pg_server, pg_template):
     # DROP DATABASE at the end) only starts when a test asks for a database of its own.
     shared = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
     yield shared
+    shared.close()
     if shared.name:
         pg_server.release(shared.name)  # dropped with the server's other leftovers
 

@@ -31,6 +31,10 @@ from collections.abc import Callable
 import psycopg2
 from psycopg2 import sql
 
+# The resets' own session, kept between tests, names itself so that tests counting a database's
+# sessions can leave it out.
+RESET_APPLICATION = "pfdb-test-reset"
+
 # Schemas that belong to PostgreSQL itself; everything else in the database is the test's to change.
 _USER_SCHEMAS = """
     SELECT oid, nspname FROM pg_namespace
@@ -156,6 +160,7 @@ class SharedDatabase:
         self._sequences: dict[tuple[str, str], int | None] = {}
         self._delete_order: list[tuple[str, str]] = []  # children first
         self._truncate_only = False  # the schema has triggers or rules that a DELETE would fire
+        self._conn = None  # the resets' own session, kept between tests (see _session)
 
     def acquire(self) -> str:
         """The name of the shared database, clean and migrated."""
@@ -164,32 +169,54 @@ class SharedDatabase:
             self._snapshot()
         return self.name
 
-    def _connect(self):
-        conn = psycopg2.connect(self._url_of(self.name), connect_timeout=10)
+    def _session(self):
+        """The resets' connection to the shared database, opened once and kept.
+
+        A new session per reset cost a server process and a cold catalog cache each time: the
+        fingerprint alone took 14 ms in a new session against 6 ms in a warm one. The reset
+        ends every *other* session, so this one outlives the tests; one a test killed is
+        replaced here.
+        """
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return conn
+            except psycopg2.Error:
+                self.close()
+        conn = psycopg2.connect(self._url_of(self.name), connect_timeout=10, application_name=RESET_APPLICATION)
         conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '10s'")
+        self._conn = conn
         return conn
 
-    def _snapshot(self) -> None:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                self._fingerprint = fingerprint(cur)
-                cur.execute(TABLES)
-                self._tables = [(schema, table) for schema, table in cur.fetchall()]
-                self._seeds = {}
-                for table in self._tables:
-                    cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*table)))
-                    if cur.fetchone()[0]:
-                        self._seeds[table] = _copy_out(cur, table)
-                cur.execute(SEQUENCES)
-                self._sequences = {(schema, name): value for schema, name, value in cur.fetchall()}
-                cur.execute(FOREIGN_KEYS)
-                keys = [((cs, ct), (ps, pt)) for cs, ct, ps, pt in cur.fetchall()]
-                self._delete_order = children_first(self._tables, keys)
-                cur.execute(TRIGGERS_OR_RULES)
-                self._truncate_only = cur.fetchone()[0]
-        finally:
+    def close(self) -> None:
+        """Close the resets' session (before the database is dropped or replaced)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()
+
+    def _snapshot(self) -> None:
+        conn = self._session()
+        with conn.cursor() as cur:
+            self._fingerprint = fingerprint(cur)
+            cur.execute(TABLES)
+            self._tables = [(schema, table) for schema, table in cur.fetchall()]
+            self._seeds = {}
+            for table in self._tables:
+                cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*table)))
+                if cur.fetchone()[0]:
+                    self._seeds[table] = _copy_out(cur, table)
+            cur.execute(SEQUENCES)
+            self._sequences = {(schema, name): value for schema, name, value in cur.fetchall()}
+            cur.execute(FOREIGN_KEYS)
+            keys = [((cs, ct), (ps, pt)) for cs, ct, ps, pt in cur.fetchall()]
+            self._delete_order = children_first(self._tables, keys)
+            cur.execute(TRIGGERS_OR_RULES)
+            self._truncate_only = cur.fetchone()[0]
 
     def reset(self, test: str = "") -> bool:
         """Put the shared database back into the template's state (True), or replace it by a fresh copy (False)."""
@@ -207,15 +234,15 @@ class SharedDatabase:
     def replace(self) -> None:
         """Drop the shared database (in the background) and take a fresh copy of the template."""
         old, self.name = self.name, None
+        self.close()
         if old is not None:
             self._discard(old)
         self.name = self._create()
 
     def _reset(self) -> bool:
-        conn = self._connect()
+        conn = self._session()
         try:
             with conn.cursor() as cur:
-                cur.execute("SET lock_timeout = '10s'")
                 # PostgreSQL 14+ waits (up to 5 s) for the backend to be gone, so its locks are too.
                 terminate = (
                     "pg_terminate_backend(pid, 5000)" if conn.server_version >= 140000 else "pg_terminate_backend(pid)"
@@ -239,8 +266,9 @@ class SharedDatabase:
                 self._reset_sequences(cur)
                 conn.commit()
             return True
-        finally:
-            conn.close()
+        except BaseException:
+            self.close()  # never reuse a session left in a failed transaction
+            raise
 
     def _empty(self, conn, cur, tables: list[tuple[str, str]]) -> None:
         if not self._truncate_only:

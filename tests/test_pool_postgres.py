@@ -10,6 +10,7 @@ import time
 import psycopg2
 import pytest
 from conftest import PG_ADMIN_URL
+from shared_database import RESET_APPLICATION
 
 import pfdb
 from pfdb import Product, db_session_scope
@@ -29,10 +30,14 @@ def admin():
 
 
 def backends(admin, url: str) -> int:
-    """Server processes connected to the test database (the admin connection uses another one)."""
+    """Server processes connected to the test database (the admin connection uses another one; the shared
+    database's reset keeps one of its own, left out)."""
     name = url.rsplit("/", 1)[1]
     with admin.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,))
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name <> %s",
+            (name, RESET_APPLICATION),
+        )
         return cur.fetchone()[0]
 
 

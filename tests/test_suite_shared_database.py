@@ -23,6 +23,7 @@ def module_shared(pg_server, pg_template):
     database = SharedDatabase(create=lambda: pg_server.create(pg_template), discard=pg_server.release, url_of=pg_url)
     database.acquire()
     yield database
+    database.close()
     pg_server.release(database.name)
 
 
@@ -95,6 +96,27 @@ def test_a_session_left_open_with_locks_is_ended(shared):
     left_open.close()
 
 
+def test_a_test_that_ends_every_session_does_not_cost_a_fresh_copy(shared):
+    """The reset keeps one session between tests; a test that terminates it (a silent-server test, say) only costs a reconnect."""
+    template = state(shared.name)
+    name = shared.name
+    shared.reset("before")  # the reset's own session is open now
+    pfdb.init_database(pg_url(shared.name))
+    Configuration.create(key="k", value="v")
+    pfdb.close_database()
+    admin = psycopg2.connect(pg_url("postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = %s", (name,))
+        assert cur.fetchone()[0] >= 1  # the reset's session among them
+    admin.close()
+
+    shared.reset("this test")
+
+    assert shared.name == name and shared.replaced_after == []  # emptied through a new session, not replaced
+    assert state(shared.name) == template
+
+
 SCHEMA_CHANGES = {
     "drop a table": 'DROP TABLE "system_logs"',
     "create a table": "CREATE TABLE notes (id serial PRIMARY KEY)",
@@ -143,6 +165,8 @@ def test_a_changed_schema_gets_a_fresh_copy(shared):
 def test_a_vanished_shared_database_is_replaced(shared, pg_server):
     template = state(shared.name)
     gone = f"{shared.name}_gone"  # renamed rather than dropped: no checkpoint to wait for
+    # As DROP DATABASE … WITH (FORCE) would, end the sessions first: the reset's own among them.
+    pg_server.execute(f"SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{shared.name}'")
     pg_server.execute(f'ALTER DATABASE "{shared.name}" RENAME TO "{gone}"')
     pg_server.release(gone)
 
