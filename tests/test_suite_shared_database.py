@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg2
 import pytest
 from conftest import pg_url
-from shared_database import SEQUENCES, SharedDatabase, children_first, fingerprint
+from shared_database import SEQUENCES, SharedDatabase, catalog_state, children_first, fingerprint
 
 import pfdb
 from pfdb import Category, Configuration, Product, migrations
@@ -140,13 +140,30 @@ def test_the_fingerprint_sees_each_kind_of_schema_change(shared, statement):
     conn = psycopg2.connect(pg_url(shared.name))
     try:
         with conn.cursor() as cur:
-            before = fingerprint(cur)
+            before, catalogs = fingerprint(cur), catalog_state(cur)
             cur.execute(statement)
             changed = fingerprint(cur)
+            assert catalog_state(cur) != catalogs  # the quick check that decides whether the fingerprint runs
             conn.rollback()
             assert changed != before and fingerprint(cur) == before
     finally:
         conn.close()
+
+
+def test_a_schema_changed_and_changed_back_is_emptied_not_replaced(shared):
+    """The catalogs moved (so the fingerprint runs), but the schema is the template's again."""
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    Configuration.create(key="k", value="v")
+    pfdb.db.execute_sql("CREATE TABLE scratch (id int)")
+    pfdb.db.execute_sql("DROP TABLE scratch")
+    pfdb.close_database()
+
+    shared.reset("this test")
+    shared.reset("the next test")  # and again, from the state the first reset recorded
+
+    assert shared.name == name and shared.replaced_after == [] and state(name) == template
 
 
 def test_a_changed_schema_gets_a_fresh_copy(shared):
