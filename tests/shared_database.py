@@ -13,6 +13,8 @@ exact state:
    rules and database settings. A test that rolled back, restored another schema, dropped or
    created a table, or altered a sequence leaves another fingerprint, and the database is then
    swapped for a fresh copy of the template, so the safe outcome needs no cooperation from tests.
+   Schemas the template lacks (tenants') are dropped first; only what differs after that costs
+   a copy. A quick look at the catalogs decides whether the fingerprint needs computing at all.
 3. Otherwise empty the tables that hold rows, load back the template's own rows (the migration
    history) where they changed, and set every sequence back to the template's position.
 
@@ -176,6 +178,7 @@ class SharedDatabase:
         self.name: str | None = None
         self.replaced_after: list[str] = []  # tests after which the database had to be replaced
         self._fingerprint = ""
+        self._schemas: set[str] = set()  # the template's user schemas
         self._catalogs: tuple = ()  # catalog_state() when the schema last matched the fingerprint
         self._truncated = False  # the last reset emptied by TRUNCATE
         self._tables: list[tuple[str, str]] = []  # (schema, table)
@@ -227,6 +230,8 @@ class SharedDatabase:
         with conn.cursor() as cur:
             self._fingerprint = fingerprint(cur)
             self._catalogs = catalog_state(cur)
+            cur.execute(_USER_SCHEMAS)
+            self._schemas = {name for _, name in cur.fetchall()}
             cur.execute(TABLES)
             self._tables = [(schema, table) for schema, table in cur.fetchall()]
             self._seeds = {}
@@ -275,11 +280,11 @@ class SharedDatabase:
                     f"SELECT {terminate} FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-                catalogs = catalog_state(cur)
-                if catalogs != self._catalogs:
-                    if fingerprint(cur) != self._fingerprint:
+                if catalog_state(cur) != self._catalogs:
+                    if fingerprint(cur) != self._fingerprint and not self._drop_extra_schemas(cur):
                         return False
-                    self._catalogs = catalogs  # changed and changed back, or a temporary table gone
+                    # Changed and changed back, a temporary table gone, or extra schemas dropped.
+                    self._catalogs = catalog_state(cur)
                 dirty = self._changed_tables(cur)
                 conn.autocommit = False
                 # Visibility does not wait for the WAL flush; durability of a test database is not needed.
@@ -300,6 +305,19 @@ class SharedDatabase:
         except BaseException:
             self.close()  # never reuse a session left in a failed transaction
             raise
+
+    def _drop_extra_schemas(self, cur) -> bool:
+        """Drop the schemas the template does not have (a tenant's, say); True if the schema is the template's then.
+
+        A tenant is a schema of its own beside pfdb's tables: dropping it is far cheaper than a
+        new copy of the template, and tests that create tenants can share the database.
+        """
+        cur.execute(_USER_SCHEMAS)
+        extra = sorted(name for _, name in cur.fetchall() if name not in self._schemas)
+        if not extra:
+            return False
+        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, extra))))
+        return fingerprint(cur) == self._fingerprint
 
     def _empty(self, conn, cur, tables: list[tuple[str, str]]) -> None:
         if not self._truncate_only:

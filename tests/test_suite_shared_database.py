@@ -166,6 +166,28 @@ def test_a_schema_changed_and_changed_back_is_emptied_not_replaced(shared):
     assert shared.name == name and shared.replaced_after == [] and state(name) == template
 
 
+def test_a_tenant_s_schema_is_dropped_not_the_database_replaced(shared):
+    """Schemas the template does not have are dropped; the database stays."""
+    from pfdb import tenants
+
+    name = shared.name
+    template = state(name)
+    pfdb.init_database(pg_url(name))
+    tenants.create("acme")
+    with pfdb.tenant("acme"):
+        Product.create(sku="T-1", name="acme's", price="1.00")
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    assert shared.name == name and shared.replaced_after == [] and state(name) == template
+    conn = psycopg2.connect(pg_url(name))
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant%%'")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+
+
 def test_a_changed_schema_gets_a_fresh_copy(shared):
     name = shared.name
     template = state(name)

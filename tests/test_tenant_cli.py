@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def url(fresh_database_url, tmp_path, monkeypatch):
+def url(database_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # backups/ lands here
-    return fresh_database_url
+    return database_url  # on PostgreSQL the shared database: its reset drops the tenants' schemas
 
 
 def test_tenant_create_list_and_every_command_with_tenant(run_cli, url, tmp_path, backend, monkeypatch):
@@ -111,6 +111,7 @@ def rollback(migrator, database, *, fake=False):
 """
 
 
+@pytest.mark.fresh_database  # migrates the main schema too
 def test_migrate_all_tenants_prints_a_line_each_and_exits_1_when_one_failed(run_cli, url, tmp_path, monkeypatch):
     for name in ("acme", "bad", "cozy"):
         assert run_cli("--database-url", url, "tenant", "create", name)[0] == 0

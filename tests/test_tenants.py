@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def main_url(fresh_database_url):
-    pfdb.init_database(fresh_database_url)
-    return fresh_database_url
+def main_url(database_url):
+    # On PostgreSQL the shared database: its reset drops the tenants' schemas.
+    pfdb.init_database(database_url)
+    return database_url
 
 
 def schemas() -> set[str]:
@@ -250,6 +251,7 @@ def rollback(migrator, database, *, fake=False):
 """
 
 
+@pytest.mark.fresh_database  # migrates the main schema too
 @pytest.mark.parametrize("parallel", [1, 3])
 def test_migrate_all_tenants_goes_on_past_a_failing_tenant(main_url, tmp_path, monkeypatch, parallel):
     for name in ("acme", "bad", "cozy", "dune"):
@@ -332,6 +334,7 @@ def test_a_copy_made_inside_a_tenant_scope_neither_routes_to_nor_unbinds_the_ten
     assert result.rows >= 1 and [p.sku for p in Product.select()] == ["MAIN-1"]  # main still bound
 
 
+@pytest.mark.fresh_database  # rolls the main schema back
 def test_a_bad_parallel_is_refused_before_the_main_database_is_migrated(main_url):
     from pfdb.errors import UsageError
     from pfdb.migrations import migration_names, rollback, status
