@@ -85,12 +85,13 @@ def category_path(p: Product) -> str | None:
 def catalogue_state() -> dict:
     """Everything an import decides, without ids and timestamps: for 'same final state' comparisons.
 
-    Three queries, not three per product: the interrupt tests compare 300 products twice each.
+    A few queries (one per category for its breadcrumb), not three per product: the interrupt
+    tests compare 300 products twice each.
     """
     fields = [f for f in Product._meta.sorted_fields if f.name not in ("id", "created_at", "updated_at", "category")]
     breadcrumbs = {c.id: c.breadcrumb() for c in Category.select()}
     images: dict[int, list[tuple]] = {}
-    for i in ProductImage.select().order_by(ProductImage.product, ProductImage.position):
+    for i in ProductImage.select().order_by(ProductImage.product, ProductImage.position, ProductImage.content_hash):
         images.setdefault(i.product_id, []).append((i.url, i.position, i.is_primary, i.content_hash))
     state = {}
     for p in Product.select().order_by(Product.sku):

@@ -92,20 +92,20 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
 ) AS lines(line)
 """
 
-# The catalogs the fingerprint reads, each as (rows, newest xmin). Any committed change to one of
-# them adds a row version with a newer transaction id or removes rows, so an unchanged answer
-# means an unchanged schema: 1-2 ms against the fingerprint's 8 ms, which then runs only when
-# this moved. (Transaction ids cannot wrap around in a test database's life.) The two large
-# catalogs are read for user objects only (OIDs from 16384 on, through their indexes): the
-# fingerprint sees no others.
+# The catalogs the fingerprint reads, each as (rows, sum of their xmins). A committed change adds,
+# removes or replaces row versions, and a new version carries another transaction's id, so an
+# unchanged answer means an unchanged schema, whatever order transactions commit in: 1-2 ms
+# against the fingerprint's 8 ms, which then runs only when this moved. The two large catalogs
+# are read for user objects only (OIDs from 16384 on, through their indexes): the fingerprint
+# sees no others.
 _CATALOGS = (
     "pg_namespace", "pg_class", "pg_attribute WHERE attrelid >= 16384", "pg_attrdef", "pg_index",
     "pg_constraint", "pg_sequence", "pg_trigger", "pg_proc WHERE oid >= 16384", "pg_type", "pg_enum",
     "pg_rewrite", "pg_extension",
     "pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
 )  # fmt: skip
-CATALOG_STATE = "SELECT " + ", ".join(
-    f"(SELECT array[count(*), max(xmin::text::bigint)] FROM {catalog})" for catalog in _CATALOGS
+CATALOG_STATE = "SELECT ARRAY[{}]".format(
+    ", ".join(f"(SELECT ARRAY[count(*), coalesce(sum(xmin::text::bigint), 0)] FROM {c})" for c in _CATALOGS)
 )
 
 TABLES = f"""
@@ -114,7 +114,7 @@ SELECT ns.nspname, c.relname FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') ORDER BY 1, 2
 """
 
-SEQUENCES = "SELECT schemaname, sequencename, last_value, start_value FROM pg_sequences ORDER BY 1, 2"
+SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
 
 FOREIGN_KEYS = """
 SELECT cn.nspname, c.relname, pn.nspname, p.relname
@@ -138,8 +138,14 @@ def fingerprint(cur) -> str:
     return cur.fetchone()[0]
 
 
-def catalog_state(cur) -> tuple:
+def catalog_state(cur) -> list:
     cur.execute(CATALOG_STATE)
+    return cur.fetchone()[0]
+
+
+def fingerprint_and_catalogs(cur) -> tuple[str, list]:
+    """Both in one statement, so that the catalog state recorded is the one the fingerprint saw."""
+    cur.execute(f"SELECT ({FINGERPRINT}), ({CATALOG_STATE})")
     return cur.fetchone()
 
 
@@ -179,11 +185,11 @@ class SharedDatabase:
         self.replaced_after: list[str] = []  # tests after which the database had to be replaced
         self._fingerprint = ""
         self._schemas: set[str] = set()  # the template's user schemas
-        self._catalogs: tuple = ()  # catalog_state() when the schema last matched the fingerprint
-        self._truncated = False  # the last reset emptied by TRUNCATE
+        self._catalogs: list = []  # catalog_state() when the schema last matched the fingerprint
         self._tables: list[tuple[str, str]] = []  # (schema, table)
         self._seeds: dict[tuple[str, str], bytes] = {}  # the template's rows, per table that has any
-        self._sequences: dict[tuple[str, str], int | None] = {}
+        self._sequences: dict[str, tuple[int, bool]] = {}  # the template's (last_value, is_called) per sequence
+        self._sequence_state = None  # the query that reads them
         self._delete_order: list[tuple[str, str]] = []  # children first
         self._truncate_only = False  # the schema has triggers or rules that a DELETE would fire
         self._conn = None  # the resets' own session, kept between tests (see _session)
@@ -228,8 +234,7 @@ class SharedDatabase:
     def _snapshot(self) -> None:
         conn = self._session()
         with conn.cursor() as cur:
-            self._fingerprint = fingerprint(cur)
-            self._catalogs = catalog_state(cur)
+            self._fingerprint, self._catalogs = fingerprint_and_catalogs(cur)
             cur.execute(_USER_SCHEMAS)
             self._schemas = {name for _, name in cur.fetchall()}
             cur.execute(TABLES)
@@ -239,8 +244,13 @@ class SharedDatabase:
                 cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(sql.Identifier(*table)))
                 if cur.fetchone()[0]:
                     self._seeds[table] = _copy_out(cur, table)
-            cur.execute(SEQUENCES)
-            self._sequences = {(schema, name): value for schema, name, value, _ in cur.fetchall()}
+            cur.execute("SELECT schemaname, sequencename FROM pg_sequences ORDER BY 1, 2")
+            names = [sql.Identifier(schema, name) for schema, name in cur.fetchall()]
+            self._sequence_state = sql.SQL(" UNION ALL ").join(
+                sql.SQL("SELECT {}, last_value, is_called FROM {}").format(sql.Literal(n.as_string(cur)), n)
+                for n in names
+            )
+            self._sequences = self._sequence_positions(cur)
             cur.execute(FOREIGN_KEYS)
             keys = [((cs, ct), (ps, pt)) for cs, ct, ps, pt in cur.fetchall()]
             self._delete_order = children_first(self._tables, keys)
@@ -280,16 +290,12 @@ class SharedDatabase:
                     f"SELECT {terminate} FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-                if catalog_state(cur) != self._catalogs:
-                    if fingerprint(cur) != self._fingerprint and not self._drop_extra_schemas(cur):
-                        return False
-                    # Changed and changed back, a temporary table gone, or extra schemas dropped.
-                    self._catalogs = catalog_state(cur)
+                if catalog_state(cur) != self._catalogs and not self._schema_is_the_template_s(cur):
+                    return False
                 dirty = self._changed_tables(cur)
                 conn.autocommit = False
                 # Visibility does not wait for the WAL flush; durability of a test database is not needed.
                 cur.execute("SET LOCAL synchronous_commit = off")
-                self._truncated = False
                 if dirty:
                     self._empty(conn, cur, dirty)
                     for table in reversed(self._delete_order):  # parents first, for their keys
@@ -298,26 +304,30 @@ class SharedDatabase:
                             cur.copy_expert(copy.as_string(cur), io.BytesIO(self._seeds[table]))
                 self._reset_sequences(cur)
                 conn.commit()
-                conn.autocommit = True
-                if self._truncated:  # TRUNCATE's new files and restarted identities are catalog changes of its own
-                    self._catalogs = catalog_state(cur)
             return True
         except BaseException:
             self.close()  # never reuse a session left in a failed transaction
             raise
 
-    def _drop_extra_schemas(self, cur) -> bool:
-        """Drop the schemas the template does not have (a tenant's, say); True if the schema is the template's then.
+    def _schema_is_the_template_s(self, cur) -> bool:
+        """The fingerprint, once schemas the template lacks (a tenant's, say) are dropped.
 
         A tenant is a schema of its own beside pfdb's tables: dropping it is far cheaper than a
-        new copy of the template, and tests that create tenants can share the database.
+        new copy of the template, and tests that create tenants can share the database. The
+        catalog state read with a matching fingerprint is the one the quick check compares next.
         """
-        cur.execute(_USER_SCHEMAS)
-        extra = sorted(name for _, name in cur.fetchall() if name not in self._schemas)
-        if not extra:
-            return False
-        cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, extra))))
-        return fingerprint(cur) == self._fingerprint
+        found, catalogs = fingerprint_and_catalogs(cur)
+        if found != self._fingerprint:
+            cur.execute(_USER_SCHEMAS)
+            extra = sorted(name for _, name in cur.fetchall() if name not in self._schemas)
+            if not extra:
+                return False
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, extra))))
+            found, catalogs = fingerprint_and_catalogs(cur)
+            if found != self._fingerprint:
+                return False
+        self._catalogs = catalogs
+        return True
 
     def _empty(self, conn, cur, tables: list[tuple[str, str]]) -> None:
         if not self._truncate_only:
@@ -331,7 +341,7 @@ class SharedDatabase:
                 cur.execute("SET LOCAL synchronous_commit = off")
         names = sql.SQL(", ").join(sql.Identifier(*table) for table in tables)
         cur.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY CASCADE").format(names))
-        self._truncated = True
+        self._catalogs = []  # new files for each table are catalog changes: the next reset fingerprints
 
     def _changed_tables(self, cur) -> list[tuple[str, str]]:
         """Tables whose rows differ from the template's: any row at all, or other seed rows."""
@@ -344,19 +354,19 @@ class SharedDatabase:
         changed += [t for t, rows in self._seeds.items() if _copy_out(cur, t) != rows]
         return changed
 
+    def _sequence_positions(self, cur) -> dict[str, tuple[int, bool]]:
+        if self._sequence_state is None or not self._sequence_state.seq:
+            return {}
+        cur.execute(self._sequence_state)
+        return {name: (value, called) for name, value, called in cur.fetchall()}
+
     def _reset_sequences(self, cur) -> None:
         """Every sequence back to the template's position: DELETE leaves them where the test left them.
 
-        A sequence never used has no position (``last_value`` is NULL): ``setval(…, start, false)``
-        puts it back there, as ``ALTER SEQUENCE … RESTART`` would, without a catalog change.
+        Read from the sequences themselves: ``pg_sequences`` shows no position for a sequence
+        not yet used, and a test may have moved one without using it (``setval(…, false)``).
+        ``setval`` puts back both the value and whether it was used, with no catalog change.
         """
-        cur.execute(SEQUENCES)
-        for schema, name, value, start in cur.fetchall():
-            wanted = self._sequences.get((schema, name))
-            if value == wanted:
-                continue
-            sequence = sql.Identifier(schema, name).as_string(cur)
-            if wanted is None:
-                cur.execute("SELECT setval(%s::regclass, %s, false)", (sequence, start))
-            else:
-                cur.execute("SELECT setval(%s::regclass, %s, true)", (sequence, wanted))
+        for name, position in self._sequence_positions(cur).items():
+            if position != self._sequences.get(name):
+                cur.execute("SELECT setval(%s::regclass, %s, %s)", (name, *self._sequences[name]))

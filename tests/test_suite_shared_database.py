@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import psycopg2
 import pytest
+import shared_database
 from conftest import pg_url
-from shared_database import SEQUENCES, SharedDatabase, catalog_state, children_first, fingerprint
+from shared_database import RESET_APPLICATION, SEQUENCES, SharedDatabase, catalog_state, children_first, fingerprint
 
 import pfdb
 from pfdb import Category, Configuration, Product, migrations
@@ -107,8 +108,12 @@ def test_a_test_that_ends_every_session_does_not_cost_a_fresh_copy(shared):
     admin = psycopg2.connect(pg_url("postgres"))
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE datname = %s", (name,))
-        assert cur.fetchone()[0] >= 1  # the reset's session among them
+        cur.execute(
+            "SELECT count(*) FILTER (WHERE application_name = %s AND pg_terminate_backend(pid, 5000))"
+            " FROM pg_stat_activity WHERE datname = %s",
+            (RESET_APPLICATION, name),
+        )
+        assert cur.fetchone()[0] == 1  # the reset's kept session, terminated
     admin.close()
 
     shared.reset("this test")
@@ -150,20 +155,38 @@ def test_the_fingerprint_sees_each_kind_of_schema_change(shared, statement):
         conn.close()
 
 
-def test_a_schema_changed_and_changed_back_is_emptied_not_replaced(shared):
-    """The catalogs moved (so the fingerprint runs), but the schema is the template's again."""
+def test_a_schema_changed_and_changed_back_is_emptied_not_replaced(shared, monkeypatch):
+    """The catalogs moved (a table renamed and back), so the fingerprint runs once, and matches."""
     name = shared.name
     template = state(name)
+    calls = []
+    real = shared_database.fingerprint_and_catalogs
+    monkeypatch.setattr(shared_database, "fingerprint_and_catalogs", lambda cur: calls.append(1) or real(cur))
     pfdb.init_database(pg_url(name))
     Configuration.create(key="k", value="v")
-    pfdb.db.execute_sql("CREATE TABLE scratch (id int)")
-    pfdb.db.execute_sql("DROP TABLE scratch")
+    pfdb.db.execute_sql("ALTER TABLE configuration RENAME TO configuration_moved")
+    pfdb.db.execute_sql("ALTER TABLE configuration_moved RENAME TO configuration")
     pfdb.close_database()
 
     shared.reset("this test")
-    shared.reset("the next test")  # and again, from the state the first reset recorded
+    assert len(calls) == 1  # the quick check saw the catalogs move
+    shared.reset("the next test")  # from the state the first reset recorded
+    assert len(calls) == 1  # nothing moved since: no fingerprint
 
     assert shared.name == name and shared.replaced_after == [] and state(name) == template
+
+
+def test_a_sequence_moved_without_being_used_comes_back(shared):
+    """pg_sequences shows no position for an unused sequence; the reset reads the sequence itself."""
+    name = shared.name
+    pfdb.init_database(pg_url(name))
+    pfdb.db.execute_sql("SELECT setval('categories_id_seq', 50, false)")
+    pfdb.close_database()
+
+    shared.reset("this test")
+
+    pfdb.init_database(pg_url(name))
+    assert Category.create(name="First", slug="first").id == 1
 
 
 def test_a_tenant_s_schema_is_dropped_not_the_database_replaced(shared):
@@ -266,5 +289,6 @@ def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
             assert cur.fetchone()[0] == 0
         conn.close()
     finally:
+        database.close()
         if database.name:
             pg_server.release(database.name)
