@@ -68,7 +68,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pfdb-suite-base-") as folder:
         base = Path(folder) / "checkout"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True)
+        added = subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if added.returncode != 0:
+            sys.exit(f"cannot check out --base {args.base}: {(added.stderr.strip().splitlines() or ['?'])[-1]}")
         try:
             rows = []
             for pair in range(1, args.pairs + 1):

@@ -189,7 +189,7 @@ class SharedDatabase:
         self._tables: list[tuple[str, str]] = []  # (schema, table)
         self._seeds: dict[tuple[str, str], bytes] = {}  # the template's rows, per table that has any
         self._sequences: dict[str, tuple[int, bool]] = {}  # the template's (last_value, is_called) per sequence
-        self._sequence_state = None  # the query that reads them
+        self._sequence_state: sql.Composed | None = None  # the query that reads them
         self._delete_order: list[tuple[str, str]] = []  # children first
         self._truncate_only = False  # the schema has triggers or rules that a DELETE would fire
         self._conn = None  # the resets' own session, kept between tests (see _session)
@@ -246,9 +246,13 @@ class SharedDatabase:
                     self._seeds[table] = _copy_out(cur, table)
             cur.execute("SELECT schemaname, sequencename FROM pg_sequences ORDER BY 1, 2")
             names = [sql.Identifier(schema, name) for schema, name in cur.fetchall()]
-            self._sequence_state = sql.SQL(" UNION ALL ").join(
-                sql.SQL("SELECT {}, last_value, is_called FROM {}").format(sql.Literal(n.as_string(cur)), n)
-                for n in names
+            self._sequence_state = (
+                sql.SQL(" UNION ALL ").join(
+                    sql.SQL("SELECT {}, last_value, is_called FROM {}").format(sql.Literal(n.as_string(cur)), n)
+                    for n in names
+                )
+                if names
+                else None
             )
             self._sequences = self._sequence_positions(cur)
             cur.execute(FOREIGN_KEYS)
@@ -355,7 +359,7 @@ class SharedDatabase:
         return changed
 
     def _sequence_positions(self, cur) -> dict[str, tuple[int, bool]]:
-        if self._sequence_state is None or not self._sequence_state.seq:
+        if self._sequence_state is None:  # no sequences at all
             return {}
         cur.execute(self._sequence_state)
         return {name: (value, called) for name, value, called in cur.fetchall()}

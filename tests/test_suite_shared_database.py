@@ -205,10 +205,12 @@ def test_a_tenant_s_schema_is_dropped_not_the_database_replaced(shared):
 
     assert shared.name == name and shared.replaced_after == [] and state(name) == template
     conn = psycopg2.connect(pg_url(name))
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenant%%'")
-        assert cur.fetchone()[0] == 0
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s", (tenants.SCHEMA_PREFIX + "%",))
+            assert cur.fetchone()[0] == 0
+    finally:
+        conn.close()
 
 
 def test_a_changed_schema_gets_a_fresh_copy(shared):
