@@ -23,6 +23,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -293,7 +294,7 @@ def test_a_write_in_another_process_invalidates_this_ones_cache(cached):
     Product.create(sku="SKU-1", name="Shirt", price="10.00")
     assert Configuration.get_value("shop.name") == "parent" and Product.by_sku("SKU-1").price == Decimal("10.00")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-c", CHILD, cached], check=True, env=env, cwd=ROOT, timeout=60)
+    processes.run([sys.executable, "-c", CHILD, cached], check=True, env=env, cwd=ROOT, timeout=60)
     assert Configuration.get_value("shop.name") == "written by the child"
     assert Product.by_sku("SKU-1").price == Decimal("42.00")
 

@@ -12,6 +12,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import processes
 import pytest
 from conftest import pg_url
 
@@ -242,7 +243,7 @@ def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_
         migrations.init(target)  # an existing, empty pfdb database
         pfdb.close_database()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen(
+    child = processes.Popen(
         [sys.executable, "-c", COPY_SCRIPT, source, target],
         stdout=subprocess.PIPE,
         env=env,
@@ -296,7 +297,7 @@ def test_the_source_is_read_as_one_snapshot_while_it_is_written(new_url, backend
     fill(source)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     stop = tmp_path / "stop-writing"
-    writer = subprocess.Popen(
+    writer = processes.Popen(
         [sys.executable, "-c", WRITER, source, str(stop)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

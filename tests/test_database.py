@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 
+import processes
 import pytest
 
 import pfdb
@@ -182,7 +183,7 @@ def test_processes_write_one_sqlite_file_at_once(sqlite_url, tmp_path):
     """)
     )
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(n)], stderr=subprocess.PIPE, text=True) for n in range(4)
+        processes.Popen([sys.executable, str(script), str(n)], stderr=subprocess.PIPE, text=True) for n in range(4)
     ]
     failures = [(p.wait(), p.stderr.read()) for p in procs]
     assert all(code == 0 for code, _ in failures), failures

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import processes
 import pytest
 from feeds_samples import catalogue_state
 
@@ -86,7 +87,7 @@ def _interrupted_cli(database_url: str, tmp_path, sig: int) -> subprocess.Comple
     # would inherit that; with a handler here the child starts with Python's own.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        child = subprocess.Popen(
+        child = processes.Popen(
             [
                 sys.executable,
                 "-m",

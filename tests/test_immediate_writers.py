@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -29,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
 
-def start(script: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+def start(script: Path, *args: str, env: dict | None = None) -> processes.Popen:
+    return processes.Popen(
         [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -39,7 +40,7 @@ def start(script: Path, *args: str, env: dict | None = None) -> subprocess.Popen
     )
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+def finish(proc: processes.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 
@@ -65,7 +66,7 @@ def sqlite_file(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
-def release_together(procs: list[subprocess.Popen], go: Path, timeout: float = 60) -> None:
+def release_together(procs: list[processes.Popen], go: Path, timeout: float = 60) -> None:
     """Wait until every process is ready (or one died), then let them all go at once."""
     deadline = time.monotonic() + timeout
     while (

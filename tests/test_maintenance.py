@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -151,7 +152,7 @@ def test_backup_while_two_processes_insert_is_consistent(db, backend, database_u
     script.write_text(WRITER)
     stop = tmp_path / "stop"
     writers = [
-        subprocess.Popen(
+        processes.Popen(
             [sys.executable, str(script), database_url, str(n), str(stop)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -330,7 +331,7 @@ def test_restore_is_atomic_for_a_reader_in_another_process(db, backend, database
         SystemLog.insert_many([{"level": "INFO", "message": "x" * 2000} for _ in range(300)]).execute()
     script = tmp_path / "reader.py"
     script.write_text(READER)
-    reader = subprocess.Popen(
+    reader = processes.Popen(
         [sys.executable, str(script), database_url, "[0, 300]", "[40, 0]"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -595,9 +596,9 @@ def test_no_command_prints_the_password_nor_passes_it_in_argv(run_cli, postgres_
     # pg_dump and pg_restore get the password through PGPASSWORD, never in argv
     assert any("pg_dump" in args[0] for args, _ in calls) and any("--clean" in args for args, _ in calls)
     for args, env_password in calls:
-        assert PASSWORD not in " ".join(args)
+        assert PASSWORD not in " ".join(args), args
         if "--version" not in args:
-            assert env_password == PASSWORD
+            assert env_password == PASSWORD, args
 
 
 def test_bin_pfdb_backup_in_a_subprocess(database_url, tmp_path):

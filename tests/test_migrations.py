@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import peewee as pw
+import processes
 import pytest
 
 import pfdb
@@ -358,7 +359,7 @@ def test_concurrent_migrate_applies_each_migration_once(empty_url, mdir, tmp_pat
     """)
     )
     procs = [
-        subprocess.Popen([sys.executable, str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        processes.Popen([sys.executable, str(runner)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)
     ]
     outputs = [(p.wait(timeout=120), *p.communicate()) for p in procs]

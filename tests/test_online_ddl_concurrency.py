@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import processes
 import psycopg2
 import pytest
 from conftest import PG_ADMIN_URL, pg_url
@@ -63,7 +64,7 @@ def one(url: str, sql: str) -> list[tuple]:
 
 def two_migrates(env: dict) -> list[dict]:
     procs = [
-        subprocess.Popen(
+        processes.Popen(
             [sys.executable, "-m", "pfdb", "migrate", "--json"],
             env={**os.environ, **env, "MIGRATION_BACKUP_BEFORE_UPGRADE": "false"},
             stdout=subprocess.PIPE,

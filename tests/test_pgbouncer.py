@@ -20,6 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
+import processes
 import psycopg2
 import pytest
 from conftest import PG_ADMIN_URL, pg_url
@@ -118,8 +119,8 @@ def _one(url: str, sql: str):
         conn.close()
 
 
-def _pfdb(*args: str, env: dict, timeout: float = 120) -> subprocess.Popen:
-    return subprocess.Popen(
+def _pfdb(*args: str, env: dict, timeout: float = 120) -> processes.Popen:
+    return processes.Popen(
         [sys.executable, "-m", "pfdb", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
@@ -128,7 +129,7 @@ def _pfdb(*args: str, env: dict, timeout: float = 120) -> subprocess.Popen:
     )
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+def _finish(proc: processes.Popen, timeout: float = 120) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 import threading
 import time
 
+import processes
 import pytest
 from conftest import ROOT
 
@@ -48,7 +48,7 @@ def test_queued_records_are_written_at_interpreter_exit(database_url, tmp_path):
             logging.info("record %d", i)
     """)
     )
-    proc = subprocess.run(
+    proc = processes.run(
         [sys.executable, str(script)],
         capture_output=True,
         text=True,

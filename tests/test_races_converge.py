@@ -15,6 +15,7 @@ import textwrap
 import uuid
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -67,7 +68,7 @@ def race(
     """Start one process per argv, open the gate once all are up, and collect them all."""
     gate = tmp_path / f"gate-{uuid.uuid4().hex[:6]}"
     children = [
-        subprocess.Popen(
+        processes.Popen(
             [sys.executable, "-c", script, str(gate), *argv],
             cwd=tmp_path,
             env=_env(),

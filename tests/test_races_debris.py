@@ -17,6 +17,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -62,11 +63,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def start_cli(tmp_path: Path, *argv: str, paced: bool = True) -> tuple[subprocess.Popen, Path]:
+def start_cli(tmp_path: Path, *argv: str, paced: bool = True) -> tuple[processes.Popen, Path]:
     started = tmp_path / "started"
     started.unlink(missing_ok=True)
     cmd = [sys.executable, "-c", PACED_CLI, str(started), *argv] if paced else [sys.executable, "-m", "pfdb", *argv]
-    child = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = processes.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return child, started
 
 
@@ -78,14 +79,14 @@ def wait_for(predicate, what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def kill9(child: subprocess.Popen) -> None:
+def kill9(child: processes.Popen) -> None:
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
 
 
 def run_cli(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return processes.run(
         [sys.executable, "-m", "pfdb", *argv], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
     )
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from pathlib import Path
 
+import processes
 import pytest
 from pg_servers import TempPostgres, free_port
 
@@ -79,7 +80,7 @@ def fresh_process(servers, code: str, **env: str) -> str:
         PYTHONPATH=str(ROOT), DATABASE_URL=primary.url("shop"), DATABASE_REPLICA_URLS=replica.url("shop"), **env
     )
     prelude = "import pfdb\nfrom pfdb.models import Configuration\npfdb.init_database()\n"
-    result = subprocess.run(
+    result = processes.run(
         [sys.executable, "-c", prelude + code], env=environment, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 from conftest import ROOT
 
@@ -32,7 +33,8 @@ def _feed(path: Path, rows: int, pad: int = 300) -> Path:
 
 def _cli(*argv: str, url: str, cwd: Path, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CACHE_HOME": str(cwd / "cache")}
-    return subprocess.run(
+    # bin/pfdb forked from the tests' warm interpreter; one run as another user (prefix) starts its own.
+    return (subprocess.run if prefix else processes.run)(
         [*prefix, sys.executable, PFDB, "--database-url", url, *argv],
         cwd=cwd,
         env=env,
