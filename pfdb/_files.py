@@ -149,16 +149,23 @@ PR_SET_PDEATHSIG = 1
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """libc, loaded on the first child: ``find_library`` runs ``ldconfig -p``, a process of its own.
+    """libc's ``prctl``, from the symbols this process has already loaded (``dlopen(NULL)``).
 
-    Loaded at import, that process ran before every command, and a test waiting for a
-    command's first child (pg_dump) could take it for one.
+    ``ctypes.util.find_library("c")`` runs ``ldconfig -p``, a process of its own, before the
+    first tool of every pfdb process; a test waiting for a command's first child (pg_dump)
+    could take it for one.
     """
     if not sys.platform.startswith("linux"):
         return None
+    return _with_prctl(None) or _with_prctl("libc.so.6") or _with_prctl(ctypes.util.find_library("c"))
+
+
+def _with_prctl(name: str | None) -> ctypes.CDLL | None:
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:  # pragma: no cover - no libc to load (a static or unusual build)
+        libc = ctypes.CDLL(name, use_errno=True)
+        libc.prctl  # noqa: B018 - looked up now: a library without it is not the one
+        return libc
+    except (OSError, AttributeError):  # pragma: no cover - a static or unusual build
         return None
 
 

@@ -199,6 +199,21 @@ def test_kill_9_during_a_postgres_backup_takes_pg_dump_along(postgres_url, tmp_p
     assert "removed: " in result.stdout and hidden(folder) == [] and len(visible(folder)) == 1
 
 
+def test_the_guard_that_takes_children_along_starts_no_process_of_its_own():
+    """prctl comes from the libc already loaded: ctypes' find_library("c") ran ``ldconfig -p``."""
+    code = textwrap.dedent("""
+        import subprocess
+        started = []
+        real = subprocess.Popen
+        subprocess.Popen = lambda args, *a, **k: started.append(args) or real(args, *a, **k)
+        from pfdb import _files
+        guard = _files.child_guard()
+        print(sorted(guard), started)
+    """)
+    result = processes.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env())
+    assert result.stdout.strip() == "['preexec_fn', 'start_new_session'] []", result.stderr
+
+
 # -- restore -----------------------------------------------------------------------------------
 @pytest.mark.postgres
 def test_kill_9_during_a_postgres_restore_leaves_the_database_as_it_was(postgres_url, tmp_path):
