@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import processes
 import pytest
 
 import pfdb
@@ -211,12 +212,12 @@ def test_output_cut_short_by_the_reader_is_a_quiet_exit(tmp_path, sqlite_url, co
     pfdb.init_database(sqlite_url)  # the data, in process: the process under test is the reader's
     import_products(str(tmp_path / "feed.csv"))
     pfdb.close_database()
-    child = subprocess.Popen(
+    child = processes.Popen(
         [sys.executable, str(BIN), "--database-url", sqlite_url, command],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
+        stdout=processes.PIPE,
+        stderr=processes.PIPE,
+        stdin=processes.DEVNULL,
     )
     if command == "export":
         assert child.stdout.readline().startswith(b"sku,")

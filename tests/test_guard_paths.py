@@ -179,8 +179,9 @@ def test_python_import_refuses_its_own_feed(db, tmp_path):
 
 # -- bin/pfdb itself, with a real standard input that is no terminal --------------------------------
 def test_bin_pfdb_refuses_with_exit_2_and_one_line(shop, sqlite_url, tmp_path):
-    import subprocess
     import sys
+
+    import processes
 
     bin_pfdb = Path(__file__).resolve().parent.parent / "bin" / "pfdb"
     bad = write(tmp_path, "bad.csv", BAD_CSV)
@@ -192,9 +193,9 @@ def test_bin_pfdb_refuses_with_exit_2_and_one_line(shop, sqlite_url, tmp_path):
         ["import", str(bad), "--rejects", str(bad)],
         ["rollback", "zero"],
     ):
-        proc = subprocess.run(
+        proc = processes.run(
             [sys.executable, str(bin_pfdb), "--database-url", sqlite_url, *argv],
-            stdin=subprocess.DEVNULL,
+            stdin=processes.DEVNULL,
             capture_output=True,
             text=True,
             env=env,
