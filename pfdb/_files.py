@@ -149,7 +149,7 @@ PR_SET_PDEATHSIG = 1
 
 @functools.cache
 def _libc() -> ctypes.CDLL | None:
-    """libc's ``prctl``, from the symbols this process has already loaded (``dlopen(NULL)``).
+    """libc (for ``prctl``), from the symbols this process has already loaded (``dlopen(NULL)``).
 
     ``ctypes.util.find_library("c")`` runs ``ldconfig -p``, a process of its own, before the
     first tool of every pfdb process; a test waiting for a command's first child (pg_dump)

@@ -70,9 +70,8 @@ for name in sys.argv[2:]:
 gc.freeze()
 ZYGOTE_PATH = list(sys.path)
 
-# Children start with Python's own Ctrl-C handler, even where the suite runs with SIGINT ignored
-# (nohup, a background job), which a started interpreter would inherit.
-signal.signal(signal.SIGINT, signal.default_int_handler)
+# Ctrl-C is the test process's to handle: the zygote ends when its control socket closes.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 wake_r, wake_w = os.pipe()
 os.set_blocking(wake_w, False)
 signal.set_wakeup_fd(wake_w)
@@ -112,18 +111,31 @@ def serve():
             message, fds = b"", []
         if not message:
             sys.exit(0)  # the test process is gone
-        request = json.loads(message)
         status = socket.socket(fileno=fds[3])
-        pid = os.fork()
+        try:
+            request = json.loads(message)
+            pid = os.fork()
+        except Exception as exc:  # one bad request (or no memory to fork) fails that request only
+            status.send(b"error " + repr(exc).encode()[:900])
+            status.close()
+            for fd in fds[:3]:
+                os.close(fd)
+            continue
         if pid:
             for fd in fds[:3]:
                 os.close(fd)
             children[pid] = status
-            status.send(b"pid %d" % pid)
+            try:
+                status.send(b"pid %d" % pid)
+            except OSError:
+                pass
             reap()
             continue
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Python's own Ctrl-C handler, even where the suite runs with SIGINT ignored (nohup, a
+        # background job), which a started interpreter would inherit.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for sock in [control, status, *children.values()]:
             sock.close()
         os.close(wake_r)
@@ -137,14 +149,18 @@ def serve():
 
 
 def streams(env):
+    # As the interpreter makes them: newline "\n", PYTHONIOENCODING and PYTHONUNBUFFERED from
+    # the child's environment. What else an interpreter reads at start-up (the locale,
+    # PYTHONHASHSEED, PYTHONWARNINGS, TZ) is the zygote's: such a test starts a real interpreter.
     unbuffered = bool(env.get("PYTHONUNBUFFERED"))
+    encoding, _, errors = env.get("PYTHONIOENCODING", "").partition(":")
     made = []
     for fd, like in ((0, sys.__stdin__), (1, sys.__stdout__), (2, sys.__stderr__)):
         writing = fd != 0
         raw = io.FileIO(fd, "w" if writing else "r", closefd=False)
         buffered = raw if (writing and unbuffered) else (io.BufferedWriter(raw) if writing else io.BufferedReader(raw))
         made.append(io.TextIOWrapper(
-            buffered, encoding=like.encoding, errors=like.errors,
+            buffered, encoding=encoding or like.encoding, errors=errors or like.errors, newline="\n",
             line_buffering=writing and (fd == 2 or os.isatty(fd)), write_through=writing and unbuffered,
         ))
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = made
@@ -171,7 +187,7 @@ else:
     sys.argv = ["-c" if argv[0] == "-c" else argv[0], *argv[2 if argv[0] == "-c" else 1:]]
     source = argv[1] if argv[0] == "-c" else open(argv[0], "rb").read()
     if argv[0] != "-c":
-        main.__file__ = argv[0]
+        main.__file__ = os.path.abspath(argv[0])
     main.__dict__["__builtins__"] = __builtins__
     exec(compile(source, "<string>" if argv[0] == "-c" else argv[0], "exec"), main.__dict__)
 """
@@ -197,7 +213,6 @@ class _Zygote:
         )
         theirs.close()
         self.control = ours
-        self.python_path = env["PYTHONPATH"]
 
     @classmethod
     def get(cls) -> _Zygote:
@@ -239,6 +254,8 @@ class Popen:
         self.returncode: int | None = None
         self.text = text
         self.stdin = self.stdout = self.stderr = None
+        self._readers: list[threading.Thread] | None = None
+        self._output: dict[str, str | bytes] = {}
         send, ours_for_them = [], []  # what the child gets; which of those we made (closed once sent)
         try:
             for fd, how in ((0, stdin), (1, stdout), (2, stderr)):
@@ -264,15 +281,18 @@ class Popen:
                 "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
             }
             self._status = _Zygote.get().fork(request, send)
+            for fd in ours_for_them:  # the zygote holds its own copies now
+                os.close(fd)
+            ours_for_them.clear()
+            self.pid = int(self._receive(None).split()[1])
         except BaseException:
-            for f in (self.stdin, self.stdout, self.stderr):
+            for f in (self.stdin, self.stdout, self.stderr, getattr(self, "_status", None)):
                 if f is not None:
                     f.close()
             raise
         finally:
             for fd in ours_for_them:
                 os.close(fd)
-        self.pid = int(self._receive(None).split()[1])
 
     def _wrap(self, fd: int, writing: bool, bufsize: int):
         raw = open(fd, "wb" if writing else "rb", buffering=bufsize)
@@ -284,9 +304,11 @@ class Popen:
         ready, _, _ = select.select([self._status], [], [], timeout)
         if not ready:
             raise TimeoutExpired(self.args, timeout)
-        message = self._status.recv(64)
-        if not message:
-            raise RuntimeError(f"the test zygote went away while running {self.args[:3]!r}")
+        message = self._status.recv(1024)
+        if not message or message.startswith(b"error "):
+            raise RuntimeError(
+                f"the test zygote could not run {self.args[:3]!r}: {message[6:].decode() or 'it is gone'}"
+            )
         return message
 
     def poll(self) -> int | None:
@@ -307,43 +329,47 @@ class Popen:
         self._status.close()
 
     def communicate(self, input=None, timeout: float | None = None):
-        """Feed ``input``, read both outputs to their end, wait; TimeoutExpired as subprocess raises it."""
-        results: dict[str, bytes] = {}
-
-        def drain(name: str, stream) -> None:
-            results[name] = stream.buffer.read() if self.text else stream.read()
-
-        def feed() -> None:
-            try:
-                if input:
-                    self.stdin.write(input)
-                self.stdin.close()
-            except BrokenPipeError:
-                pass
-
-        threads = [threading.Thread(target=feed, daemon=True)] if self.stdin is not None else []
-        for name in ("stdout", "stderr"):
-            if getattr(self, name) is not None:
-                threads.append(threading.Thread(target=drain, args=(name, getattr(self, name)), daemon=True))
-        for thread in threads:
-            thread.start()
+        """Feed ``input``, read both outputs to their end, wait; after a TimeoutExpired it can be called again."""
+        if input and self.stdin is None:
+            raise ValueError("communicate(input) needs stdin=PIPE")
+        if self._readers is None:  # the first call starts them; a call after a timeout waits for the same
+            self._readers = []
+            if self.stdin is not None:
+                self._readers.append(threading.Thread(target=self._feed, args=(input,), daemon=True))
+            for name in ("stdout", "stderr"):
+                if getattr(self, name) is not None:
+                    self._readers.append(threading.Thread(target=self._drain, args=(name,), daemon=True))
+            for thread in self._readers:
+                thread.start()
         deadline = None if timeout is None else _now() + timeout
-        for thread in threads:
+        for thread in self._readers:
             thread.join(None if deadline is None else max(0.0, deadline - _now()))
             if thread.is_alive():
                 raise TimeoutExpired(self.args, timeout)
         self.wait(None if deadline is None else max(0.0, deadline - _now()))
-        out = [results.get(name) if getattr(self, name) is not None else None for name in ("stdout", "stderr")]
         for name in ("stdout", "stderr"):
             if getattr(self, name) is not None:
                 getattr(self, name).close()
-        if self.text:
-            out = [None if data is None else _decode(data) for data in out]
-        return out[0], out[1]
+        return self._output.get("stdout"), self._output.get("stderr")
+
+    def _feed(self, input) -> None:
+        try:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _drain(self, name: str) -> None:
+        # The stream itself, text or bytes: what a readline() before left in its buffer is kept.
+        self._output[name] = getattr(self, name).read()
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:
-            os.kill(self.pid, sig)
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # it ended since: as subprocess, nothing to signal
+                pass
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -357,7 +383,10 @@ class Popen:
     def __exit__(self, *exc):
         for f in (self.stdout, self.stderr, self.stdin):
             if f is not None:
-                f.close()
+                try:
+                    f.close()
+                except BrokenPipeError:
+                    pass
         self.wait()
 
 
@@ -365,11 +394,6 @@ def _now() -> float:
     import time
 
     return time.monotonic()
-
-
-def _decode(data: bytes) -> str:
-    text = data.decode(locale.getpreferredencoding(False))
-    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def run(

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from decimal import Decimal
@@ -253,7 +252,7 @@ def test_a_killed_copy_leaves_the_target_as_it_was(new_url, target_backend, tmp_
     for line in child.stdout:
         if line.startswith("products") and int(line.split()[1]) >= 1000:
             break
-    os.kill(child.pid, signal.SIGKILL)
+    child.kill()
     child.wait(timeout=30)
     if target_backend == "sqlite":
         assert not Path(target.removeprefix("sqlite:///")).exists()  # nothing under the final name

@@ -103,3 +103,22 @@ def test_only_this_python_with_c_m_or_a_script_is_forked():
         processes.Popen(["pg_dump", "--version"])
     with pytest.raises(ValueError, match="-c and -m only"):
         processes.Popen([PY, "-X", "importtime", "-c", "pass"])
+
+
+def test_what_a_readline_left_buffered_is_in_communicate_and_crlf_reaches_stdin_as_sent():
+    child = processes.Popen([PY, "-c", "print('a'); print('b'); print('c')"], stdout=processes.PIPE, text=True)
+    assert child.stdout.readline() == "a\n"
+    assert child.communicate(timeout=30) == ("b\nc\n", None)
+    code = "import sys; print(repr(sys.stdin.read()))"
+    assert processes.run([PY, "-c", code], input=b"x\r\ny\r", capture_output=True).stdout == b"'x\\r\\ny\\r'\n"
+
+
+def test_communicate_after_a_timeout_gets_the_whole_output_and_an_ended_child_can_be_killed(tmp_path):
+    go = tmp_path / "go"
+    code = f"import os, time\nprint('early', flush=True)\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\nprint('late')"
+    child = processes.Popen([PY, "-c", code], stdout=processes.PIPE, text=True)
+    with pytest.raises(processes.TimeoutExpired):
+        child.communicate(timeout=0.3)
+    go.touch()
+    assert child.communicate(timeout=30) == ("early\nlate\n", None) and child.returncode == 0
+    child.kill()  # ended and reaped: nothing to signal, no error (as subprocess)
