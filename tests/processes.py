@@ -12,7 +12,10 @@ interpreter shuts down as usual: atexit handlers, buffers flushed).
 
 What a zygote cannot stand in for: a test about start-up itself (bin/pfdb, the console script,
 an installed wheel, another interpreter, what gets imported when, a umask set by a shell) starts
-a real interpreter with ``subprocess``.
+a real interpreter with ``subprocess``. So does one that needs what a child takes from the
+zygote, not from the test: the locale, PYTHONHASHSEED, PYTHONWARNINGS and TZ as read at
+start-up, the umask and resource limits when the zygote started, and the preloaded modules from
+this checkout whatever PYTHONPATH says.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ CompletedProcess, TimeoutExpired, CalledProcessError = (
     subprocess.TimeoutExpired,
     subprocess.CalledProcessError,
 )
+
+_START = subprocess.Popen
 
 # What every child would import anyway, so the zygote imports it once.
 PRELOAD = (
@@ -174,7 +179,7 @@ os.environ.update(env)
 streams(env)
 wanted = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
 rest = [p for p in ZYGOTE_PATH[1:] if p not in wanted]  # this checkout's pfdb stays first
-first = {"script": os.path.dirname(os.path.abspath(argv[0])), "module": os.getcwd()}.get(request["kind"], "")
+first = {"-c": "", "-m": os.getcwd()}.get(argv[0], os.path.dirname(os.path.abspath(argv[0])))
 sys.path[:] = [first, *wanted, *rest]
 main = types.ModuleType("__main__")
 sys.modules["__main__"] = main
@@ -203,7 +208,7 @@ class _Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), *env.get("PYTHONPATH", "").split(os.pathsep)] if p)
-        self.process = subprocess.Popen(
+        self.process = _START(  # not subprocess.Popen itself: a test may spy on that
             [sys.executable, "-c", ZYGOTE, str(theirs.fileno()), *PRELOAD],
             env=env,
             cwd=ROOT,
@@ -231,25 +236,21 @@ class _Zygote:
         return ours
 
 
-def _kind(args) -> tuple[str, list[str]]:
-    """(kind, argv after the interpreter) for ``[python, -c CODE | -m MODULE | SCRIPT, ...]``."""
+def _argv(args) -> list[str]:
+    """The arguments after the interpreter in ``[python, -c CODE | -m MODULE | SCRIPT, ...]``."""
     args = [os.fspath(a) for a in args]
     if len(args) < 2 or args[0] != sys.executable:
         raise ValueError(f"tests.processes runs this Python only ([sys.executable, ...]), not {args[:2]!r}")
-    if args[1] == "-c":
-        return "code", args[1:]
-    if args[1] == "-m":
-        return "module", args[1:]
-    if args[1].startswith("-"):
+    if args[1].startswith("-") and args[1] not in ("-c", "-m"):
         raise ValueError(f"tests.processes knows -c and -m only, not {args[1]!r}: use subprocess")
-    return "script", args[1:]
+    return args[1:]
 
 
 class Popen:
     """A forked child with ``subprocess.Popen``'s surface for what the tests use."""
 
     def __init__(self, args, *, stdin=None, stdout=None, stderr=None, env=None, cwd=None, text=False, bufsize=-1):
-        kind, argv = _kind(args)
+        argv = _argv(args)
         self.args = list(args)
         self.returncode: int | None = None
         self.text = text
@@ -275,7 +276,6 @@ class Popen:
                 else:
                     send.append(how if isinstance(how, int) else how.fileno())
             request = {
-                "kind": kind,
                 "argv": argv,
                 "env": dict(os.environ if env is None else env),
                 "cwd": os.fspath(cwd) if cwd is not None else os.getcwd(),
