@@ -22,6 +22,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import memory_tablespace
 import pytest
 from shared_database import SharedDatabase
 
@@ -90,7 +91,8 @@ def pytest_cmdline_main(config):
 
 
 # Each DROP DATABASE forces a checkpoint on PostgreSQL 15 (one to three seconds on a busy disk,
-# and a burst of writes for every other test on the server): used databases are dropped
+# and a burst of writes for every other test on the server; far less with the test databases in
+# memory, tests/memory_tablespace.py, but a server elsewhere has none): used databases are dropped
 # DROP_BATCH at a time, DROP_SIDE_BY_SIDE connections at once, so that they share checkpoints
 # (a PostgreSQL-heavy part of the suite: 279 s dropping each at once, 204 s in batches of 16;
 # 16 side by side ran a shared server with max_connections = 100 out of connections, hence 8 and 4).
@@ -115,6 +117,9 @@ class PostgresServer:
 
     def __init__(self):
         self.conn = self._connect()
+        memory_tablespace.drop_stale(self.conn)
+        # Test databases in memory where the server allows it (tests/memory_tablespace.py).
+        self.tablespace = memory_tablespace.create(self.conn)
         self.created: list[str] = []
         self._ready: queue.Queue[str] = queue.Queue(maxsize=1)  # few tests need one now: each unused is a DROP
         self._drops: queue.Queue[str] = queue.Queue()
@@ -136,7 +141,12 @@ class PostgresServer:
 
     def create(self, template: str | None = None, conn=None) -> str:
         name = f"pfdb_test_{uuid.uuid4().hex[:12]}"
-        self.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""), conn)
+        self.execute(
+            f'CREATE DATABASE "{name}"'
+            + (f' TEMPLATE "{template}"' if template else "")
+            + (f' TABLESPACE "{self.tablespace}"' if self.tablespace else ""),
+            conn,
+        )
         return name
 
     def release(self, name: str) -> None:
@@ -210,6 +220,8 @@ class PostgresServer:
         # by side they share checkpoints, so the session ends sooner.
         with ThreadPoolExecutor(max_workers=DROP_SIDE_BY_SIDE) as pool:
             list(pool.map(self._drop_apart, leftovers))
+        if self.tablespace:
+            memory_tablespace.drop(self.conn, self.tablespace)
         self.conn.close()
 
     def _drop_apart(self, name: str) -> None:
