@@ -56,8 +56,16 @@ def run_suite(checkout: Path, pytest_args: list[str]) -> dict:
         check=False,
     )
     wall, busy = time.perf_counter() - start, busy_seconds() - busy
-    summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return {"wall": wall, "busy": busy, "loop": loop, "ok": result.returncode == 0, "summary": summary.strip("= ")}
+    lines = result.stdout.strip().splitlines() or ["(no output)"]
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]  # pytest's -ra summary
+    return {
+        "wall": wall,
+        "busy": busy,
+        "loop": loop,
+        "ok": result.returncode == 0,
+        "summary": lines[-1].strip("= "),
+        "failed": failed,
+    }
 
 
 def main() -> None:
@@ -87,6 +95,8 @@ def main() -> None:
                         f"loop {row['loop']:.2f} s  {row['summary']}",
                         flush=True,
                     )
+                    for line in row["failed"]:
+                        print(f"    {line}", flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False)
     pairs = [(rows[i], rows[i + 1]) for i in range(0, len(rows), 2)]
