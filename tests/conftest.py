@@ -292,6 +292,17 @@ def sqlite_url(tmp_path, sqlite_template) -> str:
     return f"sqlite:///{path}"
 
 
+# How many tests -k, -m or --deselect left out of this run (tests/test_packaging.py compares the
+# sdist's collection with this run's own when it is the whole suite).
+DESELECTED = pytest.StashKey[int]()
+
+
+def pytest_deselected(items):
+    if items:
+        config = items[0].config
+        config.stash[DESELECTED] = config.stash.get(DESELECTED, 0) + len(items)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
