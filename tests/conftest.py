@@ -118,8 +118,8 @@ class PostgresServer:
     def __init__(self):
         self.conn = self._connect()
         memory_tablespace.drop_stale(self.conn)
-        # Test databases in memory where the server allows it (tests/memory_tablespace.py).
-        self.tablespace = memory_tablespace.create(self.conn)
+        # Test databases in memory when asked for and the server allows it (tests/memory_tablespace.py).
+        self.tablespace = memory_tablespace.create(self.conn) if memory_tablespace.ENABLED else None
         self.created: list[str] = []
         self._ready: queue.Queue[str] = queue.Queue(maxsize=1)  # few tests need one now: each unused is a DROP
         self._drops: queue.Queue[str] = queue.Queue()

@@ -1,19 +1,25 @@
-"""A tablespace in memory for the test databases, when the PostgreSQL server runs on this machine.
+"""A tablespace in memory for the test databases, when asked for and the PostgreSQL server runs on this machine.
 
 On the shared server's disk (ext4 here) a test database cost about 95 ms of CPU to create from
 the template and drop again, most of it the kernel's: CREATE DATABASE makes a few hundred files
 (ext4 looks for a free inode past the many just deleted) and DROP DATABASE unlinks them and waits
 for a checkpoint's fsyncs. In a folder under /dev/shm the same pair cost 35 ms, and a drop 12 ms
 of wall time instead of 90. A run makes about 160 such databases, and every table a test writes,
-empties or creates lives there too. It is the standard advice for throwaway test databases, and
-nothing a test checks depends on durability across a server crash.
+empties or creates lives there too.
+
+It is opt-in (``PFDB_TEST_MEMORY_TABLESPACE=1``; ``.ci/run`` sets it) because PostgreSQL's manual
+warns that a tablespace on a RAM disk "risks the reliability of the entire cluster": if the
+machine goes down uncleanly while a run is writing there, crash recovery meets WAL that wrote
+into a folder that no longer exists, and the server does not start until it is repaired by hand
+(at the least, that folder made again, owned by the server's user; the log names it). A
+disposable CI machine can take that risk; a developer's own server with data on it should not
+take it without being asked. Each worker drops its tablespace at the end and then checkpoints, so
+no WAL about it is ever replayed after a run that ended; the next run drops what a killed one
+left (its process is gone).
 
 The tablespace is made only when it can be done cleanly: the server's data directory is on this
 machine, a folder can be given to the server's own user (we are that user, or root), and we are
-a superuser. Otherwise the test databases go to the server's default tablespace, as before.
-
-Each worker makes its own, named after its process id, and drops it at the end. A run that was
-killed leaves one behind: the next run drops those whose process is gone, with their databases.
+a superuser. Otherwise the test databases go to the server's default tablespace.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import uuid
 
 from psycopg2 import sql
 
+ENABLED = os.environ.get("PFDB_TEST_MEMORY_TABLESPACE", "").strip().lower() in ("1", "true", "yes")
 PREFIX = "pfdb_test_ram_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)_[0-9a-f]+$")
 ROOT = "/dev/shm"
@@ -47,10 +54,15 @@ def create(conn) -> str | None:
 
 
 def drop(conn, name: str) -> None:
-    """Drop the tablespace (its databases must be gone) and the folder it lived in."""
+    """Drop the tablespace (its databases must be gone) and the folder it lived in.
+
+    The checkpoint comes before the folder goes: from then on crash recovery starts past every
+    record that wrote into it.
+    """
     folder = _location(conn, name)
     with conn.cursor() as cur:
         cur.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
+        cur.execute("CHECKPOINT")
     if folder and folder.startswith(os.path.join(ROOT, "pfdb-test-tablespace-")):  # only a folder we made
         shutil.rmtree(folder, ignore_errors=True)
 
