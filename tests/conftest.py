@@ -22,6 +22,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import bytecode_cache
 import memory_tablespace
 import pytest
 from shared_database import SharedDatabase
@@ -88,6 +89,15 @@ def pytest_cmdline_main(config):
         config.option.numprocesses = WORKERS
         if config.option.dist == "no":
             config.option.dist = "worksteal"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Before pytest-xdist starts its workers: fill the bytecode cache once, not in every worker (tests/bytecode_cache.py)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    bytecode_cache.fill(ROOT / "tests", dict(os.environ))
 
 
 # Each DROP DATABASE forces a checkpoint on PostgreSQL 15 (one to three seconds on a busy disk,
