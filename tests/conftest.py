@@ -285,13 +285,37 @@ def backend(request) -> str:
 
 @pytest.fixture
 def empty_url(backend, tmp_path, request) -> str:
-    """The URL of a fresh database with no tables at all."""
+    """The URL of a database with no tables at all.
+
+    On PostgreSQL a shared empty database, whose schemas are dropped and made again after the
+    test (tests/shared_database.py); with ``@pytest.mark.fresh_database`` a new one of its own.
+    """
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'pfdb.db'}"
     server = request.getfixturevalue("pg_server")
-    name = server.create()
-    request.addfinalizer(lambda: (pfdb.close_database(), server.release(name)))
+    if ALL_FRESH or request.node.get_closest_marker("fresh_database"):
+        name = server.create()
+        request.addfinalizer(lambda: (pfdb.close_database(), server.release(name)))
+        return pg_url(name)
+    shared = request.getfixturevalue("pg_shared_empty")
+    name = shared.acquire()
+
+    def reset() -> None:
+        pfdb.close_database()
+        shared.reset(request.node.nodeid)  # a state it cannot undo costs a new empty database, no more
+
+    request.addfinalizer(reset)
     return pg_url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_shared_empty(pg_server):
+    """The one empty PostgreSQL database that ``empty_url`` tests share, emptied after each."""
+    shared = SharedDatabase(create=pg_server.create, discard=pg_server.release, url_of=pg_url, empty=True)
+    yield shared
+    shared.close()
+    if shared.name:
+        pg_server.release(shared.name)
 
 
 @pytest.fixture

@@ -18,6 +18,12 @@ exact state:
 3. Otherwise empty the tables that hold rows, load back the template's own rows (the migration
    history) where they changed, and set every sequence back to the template's position.
 
+An *empty* shared database (``empty=True``, for ``empty_url``) has a template with no tables at
+all, so a test that migrated it changed its schema by design: the reset then drops the
+template's schemas (``public``) with everything in them and makes them again, with the owner and
+privileges they had, instead of creating a new database. Privileges on the schemas and on the
+database itself are compared too, since the fingerprint does not see them.
+
 Emptying is ``DELETE`` in foreign-key order (children first): for the few rows a test writes it
 costs a sixth of ``TRUNCATE``, which makes and unlinks new files for every table and index
 (37 ms against 215 ms measured here on a busy machine). ``TRUNCATE … RESTART IDENTITY CASCADE``
@@ -133,6 +139,24 @@ SELECT EXISTS (SELECT FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOI
 """
 
 
+# Owner and privileges of each user schema and of the database: what a schema dropped and made
+# again must get back, and what a test may have granted.
+PRIVILEGES = f"""
+WITH ns AS ({_USER_SCHEMAS})
+SELECT 'schema', n.nspname, pg_get_userbyid(n.nspowner), n.nspacl::text FROM pg_namespace n JOIN ns ON ns.oid = n.oid
+UNION ALL
+SELECT 'database', datname, pg_get_userbyid(datdba), datacl::text FROM pg_database WHERE datname = current_database()
+ORDER BY 1, 2
+"""
+
+# A schema's privileges as GRANT statements' parts (grantee 0 is PUBLIC).
+SCHEMA_GRANTS = """
+SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+       a.privilege_type, a.is_grantable
+FROM pg_namespace n, aclexplode(n.nspacl) a WHERE n.nspname = %s AND a.grantee <> n.nspowner
+"""
+
+
 def fingerprint(cur) -> str:
     cur.execute(FINGERPRINT)
     return cur.fetchone()[0]
@@ -179,8 +203,18 @@ class SharedDatabase:
     later ``CREATE DATABASE … TEMPLATE`` fail.
     """
 
-    def __init__(self, create: Callable[[], str], discard: Callable[[str], None], url_of: Callable[[str], str]):
+    def __init__(
+        self,
+        create: Callable[[], str],
+        discard: Callable[[str], None],
+        url_of: Callable[[str], str],
+        *,
+        empty: bool = False,
+    ):
         self._create, self._discard, self._url_of = create, discard, url_of
+        self.empty = empty  # the template has no objects: its schemas are dropped and made again
+        self._privileges: list = []  # PRIVILEGES of the template
+        self._schema_grants: dict[str, list] = {}  # the template's grants per schema (empty databases)
         self.name: str | None = None
         self.replaced_after: list[str] = []  # tests after which the database had to be replaced
         self._fingerprint = ""
@@ -260,6 +294,14 @@ class SharedDatabase:
             self._delete_order = children_first(self._tables, keys)
             cur.execute(TRIGGERS_OR_RULES)
             self._truncate_only = cur.fetchone()[0]
+            if self.empty:
+                if self._tables or self._sequence_state is not None:
+                    raise ValueError("an empty shared database's template must have no tables or sequences")
+                cur.execute(PRIVILEGES)
+                self._privileges = cur.fetchall()
+                for schema in self._schemas:
+                    cur.execute(SCHEMA_GRANTS, (schema,))
+                    self._schema_grants[schema] = cur.fetchall()
 
     def reset(self, test: str = "") -> bool:
         """Put the shared database back into the template's state (True), or replace it by a fresh copy (False)."""
@@ -296,6 +338,8 @@ class SharedDatabase:
                 )
                 if catalog_state(cur) != self._catalogs and not self._schema_is_the_template_s(cur):
                     return False
+                if self.empty and not self._privileges_are_the_template_s(cur):
+                    return False
                 dirty = self._changed_tables(cur)
                 conn.autocommit = False
                 # Visibility does not wait for the WAL flush; durability of a test database is not needed.
@@ -324,14 +368,51 @@ class SharedDatabase:
         if found != self._fingerprint:
             cur.execute(_USER_SCHEMAS)
             extra = sorted(name for _, name in cur.fetchall() if name not in self._schemas)
-            if not extra:
+            if self.empty:
+                self._make_schemas_again(cur)
+            elif extra:
+                cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, extra))))
+            else:
                 return False
-            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, extra))))
             found, catalogs = fingerprint_and_catalogs(cur)
             if found != self._fingerprint:
                 return False
         self._catalogs = catalogs
         return True
+
+    def _privileges_are_the_template_s(self, cur) -> bool:
+        """Privileges a test granted on a schema are undone by making it again; on the database, they cannot be."""
+        cur.execute(PRIVILEGES)
+        if cur.fetchall() == self._privileges:
+            return True
+        self._make_schemas_again(cur)
+        cur.execute(PRIVILEGES)
+        if cur.fetchall() != self._privileges:
+            return False
+        found, self._catalogs = fingerprint_and_catalogs(cur)
+        return found == self._fingerprint
+
+    def _make_schemas_again(self, cur) -> None:
+        """Every user schema dropped with what is in it; the template's made again as they were."""
+        cur.execute(_USER_SCHEMAS)
+        names = sorted(name for _, name in cur.fetchall())
+        if names:
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, names))))
+        owners = {name: owner for kind, name, owner, _ in self._privileges if kind == "schema"}
+        for schema in sorted(self._schemas):
+            cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+            cur.execute(
+                sql.SQL("ALTER SCHEMA {} OWNER TO {}").format(sql.Identifier(schema), sql.Identifier(owners[schema]))
+            )
+            for grantee, privilege, grantable in self._schema_grants[schema]:
+                cur.execute(
+                    sql.SQL("GRANT {} ON SCHEMA {} TO {}{}").format(
+                        sql.SQL(privilege),
+                        sql.Identifier(schema),
+                        sql.SQL(grantee),  # already quoted, or PUBLIC
+                        sql.SQL(" WITH GRANT OPTION" if grantable else ""),
+                    )
+                )
 
     def _empty(self, conn, cur, tables: list[tuple[str, str]]) -> None:
         if not self._truncate_only:

@@ -294,3 +294,101 @@ def test_rows_no_delete_can_remove_are_truncated(pg_server, pg_template):
         database.close()
         if database.name:
             pg_server.release(database.name)
+
+
+# -- the shared empty database (empty_url) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def module_empty(pg_server):
+    database = SharedDatabase(create=pg_server.create, discard=pg_server.release, url_of=pg_url, empty=True)
+    database.acquire()
+    yield database
+    database.close()
+    pg_server.release(database.name)
+
+
+@pytest.fixture
+def empty(module_empty):
+    module_empty.replaced_after.clear()
+    yield module_empty
+    pfdb.close_database()
+    module_empty.reset("after the test")
+
+
+def empty_state(name: str) -> tuple:
+    """Schema fingerprint and the owner and privileges of the schemas and the database."""
+    conn = psycopg2.connect(pg_url(name))
+    try:
+        with conn.cursor() as cur:
+            schema = fingerprint(cur)
+            cur.execute(shared_database.PRIVILEGES)
+            return schema, [row[2:] for row in cur.fetchall()]  # the database's name aside
+    finally:
+        conn.close()
+
+
+def test_a_migrated_empty_database_is_emptied_not_replaced(empty, pg_server):
+    name = empty.name
+    before = empty_state(name)
+    new = pg_server.create()  # what CREATE DATABASE gives, to compare with
+    try:
+        assert empty_state(new) == before
+    finally:
+        pg_server.release(new)
+    pfdb.init_database(pg_url(name))
+    migrations.migrate(backup=False)
+    Product.create(sku="E-1", name="kept?", price="1.00")
+    pfdb.close_database()
+    assert empty_state(name) != before
+
+    empty.reset("this test")
+
+    assert empty.name == name and empty.replaced_after == []
+    assert empty_state(name) == before
+    pfdb.init_database(pg_url(name))
+    assert pfdb.db.get_tables() == []
+
+
+def test_privileges_a_test_granted_on_the_empty_database_are_taken_back(empty):
+    name = empty.name
+    before = empty_state(name)
+    conn = psycopg2.connect(pg_url(name))
+    with conn, conn.cursor() as cur:
+        cur.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")  # the schema itself unchanged: no fingerprint sees it
+    conn.close()
+    assert empty_state(name)[1] != before[1]
+
+    empty.reset("this test")
+
+    assert empty.name == name and empty.replaced_after == []
+    assert empty_state(name) == before
+
+
+def test_privileges_a_test_granted_on_the_database_itself_cost_a_new_empty_database(empty):
+    name = empty.name
+    before = empty_state(name)
+    conn = psycopg2.connect(pg_url(name))
+    with conn, conn.cursor() as cur:
+        cur.execute(f'GRANT TEMPORARY ON DATABASE "{name}" TO PUBLIC; REVOKE CONNECT ON DATABASE "{name}" FROM PUBLIC')
+    conn.close()
+
+    empty.reset("this test")
+
+    assert empty.replaced_after == ["this test"] and empty.name != name
+    assert empty_state(empty.name) == before
+
+
+def test_what_dropping_the_schemas_cannot_undo_costs_a_new_empty_database(empty):
+    name = empty.name
+    before = empty_state(name)
+    conn = psycopg2.connect(pg_url(name))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE notes (id int); ALTER DATABASE \"{name}\" SET work_mem = '8MB'")
+    conn.close()
+
+    empty.reset("this test")
+
+    assert empty.replaced_after == ["this test"] and empty.name != name
+    assert empty_state(empty.name) == before
