@@ -68,10 +68,16 @@ def drop(conn, name: str) -> None:
 
 
 def drop_stale(conn) -> list[str]:
-    """Drop the tablespaces (and their databases) that runs killed on this machine left behind."""
+    """Drop the tablespaces (and their databases) that runs killed on this machine left behind.
+
+    Only for a server on this machine: its tablespaces were made by runs here, whose process
+    ids mean something here. A run elsewhere against the same server leaves them alone.
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT spcname FROM pg_tablespace WHERE spcname LIKE %s", (PREFIX + "%",))
         names = [name for (name,) in cur.fetchall()]
+    if not names or _data_directory_here(conn) is None:
+        return []
     dropped = []
     for name in names:
         match = _NAME.match(name)
@@ -97,18 +103,10 @@ def _folder_for_the_server(conn) -> str | None:
     """An empty folder in memory owned by the server's user, or None."""
     if not os.path.isdir(ROOT) or not os.access(ROOT, os.W_OK | os.X_OK):
         return None
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            if not cur.fetchone()[0]:
-                return None
-            cur.execute("SHOW data_directory")
-            data_directory = cur.fetchone()[0]
-        owner = os.stat(data_directory)  # not on this machine (or not ours to see): FileNotFoundError
-        if not _same_server(conn, data_directory):
-            return None
-    except Exception:
+    data_directory = _data_directory_here(conn)
+    if data_directory is None:
         return None
+    owner = os.stat(data_directory)
     folder = tempfile.mkdtemp(prefix="pfdb-test-tablespace-", dir=ROOT)
     try:
         os.chown(folder, owner.st_uid, owner.st_gid)
@@ -116,6 +114,21 @@ def _folder_for_the_server(conn) -> str | None:
         os.rmdir(folder)
         return None
     return folder
+
+
+def _data_directory_here(conn) -> str | None:
+    """The server's data directory when it is on this machine and we are a superuser, else None."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SHOW data_directory")
+            data_directory = cur.fetchone()[0]
+        os.stat(data_directory)  # not on this machine (or not ours to see): FileNotFoundError
+        return data_directory if _same_server(conn, data_directory) else None
+    except Exception:
+        return None
 
 
 def _same_server(conn, data_directory: str) -> bool:

@@ -103,3 +103,22 @@ def test_without_memory_to_put_it_in_the_default_tablespace_is_used(pg_server, m
     before = _tablespaces(pg_server.conn)
     assert memory_tablespace.create(pg_server.conn) is None
     assert _tablespaces(pg_server.conn) == before
+
+
+def test_a_run_elsewhere_leaves_this_machine_s_tablespaces_alone(pg_server, monkeypatch):
+    """Against a server on another machine, process ids from here mean nothing: nothing is dropped."""
+    _needs_a_local_server(pg_server)
+    script = f"""
+import sys; sys.path.insert(0, {os.path.dirname(__file__)!r})
+import psycopg2, memory_tablespace
+conn = psycopg2.connect({PG_ADMIN_URL!r}); conn.autocommit = True
+print(memory_tablespace.create(conn))
+"""
+    orphan = processes.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        monkeypatch.setattr(memory_tablespace, "_same_server", lambda conn, data_directory: False)
+        assert memory_tablespace.drop_stale(pg_server.conn) == []
+        assert orphan in _tablespaces(pg_server.conn)
+    finally:
+        monkeypatch.undo()
+        memory_tablespace.drop(pg_server.conn, orphan)
